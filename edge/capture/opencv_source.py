@@ -1,0 +1,165 @@
+"""Video sources through OpenCV: files, camera indexes, RTSP URLs (GStreamer comes later).
+
+Files are read at full speed with their own timestamps (frame index / fps), so evaluation
+is repeatable. Live sources are read on a thread that keeps only the newest frame, so a
+slow pipeline never builds up lag.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+import cv2
+import numpy as np
+
+from edge.decoding.letterbox import ensure_bgr
+from edge.errors import SourceError
+from edge.types import Frame
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_FPS = 25.0
+_LIVE_FIRST_FRAME_TIMEOUT_S = 10.0
+
+
+def describe(source: Union[str, int]) -> str:
+    """The source for logs, with any RTSP password hidden."""
+    text = str(source)
+    if "://" in text and "@" in text:
+        scheme, rest = text.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return text
+
+
+class VideoSource:
+    """Iterate Frames from a file, a camera or a stream."""
+
+    def __init__(self, source: Union[str, int], pad_end_s: float = 0.0, realtime: bool = False) -> None:
+        self.source = source
+        self.pad_end_s = pad_end_s
+        self.realtime = realtime
+        self.is_live = isinstance(source, int) or "://" in str(source)
+        if not self.is_live:
+            path = Path(str(source))
+            if not path.exists():
+                raise SourceError(f"video file {path} not found: check the path")
+            if not path.is_file():
+                raise SourceError(f"video source {path} is not a file: pass a video file, camera index or URL")
+        self._capture = cv2.VideoCapture(source)
+        if not self._capture.isOpened():
+            self._capture.release()
+            if isinstance(source, int):
+                raise SourceError(f"camera {source} cannot be opened: check that /dev/video{source} exists "
+                                  f"and no other program holds it")
+            if self.is_live:
+                raise SourceError(f"stream {describe(source)} cannot be opened: check the URL, the credentials "
+                                  f"and that the camera is reachable")
+            raise SourceError(f"video file {source} cannot be decoded: it is corrupt or not a video "
+                              f"(check it with ffprobe)")
+        fps = self._capture.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and np.isfinite(fps) and 1.0 <= fps <= 240.0 else _DEFAULT_FPS
+        self.frame_count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        logger.info("opened %s (%s, %.2f fps)", describe(source), "live" if self.is_live else "file", self.fps)
+
+    def close(self) -> None:
+        self._capture.release()
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def frames(self) -> Iterator[Frame]:
+        if self.is_live:
+            yield from self._live_frames()
+        else:
+            yield from self._file_frames()
+
+    def _file_frames(self) -> Iterator[Frame]:
+        index = 0
+        last: Optional[np.ndarray] = None
+        started = time.monotonic()
+        while True:
+            ok, image = self._capture.read()
+            if not ok or image is None:
+                break
+            try:
+                image = ensure_bgr(image)
+            except ValueError:
+                logger.warning("%s: frame %d is unreadable; skipped", describe(self.source), index)
+                index += 1
+                continue
+            time_s = index / self.fps
+            if self.realtime:
+                delay = started + time_s - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            last = image
+            yield Frame(image=image, index=index, time_s=time_s)
+            index += 1
+        if last is None:
+            raise SourceError(f"video file {self.source} has no readable frames: it is empty, truncated or corrupt")
+        if self.frame_count and index < self.frame_count - 1:
+            logger.warning("%s: read %d of %d frames; the file may be truncated", self.source, index, self.frame_count)
+        # Hold the last frame so a fall at the very end can still be confirmed (evaluation).
+        for pad in range(int(round(self.pad_end_s * self.fps))):
+            yield Frame(image=last, index=index + pad, time_s=(index + pad) / self.fps)
+
+    def _live_frames(self) -> Iterator[Frame]:
+        latest: dict = {}
+        condition = threading.Condition()
+        stop = threading.Event()
+        opened = time.monotonic()
+
+        def reader() -> None:
+            index = 0
+            while not stop.is_set():
+                ok, image = self._capture.read()
+                with condition:
+                    if not ok or image is None:
+                        latest["ended"] = True
+                        condition.notify_all()
+                        return
+                    latest["frame"] = Frame(image=image, index=index, time_s=time.monotonic() - opened)
+                    condition.notify_all()
+                index += 1
+
+        thread = threading.Thread(target=reader, name=f"capture-{describe(self.source)}", daemon=True)
+        thread.start()
+        last_index = -1
+
+        def has_news() -> bool:
+            return bool(latest.get("ended")) or ("frame" in latest and latest["frame"].index != last_index)
+
+        try:
+            while True:
+                with condition:
+                    condition.wait_for(has_news, timeout=_LIVE_FIRST_FRAME_TIMEOUT_S)
+                    frame = latest.get("frame")
+                    ended = latest.get("ended", False)
+                if frame is not None and frame.index != last_index:
+                    last_index = frame.index
+                    try:
+                        yield Frame(image=ensure_bgr(frame.image), index=frame.index, time_s=frame.time_s)
+                    except ValueError:
+                        logger.warning("%s: unreadable frame %d skipped", describe(self.source), frame.index)
+                    continue
+                if ended:
+                    if last_index < 0:
+                        raise SourceError(f"{describe(self.source)} opened but sent no frames: check the camera")
+                    logger.warning("%s ended", describe(self.source))
+                    return
+                raise SourceError(f"{describe(self.source)} sent no frame for {_LIVE_FIRST_FRAME_TIMEOUT_S:.0f} s: "
+                                  f"check the camera and the network")
+        finally:
+            stop.set()
+
+
+def parse_source(text: str) -> Union[str, int]:
+    """'0' -> camera 0; anything else is a path or URL."""
+    return int(text) if text.isdigit() else text

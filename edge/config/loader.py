@@ -1,0 +1,143 @@
+"""Load and validate the YAML config: unknown keys and wrong types are errors naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import typing
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import yaml
+
+from edge.config.schema import Config
+from edge.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def load_config(path: Optional[Union[str, Path]]) -> Config:
+    """Read a config file; None gives the built-in defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found: pass --config with an existing YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}: fix the syntax") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc}): check its permissions") from None
+    if raw is None:
+        raw = {}
+    config = config_from_dict(raw, source=str(path))
+    logger.debug("loaded config from %s", path)
+    return config
+
+
+def config_from_dict(raw: Any, source: str = "config") -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    config = _build(Config, raw, prefix="", source=source)
+    _check_ranges(config, source)
+    return config
+
+
+def _build(cls: type, raw: Dict[str, Any], prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: Dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known keys: {', '.join(fields)})"
+            raise ConfigError(f"{source}: unknown key '{dotted}'{hint}")
+        values[key] = _convert(hints[key], value, dotted, source)
+    return cls(**values)
+
+
+def _convert(expected: Any, value: Any, dotted: str, source: str) -> Any:
+    if dataclasses.is_dataclass(expected):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{dotted}' must be a mapping, got {type(value).__name__}")
+        return _build(expected, value, prefix=f"{dotted}.", source=source)
+    origin = typing.get_origin(expected)
+    if origin is Union:
+        options = [arg for arg in typing.get_args(expected) if arg is not type(None)]
+        if value is None:
+            return None
+        return _convert(options[0], value, dotted, source)
+    if origin in (list, typing.List):
+        (item_type,) = typing.get_args(expected)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: '{dotted}' must be a list, got {type(value).__name__}")
+        return [_convert(item_type, item, f"{dotted}[{i}]", source) for i, item in enumerate(value)]
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: '{dotted}' must be true or false, got {value!r}")
+        return value
+    if expected is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: '{dotted}' must be an integer, got {value!r}")
+        return value
+    if expected is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: '{dotted}' must be a number, got {value!r}")
+        return float(value)
+    if expected is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: '{dotted}' must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{source}: '{dotted}' has an unsupported type {expected!r}")  # pragma: no cover
+
+
+def _check_ranges(config: Config, source: str) -> None:
+    """Values that parse but make no sense: each names the key and the allowed range."""
+    problems = []
+
+    def need(ok: bool, key: str, rule: str) -> None:
+        if not ok:
+            problems.append(f"'{key}' {rule}")
+
+    for key in ("score_threshold", "iou_threshold"):
+        need(0.0 <= getattr(config.detector, key) <= 1.0, f"detector.{key}", "must be between 0 and 1")
+    need(config.detector.input_size % 32 == 0 and config.detector.input_size >= 64, "detector.input_size",
+         "must be a multiple of 32, at least 64")
+    need(config.detector.every_n_frames >= 1, "detector.every_n_frames", "must be at least 1")
+    need(config.detector.layout in ("auto", "yolov8", "yolov5"), "detector.layout", "must be auto, yolov8 or yolov5")
+    need(len(config.detector.class_names) >= 1, "detector.class_names", "must name at least one class")
+    need(config.pose.input_size % 32 == 0 and config.pose.input_size >= 64, "pose.input_size",
+         "must be a multiple of 32, at least 64")
+    for key in ("min_person_score", "min_keypoint_score", "crop_below_height_fraction"):
+        need(0.0 <= getattr(config.pose, key) <= 1.0, f"pose.{key}", "must be between 0 and 1")
+    need(config.pose.crop_margin >= 0, "pose.crop_margin", "must be 0 or more")
+    need(config.pose.max_crops_per_frame >= 0, "pose.max_crops_per_frame", "must be 0 or more")
+    need(config.detector.threads >= 1 and config.pose.threads >= 1, "threads", "must be at least 1")
+    need(0.0 <= config.tracker.iou_threshold <= 1.0, "tracker.iou_threshold", "must be between 0 and 1")
+    need(config.tracker.max_age_s > 0, "tracker.max_age_s", "must be above 0")
+    need(config.tracker.down_max_age_s >= config.tracker.max_age_s, "tracker.down_max_age_s",
+         "must be at least tracker.max_age_s")
+    fall = config.fall
+    need(fall.torso_angle_low_deg < fall.torso_angle_high_deg, "fall.torso_angle_low_deg",
+         "must be below fall.torso_angle_high_deg")
+    need(fall.aspect_low < fall.aspect_high, "fall.aspect_low", "must be below fall.aspect_high")
+    for key in ("weight_torso_angle", "weight_aspect", "weight_detector"):
+        need(getattr(fall, key) >= 0, f"fall.{key}", "must be 0 or more")
+    need(fall.weight_torso_angle + fall.weight_aspect > 0, "fall.weight_torso_angle",
+         "and fall.weight_aspect cannot both be 0")
+    for key in ("lying_enter", "lying_exit", "upright_below"):
+        need(0.0 <= getattr(fall, key) <= 1.0, f"fall.{key}", "must be between 0 and 1")
+    need(fall.lying_exit < fall.lying_enter, "fall.lying_exit", "must be below fall.lying_enter (hysteresis)")
+    need(fall.upright_below <= fall.lying_exit, "fall.upright_below", "must not exceed fall.lying_exit")
+    for key in ("min_upright_s", "fall_window_s", "min_descent", "confirm_s", "alarm_hold_s", "recover_s",
+                "detector_max_age_s"):
+        need(getattr(fall, key) >= 0, f"fall.{key}", "must be 0 or more")
+    need(config.output.process_fps >= 0, "output.process_fps", "must be 0 (every frame) or more")
+    need(bool(config.output.camera.strip()), "output.camera", "must not be empty")
+    if problems:
+        raise ConfigError(f"{source}: {problems[0]}")

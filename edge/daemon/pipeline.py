@@ -1,0 +1,243 @@
+"""One camera's processing: frame -> people/detections -> tracks -> fall states -> events.
+
+Scheduling on a small CPU: the pose model (~15 ms) runs on every processed frame; the
+detector (~10x dearer) runs every `detector.every_n_frames` frames and on the next frame
+after a track turns into a fall candidate, so that it can confirm or veto the fall.
+People too small for the whole-frame pose pass get a second pass on a crop around them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Dict, List, Optional
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from edge.config import Config
+from edge.decoding.letterbox import ensure_bgr, square_crop_box
+from edge.decoding.yolo import iou_matrix, nms
+from edge.fall.features import posture_features
+from edge.fall.state_machine import FallState, Transition
+from edge.perception import Detector, PoseEstimator
+from edge.tracking.tracker import Track, Tracker
+from edge.types import Box, Detection, FallEvent, Frame, Observation, Person
+
+logger = logging.getLogger(__name__)
+
+_MATCH_IOU = 0.3  # a pose and a detection of the same person overlap at least this much
+_SAME_PERSON_IOU = 0.6  # detector boxes of different classes over one person
+_MAX_CROP_MISSES = 3
+
+
+@dataclass
+class FrameResult:
+    frame: Frame
+    tracks: List[Track]
+    events: List[FallEvent]
+    detector_ran: bool
+    crops: List[Box] = field(default_factory=list)
+
+
+def _boxes_array(boxes: List[Box]) -> np.ndarray:
+    return np.array([[b.x1, b.y1, b.x2, b.y2] for b in boxes], dtype=np.float64).reshape(-1, 4)
+
+
+def person_boxes(detections: List[Detection], fall_class_id: int) -> List[Detection]:
+    """One box per person: class-aware NMS keeps a Normal and a Fall box on the same body;
+    merge them and carry the highest Fall score into the kept box's class_scores."""
+    if not detections:
+        return []
+    boxes = _boxes_array([d.box for d in detections])
+    scores = np.array([d.score for d in detections])
+    keep = nms(boxes, scores, _SAME_PERSON_IOU)
+    overlaps = iou_matrix(boxes[keep], boxes)
+    merged = []
+    for row, index in enumerate(keep):
+        members = np.nonzero(overlaps[row] > _SAME_PERSON_IOU)[0]
+        fall = max(detections[m].class_scores[fall_class_id] for m in members)
+        base = detections[index]
+        scores_list = list(base.class_scores)
+        scores_list[fall_class_id] = fall
+        merged.append(Detection(base.box, base.score, base.class_id, base.label, tuple(scores_list)))
+    return merged
+
+
+def merge_observations(people: List[Person], detections: List[Detection]) -> List[Observation]:
+    """Pair each pose with the detection of the same person; keep the unpaired ones alone."""
+    observations: List[Observation] = []
+    paired_people, paired_dets = set(), set()
+    if people and detections:
+        iou = iou_matrix(_boxes_array([p.box for p in people]), _boxes_array([d.box for d in detections]))
+        rows, cols = linear_sum_assignment(-iou)
+        for row, col in zip(rows, cols):
+            if iou[row, col] >= _MATCH_IOU:
+                observations.append(Observation(box=people[row].box, person=people[row], detection=detections[col]))
+                paired_people.add(row)
+                paired_dets.add(col)
+    observations += [Observation(box=p.box, person=p) for i, p in enumerate(people) if i not in paired_people]
+    observations += [Observation(box=d.box, detection=d) for i, d in enumerate(detections) if i not in paired_dets]
+    return observations
+
+
+class FallPipeline:
+    def __init__(self, config: Config, pose: PoseEstimator, detector: Optional[Detector], camera: Optional[str] = None):
+        self.config = config
+        self.pose = pose
+        self.detector = detector if config.detector.enabled else None
+        self.camera = camera or config.output.camera
+        self.tracker = Tracker(config.tracker, config.fall)
+        self.frames_processed = 0
+        self._detector_due = True  # run on the first frame
+        self.timings_ms: Dict[str, List[float]] = defaultdict(list)
+
+    # -- stages ----------------------------------------------------------------------------
+
+    def _timed(self, stage: str, started: float) -> None:
+        self.timings_ms[stage].append((time.perf_counter() - started) * 1000.0)
+
+    def _run_detector(self, image: np.ndarray) -> List[Detection]:
+        assert self.detector is not None
+        started = time.perf_counter()
+        detections = person_boxes(self.detector.detect(image), self.detector.fall_class_id)
+        self._timed("detector", started)
+        return detections
+
+    def _refine_with_crops(self, image: np.ndarray, tracks: List[Track], time_s: float) -> List[Box]:
+        """Second pose pass on crops around people who are small or got no pose this frame."""
+        height, width = image.shape[:2]
+        limit = self.config.pose.max_crops_per_frame
+        wanted = []
+        for track in tracks:
+            # Tracks missed this frame are cropped too, around their last box: that is how a
+            # small person the whole-frame pass cannot see is followed between detector runs.
+            small = track.box.height < self.config.pose.crop_below_height_fraction * height
+            no_pose = track.person is None or track.person_time_s != time_s
+            # A detector box where crops keep finding nobody (a coat, a pillow) is retried only
+            # when the detector refreshes it, not on every frame.
+            fresh_detection = track.detector_time_s == time_s
+            if track.crop_misses >= _MAX_CROP_MISSES and not fresh_detection:
+                continue
+            if small or no_pose:
+                # Fall candidates first, then whoever waited longest for a crop (round robin when
+                # there are more small people than crops per frame).
+                urgent = track.fall.state in (FallState.FALLING, FallState.DOWN, FallState.ALARM)
+                waited = time_s - (track.last_crop_s if track.last_crop_s is not None else float("-inf"))
+                wanted.append((urgent, waited, track))
+        wanted.sort(key=lambda item: (item[0], item[1]), reverse=True)
+        crops: List[Box] = []
+        for _, _, track in wanted[:limit]:
+            track.last_crop_s = time_s
+            region = square_crop_box(track.box, self.config.pose.crop_margin, width, height)
+            started = time.perf_counter()
+            people = self.pose.estimate_in(image, region)
+            self._timed("pose_crop", started)
+            crops.append(region)
+            best = self._best_match(track.box, people)
+            if best is not None:
+                track.crop_misses = 0
+                track.observe(Observation(box=best.box, person=best), time_s)
+            else:
+                track.crop_misses += 1
+        return crops
+
+    @staticmethod
+    def _best_match(box: Box, people: List[Person]) -> Optional[Person]:
+        if not people:
+            return None
+        iou = iou_matrix(_boxes_array([box]), _boxes_array([p.box for p in people]))[0]
+        best = int(iou.argmax())
+        return people[best] if iou[best] >= _MATCH_IOU else None
+
+    # -- one frame ---------------------------------------------------------------------------
+
+    def process(self, frame: Frame) -> FrameResult:
+        started_frame = time.perf_counter()
+        image = ensure_bgr(frame.image)
+        time_s = frame.time_s
+        started = time.perf_counter()
+        people = self.pose.estimate(image)
+        self._timed("pose_full", started)
+
+        run_detector = self.detector is not None and (
+            self._detector_due or self.frames_processed % max(1, self.config.detector.every_n_frames) == 0
+        )
+        detections = self._run_detector(image) if run_detector else []
+        self._detector_due = False
+
+        started = time.perf_counter()
+        tracks = self.tracker.update(merge_observations(people, detections), time_s)
+        if run_detector:
+            self._score_tracks_with_detector(tracks, detections, time_s)
+        self._timed("tracking", started)
+        crops = self._refine_with_crops(image, tracks, time_s)
+
+        started = time.perf_counter()
+        events = self._update_fall_states(tracks, time_s)
+        self._timed("fall_logic", started)
+        self.frames_processed += 1
+        self._timed("total", started_frame)
+        return FrameResult(frame=frame, tracks=list(tracks), events=events, detector_ran=run_detector, crops=crops)
+
+    def _score_tracks_with_detector(self, tracks: List[Track], detections: List[Detection], time_s: float) -> None:
+        """Every track the detector looked at gets its Fall score (0 when no box covers it)."""
+        assert self.detector is not None
+        fall_id = self.detector.fall_class_id
+        for track in tracks:
+            covering = [d for d in detections
+                        if iou_matrix(_boxes_array([track.box]), _boxes_array([d.box]))[0, 0] >= _MATCH_IOU]
+            track.set_detector_score(max((d.class_scores[fall_id] for d in covering), default=0.0), time_s)
+
+    def _update_fall_states(self, tracks: List[Track], time_s: float) -> List[FallEvent]:
+        cfg = self.config
+        events: List[FallEvent] = []
+        for track in tracks:
+            features = None
+            if track.observed_this_frame:
+                detector_score = None
+                if (track.detector_time_s is not None
+                        and time_s - track.detector_time_s <= cfg.fall.detector_max_age_s):
+                    detector_score = track.detector_fall_score
+                keypoints = track.person.keypoints if track.person_time_s == time_s and track.person else None
+                features = posture_features(keypoints, track.box, detector_score,
+                                            cfg.pose.min_keypoint_score, cfg.fall)
+            was = track.fall.state
+            detector_seen = track.detector_time_s if self.detector is not None else None
+            if detector_seen is None and self.detector is not None:
+                detector_seen = float("-inf")
+            transitions = track.fall.update(time_s, features, track.box.height, detector_seen)
+            if was != FallState.FALLING and track.fall.state == FallState.FALLING and cfg.detector.on_fall_candidate:
+                self._detector_due = True
+            events += [self._event(track, transition) for transition in transitions]
+        return events
+
+    def _event(self, track: Track, transition: Transition) -> FallEvent:
+        features = transition.features
+        detector_label = None
+        if features is not None and features.detector_fall_score is not None and self.detector is not None:
+            names = self.config.detector.class_names
+            detector_label = (self.config.detector.fall_class if features.detector_fall_score >= 0.5
+                              else next((n for n in names if n != self.config.detector.fall_class), None))
+        event = FallEvent(
+            event_id=str(uuid.uuid4()),
+            type=transition.type,
+            camera=self.camera,
+            track_id=track.track_id,
+            stream_time_s=transition.time_s,
+            wall_time=datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            confidence=transition.confidence,
+            torso_angle_deg=None if features is None else features.torso_angle_deg,
+            bbox=track.box.as_list(),
+            fall_started_s=transition.fall_started_s,
+            detector_label=detector_label,
+            extra={"max_descent": round(track.fall.max_descent, 2),
+                   "descent_speed": round(track.fall.descent_speed, 2)},
+        )
+        logger.info("t=%.2f %s track %d conf %.2f", event.stream_time_s, event.type, event.track_id,
+                    event.confidence)
+        return event

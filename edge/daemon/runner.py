@@ -1,0 +1,104 @@
+"""Build the pipeline from a config and run it over a video source."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+import cv2
+
+from edge.capture.opencv_source import VideoSource
+from edge.config import Config
+from edge.daemon.pipeline import FallPipeline, FrameResult
+from edge.errors import SourceError
+from edge.perception import Detector, PoseEstimator
+
+logger = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resolve_model_path(path: str) -> Path:
+    """Relative model paths resolve against the working directory, then the project root."""
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    in_project = PROJECT_ROOT / candidate
+    return in_project if in_project.exists() else candidate
+
+
+@dataclass
+class Models:
+    pose: PoseEstimator
+    detector: Optional[Detector]
+
+
+def load_models(config: Config) -> Models:
+    pose = PoseEstimator.from_config(config.pose, resolve_model_path(config.pose.model))
+    detector = None
+    if config.detector.enabled:
+        detector = Detector.from_config(config.detector, resolve_model_path(config.detector.model))
+    return Models(pose=pose, detector=detector)
+
+
+def process_video(pipeline: FallPipeline, video: VideoSource, process_fps: float) -> Iterator[FrameResult]:
+    """Run the pipeline over a source, thinned to process_fps (0: every frame)."""
+    period = 1.0 / process_fps if process_fps > 0 else 0.0
+    next_due = 0.0
+    for frame in video.frames():
+        if period and frame.time_s + 1e-6 < next_due:
+            continue
+        # Stay on the source's time grid so the thinning does not drift.
+        next_due = max(next_due + period, frame.time_s) if period else 0.0
+        yield pipeline.process(frame)
+
+
+class VideoWriterSink:
+    """Write drawn frames to an mp4 (--save-video)."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps = path, fps
+        self._writer: Optional[cv2.VideoWriter] = None
+
+    def __call__(self, result: FrameResult) -> None:
+        from edge.viz.draw import draw_result
+
+        canvas = draw_result(result)
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            height, width = canvas.shape[:2]
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
+            if not self._writer.isOpened():
+                raise SourceError(f"cannot write video {self.path}: check the folder exists and is writable")
+        self._writer.write(canvas)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+
+
+class WindowSink:
+    """Show drawn frames in a window (--show); needs a display and a GUI build of OpenCV."""
+
+    def __call__(self, result: FrameResult) -> None:
+        from edge.viz.draw import draw_result
+
+        try:
+            cv2.imshow("fall-edge", draw_result(result))
+            cv2.waitKey(1)
+        except cv2.error:
+            raise SourceError("--show needs a display and opencv-python (not -headless): use --save-video") from None
+
+
+def chain(*sinks: Optional[Callable[[FrameResult], None]]) -> Optional[Callable[[FrameResult], None]]:
+    active: List[Callable[[FrameResult], None]] = [s for s in sinks if s is not None]
+    if not active:
+        return None
+
+    def call_all(result: FrameResult) -> None:
+        for sink in active:
+            sink(result)
+
+    return call_all

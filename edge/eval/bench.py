@@ -1,0 +1,95 @@
+"""Per-stage timings of the pipeline and of each model alone (a benchmark, never a test)."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from typing import Dict, List, Union
+
+import numpy as np
+
+from edge.capture.opencv_source import VideoSource
+from edge.config import Config
+from edge.daemon.pipeline import FallPipeline
+from edge.daemon.runner import load_models
+
+DEFAULT_BENCH_VIDEO = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+_MODEL_REPEATS = 30
+
+
+def _stats(values: List[float]) -> Dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "count": len(ordered),
+        "median_ms": round(statistics.median(ordered), 2),
+        "p90_ms": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 2),
+        "mean_ms": round(statistics.fmean(ordered), 2),
+    }
+
+
+def format_timings(timings: Dict[str, List[float]]) -> str:
+    lines = [f"{'stage':<12} {'calls':>6} {'median ms':>10} {'p90 ms':>8} {'mean ms':>8}"]
+    for stage, values in timings.items():
+        if values:
+            s = _stats(values)
+            lines.append(f"{stage:<12} {s['count']:>6} {s['median_ms']:>10.2f} {s['p90_ms']:>8.2f} "
+                         f"{s['mean_ms']:>8.2f}")
+    return "\n".join(lines)
+
+
+def _time_model(call, repeats: int) -> List[float]:
+    call()  # warm-up
+    out = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        out.append((time.perf_counter() - started) * 1000.0)
+    return out
+
+
+def run_bench(config: Config, source: str, frames: int) -> Dict[str, Union[str, Dict, float]]:
+    models = load_models(config)
+    sys.stderr.write(f"timing the models alone ({_MODEL_REPEATS} runs each) ...\n")
+    pose_tensor = np.zeros(models.pose.backend.input_shape, dtype=models.pose.backend.input_dtype)
+    model_only = {"pose_model": _stats(_time_model(lambda: models.pose.backend.infer(pose_tensor), _MODEL_REPEATS))}
+    if models.detector is not None:
+        det_tensor = np.zeros(models.detector.backend.input_shape, dtype=models.detector.backend.input_dtype)
+        model_only["detector_model"] = _stats(
+            _time_model(lambda: models.detector.backend.infer(det_tensor), max(5, _MODEL_REPEATS // 3)))
+
+    sys.stderr.write(f"running the pipeline on {frames} frames of {source} ...\n")
+    pipeline = FallPipeline(config, models.pose, models.detector)
+    decode_ms: List[float] = []
+    processed = 0
+    wall_started = time.perf_counter()
+    with VideoSource(source) as video:
+        iterator = video.frames()
+        while processed < frames:
+            started = time.perf_counter()
+            frame = next(iterator, None)
+            if frame is None:
+                break
+            decode_ms.append((time.perf_counter() - started) * 1000.0)
+            pipeline.process(frame)
+            processed += 1
+            if processed % 25 == 0:
+                sys.stderr.write(f"  {processed}/{frames} frames\n")
+    wall_s = time.perf_counter() - wall_started
+    stages = {"decode": decode_ms, **pipeline.timings_ms}
+    report: Dict[str, Union[str, Dict, float]] = {
+        "source": source,
+        "frames": processed,
+        "cpu_count": os.cpu_count() or 0,
+        "pipeline_fps": round(processed / wall_s, 2) if wall_s else 0.0,
+        "stages": {name: _stats(values) for name, values in stages.items() if values},
+        "models_alone": model_only,
+    }
+    text = [f"source {source}, {processed} frames, {report['cpu_count']} CPUs: "
+            f"{report['pipeline_fps']} frames/s end to end (every frame processed)",
+            format_timings(stages), "", "models alone:"]
+    for name, s in model_only.items():
+        text.append(f"{name:<15} median {s['median_ms']:.2f} ms  p90 {s['p90_ms']:.2f} ms")
+    report["text"] = "\n".join(text)
+    return report

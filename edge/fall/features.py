@@ -1,0 +1,122 @@
+"""Pure geometry on one skeleton: the cues the fall logic reads."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from edge.config import FallConfig
+from edge.types import KP, Box
+
+_SHOULDERS = (KP["left_shoulder"], KP["right_shoulder"])
+_HIPS = (KP["left_hip"], KP["right_hip"])
+_MIN_POINTS_FOR_EXTENT = 5
+
+
+@dataclass
+class PostureFeatures:
+    """What one observation of a track says about its posture."""
+
+    torso_angle_deg: Optional[float]  # 0 = upright, 90 = horizontal, 180 = head down
+    aspect_ratio: float  # width / height of the body's extent
+    hip_y: float  # hip midpoint (or box centre) in frame pixels, y grows downwards
+    torso_length: Optional[float]  # neck to hip midpoint, pixels
+    keypoint_confidence: float  # mean keypoint score, 0..1
+    detector_fall_score: Optional[float]  # the detector's Fall score on this person, if recent
+    lying_score: float  # 0 = clearly upright ... 1 = clearly lying
+
+
+def _mean_point(keypoints: np.ndarray, indices: Sequence[int], min_score: float) -> Optional[np.ndarray]:
+    points = [keypoints[i, :2] for i in indices if keypoints[i, 2] >= min_score]
+    if not points:
+        return None
+    return np.mean(points, axis=0)
+
+
+def torso_points(keypoints: np.ndarray, min_score: float) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """(neck, hip midpoint): each the mean of whichever of its two joints are confident."""
+    return _mean_point(keypoints, _SHOULDERS, min_score), _mean_point(keypoints, _HIPS, min_score)
+
+
+def torso_angle_deg(keypoints: np.ndarray, min_score: float) -> Optional[float]:
+    """Angle between the neck->hip line and the vertical: 0 upright, 90 lying, 180 head down."""
+    neck, hip = torso_points(keypoints, min_score)
+    if neck is None or hip is None:
+        return None
+    dx, dy = float(hip[0] - neck[0]), float(hip[1] - neck[1])  # dy > 0: hips below the neck
+    if math.hypot(dx, dy) < 1e-6:
+        return None
+    return math.degrees(math.atan2(abs(dx), dy))
+
+
+def torso_length(keypoints: np.ndarray, min_score: float) -> Optional[float]:
+    neck, hip = torso_points(keypoints, min_score)
+    if neck is None or hip is None:
+        return None
+    return float(np.hypot(*(hip - neck)))
+
+
+def body_extent(keypoints: Optional[np.ndarray], box: Box, min_score: float) -> Box:
+    """The box around the confident keypoints, or the detector/pose box when too few are seen."""
+    if keypoints is not None:
+        confident = keypoints[keypoints[:, 2] >= min_score, :2]
+        if len(confident) >= _MIN_POINTS_FOR_EXTENT:
+            (x1, y1), (x2, y2) = confident.min(axis=0), confident.max(axis=0)
+            return Box(float(x1), float(y1), float(x2), float(y2))
+    return box
+
+
+def aspect_ratio(extent: Box) -> float:
+    return extent.width / max(extent.height, 1.0)
+
+
+def ramp(value: float, low: float, high: float) -> float:
+    """0 at or below low, 1 at or above high, linear between."""
+    if high <= low:
+        return 1.0 if value >= high else 0.0
+    return min(1.0, max(0.0, (value - low) / (high - low)))
+
+
+def lying_score(torso_angle: Optional[float], aspect: Optional[float], detector_fall_score: Optional[float],
+                config: FallConfig) -> Optional[float]:
+    """Weighted mean of the cues that are present; None when none is.
+
+    No single cue is trusted alone: the torso angle is high when someone bends to the floor,
+    the box is wide when someone sits with legs stretched, and the detector's Fall class fires
+    on deep squats. Lying down makes all three agree.
+    """
+    cues = []
+    if torso_angle is not None:
+        cues.append((config.weight_torso_angle,
+                     ramp(min(torso_angle, 90.0), config.torso_angle_low_deg, config.torso_angle_high_deg)))
+    if aspect is not None:
+        cues.append((config.weight_aspect, ramp(aspect, config.aspect_low, config.aspect_high)))
+    if detector_fall_score is not None:
+        cues.append((config.weight_detector, detector_fall_score))
+    total_weight = sum(weight for weight, _ in cues)
+    if total_weight <= 0:
+        return None
+    return sum(weight * value for weight, value in cues) / total_weight
+
+
+def posture_features(keypoints: Optional[np.ndarray], box: Box, detector_fall_score: Optional[float],
+                     min_keypoint_score: float, config: FallConfig) -> Optional[PostureFeatures]:
+    extent = body_extent(keypoints, box, min_keypoint_score)
+    angle = torso_angle_deg(keypoints, min_keypoint_score) if keypoints is not None else None
+    aspect = aspect_ratio(extent)
+    score = lying_score(angle, aspect, detector_fall_score, config)
+    if score is None:
+        return None
+    hip = _mean_point(keypoints, _HIPS, min_keypoint_score) if keypoints is not None else None
+    return PostureFeatures(
+        torso_angle_deg=angle,
+        aspect_ratio=aspect,
+        hip_y=float(hip[1]) if hip is not None else extent.center[1],
+        torso_length=torso_length(keypoints, min_keypoint_score) if keypoints is not None else None,
+        keypoint_confidence=float(keypoints[:, 2].mean()) if keypoints is not None else 0.0,
+        detector_fall_score=detector_fall_score,
+        lying_score=score,
+    )

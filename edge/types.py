@@ -1,0 +1,157 @@
+"""Values that flow between the stages: frame -> detections/people -> tracks -> events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+# The 18-point skeleton used downstream, in trt_pose's order (COCO-17 plus a neck).
+KEYPOINT_NAMES: Tuple[str, ...] = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+    "neck",
+)
+KP: Dict[str, int] = {name: index for index, name in enumerate(KEYPOINT_NAMES)}
+NUM_KEYPOINTS = len(KEYPOINT_NAMES)
+
+# Limbs drawn on screen, as pairs of keypoint names.
+SKELETON_EDGES: Tuple[Tuple[str, str], ...] = (
+    ("left_ankle", "left_knee"),
+    ("left_knee", "left_hip"),
+    ("right_ankle", "right_knee"),
+    ("right_knee", "right_hip"),
+    ("left_hip", "right_hip"),
+    ("left_shoulder", "left_hip"),
+    ("right_shoulder", "right_hip"),
+    ("left_shoulder", "right_shoulder"),
+    ("left_shoulder", "left_elbow"),
+    ("right_shoulder", "right_elbow"),
+    ("left_elbow", "left_wrist"),
+    ("right_elbow", "right_wrist"),
+    ("neck", "nose"),
+    ("nose", "left_eye"),
+    ("nose", "right_eye"),
+    ("left_eye", "left_ear"),
+    ("right_eye", "right_ear"),
+)
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box in frame pixels."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @property
+    def width(self) -> float:
+        return max(0.0, self.x2 - self.x1)
+
+    @property
+    def height(self) -> float:
+        return max(0.0, self.y2 - self.y1)
+
+    @property
+    def area(self) -> float:
+        return self.width * self.height
+
+    @property
+    def center(self) -> Tuple[float, float]:
+        return ((self.x1 + self.x2) / 2.0, (self.y1 + self.y2) / 2.0)
+
+    def as_list(self) -> List[float]:
+        return [round(self.x1, 1), round(self.y1, 1), round(self.x2, 1), round(self.y2, 1)]
+
+
+@dataclass
+class Detection:
+    """One box from the object detector (YOLO), in frame pixels."""
+
+    box: Box
+    score: float
+    class_id: int
+    label: str
+    class_scores: Tuple[float, ...] = ()  # every class's score for this box, in class order
+
+
+@dataclass
+class Person:
+    """One person from the pose model: a box and 18 keypoints (x, y, score) in frame pixels."""
+
+    box: Box
+    score: float
+    keypoints: np.ndarray  # shape (18, 3): x, y, score
+
+    def __post_init__(self) -> None:
+        if self.keypoints.shape != (NUM_KEYPOINTS, 3):
+            raise ValueError(f"keypoints must be ({NUM_KEYPOINTS}, 3), got {self.keypoints.shape}")
+
+
+@dataclass
+class Observation:
+    """What one frame says about one person: a pose, a detection, or both."""
+
+    box: Box
+    person: Optional[Person] = None
+    detection: Optional[Detection] = None
+
+
+@dataclass
+class Frame:
+    """A decoded BGR frame with its place in the stream."""
+
+    image: np.ndarray  # HxWx3 uint8 BGR
+    index: int  # sequence number from the source, starting at 0
+    time_s: float  # stream time: position in a file, or seconds since a live stream opened
+
+
+@dataclass
+class FallEvent:
+    """Something the control room and the site must hear about."""
+
+    event_id: str
+    type: str  # fall_detected | alarm | recovered
+    camera: str
+    track_id: int
+    stream_time_s: float
+    wall_time: str  # ISO 8601 UTC
+    confidence: float
+    torso_angle_deg: Optional[float]
+    bbox: List[float]
+    fall_started_s: Optional[float] = None
+    detector_label: Optional[str] = None
+    extra: Dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, object]:
+        return {
+            "event_id": self.event_id,
+            "type": self.type,
+            "camera": self.camera,
+            "track_id": self.track_id,
+            "stream_time_s": round(self.stream_time_s, 3),
+            "ts": self.wall_time,
+            "fall_started_s": None if self.fall_started_s is None else round(self.fall_started_s, 3),
+            "confidence": round(self.confidence, 3),
+            "torso_angle_deg": None if self.torso_angle_deg is None else round(self.torso_angle_deg, 1),
+            "bbox": self.bbox,
+            "detector_label": self.detector_label,
+        }

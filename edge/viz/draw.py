@@ -1,0 +1,53 @@
+"""Draw skeletons, boxes and fall states on a frame (a copy; the input is untouched)."""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import cv2
+import numpy as np
+
+from edge.daemon.pipeline import FrameResult
+from edge.fall.state_machine import FallState
+from edge.types import KP, SKELETON_EDGES
+
+_STATE_COLOURS: Dict[str, Tuple[int, int, int]] = {
+    FallState.UNKNOWN.value: (160, 160, 160),
+    FallState.UPRIGHT.value: (0, 200, 0),
+    FallState.LYING.value: (0, 200, 200),
+    FallState.FALLING.value: (0, 165, 255),
+    FallState.DOWN.value: (0, 0, 255),
+    FallState.ALARM.value: (0, 0, 255),
+}
+
+
+def draw_result(result: FrameResult, min_keypoint_score: float = 0.2) -> np.ndarray:
+    canvas = result.frame.image.copy()
+    for crop in result.crops:
+        cv2.rectangle(canvas, (int(crop.x1), int(crop.y1)), (int(crop.x2), int(crop.y2)), (90, 90, 90), 1)
+    for track in result.tracks:
+        colour = _STATE_COLOURS[track.fall.state.value]
+        box = track.box
+        cv2.rectangle(canvas, (int(box.x1), int(box.y1)), (int(box.x2), int(box.y2)), colour, 2)
+        features = track.fall.last_features
+        label = f"#{track.track_id} {track.fall.state.value}"
+        if features is not None:
+            label += f" lie={features.lying_score:.2f}"
+            if features.torso_angle_deg is not None:
+                label += f" {features.torso_angle_deg:.0f}deg"
+        cv2.putText(canvas, label, (int(box.x1), max(12, int(box.y1) - 5)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    colour, 1, cv2.LINE_AA)
+        if track.person is not None and track.person_time_s == result.frame.time_s:
+            points = track.person.keypoints
+            for start, end in SKELETON_EDGES:
+                a, b = points[KP[start]], points[KP[end]]
+                if a[2] >= min_keypoint_score and b[2] >= min_keypoint_score:
+                    cv2.line(canvas, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), colour, 2, cv2.LINE_AA)
+            for x, y, score in points:
+                if score >= min_keypoint_score:
+                    cv2.circle(canvas, (int(x), int(y)), 3, (255, 255, 255), -1, cv2.LINE_AA)
+    if any(t.fall.state in (FallState.DOWN, FallState.ALARM) for t in result.tracks):
+        cv2.putText(canvas, "FALL", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 255), 2, cv2.LINE_AA)
+    cv2.putText(canvas, f"t={result.frame.time_s:6.2f}s", (10, canvas.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX,
+                0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    return canvas

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian/Ubuntu machine: system packages, .venv, the package, the models.
+#   scripts/bootstrap.sh          runtime (CPU backend)
+#   scripts/bootstrap.sh --dev    runtime + test tools
+# Idempotent: re-running only checks what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras="cpu"
+[ "${1:-}" = "--dev" ] && extras="cpu,dev"
+
+# System packages: OpenCV's runtime libraries, and opencv-doc for its sample clip (vtest.avi).
+need=()
+for pkg in libgl1 libglib2.0-0 opencv-doc; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "bootstrap: installing ${need[*]} with apt-get" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv with $($PYTHON --version)" >&2
+  "$PYTHON" -m venv .venv
+fi
+echo "bootstrap: installing fall-edge[$extras] into .venv" >&2
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${extras}]"
+
+echo "bootstrap: fetching models" >&2
+.venv/bin/fall-edge fetch-models >/dev/null
+echo "bootstrap: ready" >&2

@@ -1,0 +1,33 @@
+"""fall-edge: on-device fall detection for NVIDIA Jetson, with a CPU backend that runs anywhere."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="fall-edge",
+    version="0.1.0",
+    description="On-device fall detection: pose + detector, per-person fall state machine, alarms and MQTT",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.8",
+    packages=find_packages(include=["edge", "edge.*"]),
+    install_requires=[
+        "numpy>=1.19",
+        "PyYAML>=5.3",
+        "scipy>=1.5",
+    ],
+    extras_require={
+        # The embedded default: ONNX Runtime for the detector, LiteRT for MoveNet.
+        # On a Jetson, OpenCV comes from JetPack (built with GStreamer): do not pip-install it there.
+        "cpu": ["onnxruntime>=1.15", "ai-edge-litert>=1.0", "opencv-python>=4.5"],
+        # TensorRT, torch2trt and trt_pose come with JetPack or from source on the device (see README).
+        "jetson": ["pycuda>=2021.1"],
+        "dev": ["pytest>=7", "ruff>=0.5", "scikit-image>=0.19"],
+    },
+    entry_points={"console_scripts": ["fall-edge=edge.cli:main"]},
+    include_package_data=False,
+    license="Apache-2.0",
+)

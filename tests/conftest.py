@@ -1,0 +1,74 @@
+"""Shared fixtures: the real models (loaded once), real images and real clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.config import Config
+from edge.daemon.runner import Models, load_models
+from edge.decoding.letterbox import square_crop_box
+from edge.errors import ModelError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CLIPS_DIR = PROJECT_ROOT.parent / "shared" / "clips"
+VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+
+
+@pytest.fixture(scope="session")
+def models() -> Models:
+    try:
+        return load_models(Config())
+    except ModelError as exc:
+        pytest.fail(f"{exc} (scripts/bootstrap.sh does this)")
+
+
+@pytest.fixture(scope="session")
+def clips_dir() -> Path:
+    if not (CLIPS_DIR / "MANIFEST.tsv").is_file():
+        pytest.skip(f"development clips not found at {CLIPS_DIR}")
+    return CLIPS_DIR
+
+
+@pytest.fixture(scope="session")
+def vtest_frames() -> list:
+    """The first 120 frames of OpenCV's sample clip: real people walking, small in the frame."""
+    if not VTEST.is_file():
+        pytest.skip(f"{VTEST} missing: apt-get install opencv-doc (scripts/bootstrap.sh does this)")
+    capture = cv2.VideoCapture(str(VTEST))
+    frames = []
+    while len(frames) < 120:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    assert len(frames) == 120
+    return frames
+
+
+@pytest.fixture(scope="session")
+def vtest_person_crops(models: Models, vtest_frames: list) -> list:
+    """256x256 crops around the people the detector finds in vtest's first frame."""
+    from edge.daemon.pipeline import person_boxes
+
+    frame = vtest_frames[0]
+    boxes = person_boxes(models.detector.detect(frame), models.detector.fall_class_id)
+    crops = []
+    for detection in boxes:
+        if detection.label != "Normal":
+            continue
+        region = square_crop_box(detection.box, 0.35, frame.shape[1], frame.shape[0])
+        crop = frame[int(region.y1):int(region.y2), int(region.x1):int(region.x2)]
+        crops.append(cv2.resize(crop, (256, 256), interpolation=cv2.INTER_LINEAR))
+    assert len(crops) >= 3, "the detector should find at least three walking people in vtest's first frame"
+    return crops
+
+
+def skimage_bgr(name: str) -> np.ndarray:
+    data = pytest.importorskip("skimage.data")
+    image = getattr(data, name)()
+    return cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image

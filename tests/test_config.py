@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import pytest
+
+from edge.config import Config, config_from_dict, load_config
+from edge.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_file_matches_built_in_defaults():
+    assert load_config(ROOT / "configs" / "default.yaml") == Config()
+
+
+def test_no_file_gives_defaults():
+    assert load_config(None) == Config()
+
+
+def test_values_are_read_and_ints_become_floats():
+    config = config_from_dict({"fall": {"alarm_hold_s": 5}, "output": {"camera": "hall"}})
+    assert config.fall.alarm_hold_s == 5.0 and isinstance(config.fall.alarm_hold_s, float)
+    assert config.output.camera == "hall"
+    assert config.pose == Config().pose
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"fall": {"alarm_hold": 2}}, "unknown key 'fall.alarm_hold' (did you mean 'fall.alarm_hold_s'?)"),
+        ({"detecter": {}}, "unknown key 'detecter' (did you mean 'detector'?)"),
+        ({"fall": {"alarm_hold_s": "soon"}}, "'fall.alarm_hold_s' must be a number"),
+        ({"detector": {"every_n_frames": 2.5}}, "'detector.every_n_frames' must be an integer"),
+        ({"detector": {"enabled": "yes"}}, "'detector.enabled' must be true or false"),
+        ({"detector": {"class_names": "Fall"}}, "'detector.class_names' must be a list"),
+        ({"detector": {"class_names": ["Normal", 3]}}, "'detector.class_names[1]' must be a string"),
+        ({"pose": 3}, "'pose' must be a mapping"),
+    ],
+)
+def test_bad_values_name_the_key(raw, message):
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(raw)
+    assert message in str(error.value)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("fall:\n  alarm_hold_s: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.yaml")
+    top_level_list = tmp_path / "list.yaml"
+    top_level_list.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(top_level_list)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"fall": {"lying_exit": 0.7}}, "'fall.lying_exit' must be below fall.lying_enter"),
+        ({"pose": {"input_size": 250}}, "'pose.input_size' must be a multiple of 32"),
+        ({"detector": {"layout": "yolov9"}}, "'detector.layout' must be auto, yolov8 or yolov5"),
+        ({"detector": {"score_threshold": 1.5}}, "'detector.score_threshold' must be between 0 and 1"),
+        ({"output": {"process_fps": -1}}, "'output.process_fps' must be 0"),
+    ],
+)
+def test_out_of_range_values_name_the_key(raw, message):
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(raw)
+    assert message in str(error.value)
