@@ -210,7 +210,8 @@ class FallStateMachine:
                                          self.last_features))
                 self._enter(FallState.UPRIGHT, time_s)
             elif (state == FallState.DOWN and self._fall_confirmed_s is not None
-                  and time_s - self._fall_confirmed_s >= cfg.alarm_hold_s):
+                  and time_s - self._fall_confirmed_s >= cfg.alarm_hold_s
+                  and self._upright_run_start is None):  # already back on their feet: wait for recovery
                 self._enter(FallState.ALARM, time_s)
                 events.append(Transition("alarm", time_s, self._fall_started_s, self.last_confidence,
                                          self.last_features))

@@ -1,0 +1,165 @@
+"""Features and the per-track state machine, on keypoint sequences of falls and hard negatives."""
+
+from typing import List
+
+import pytest
+from skeletons import box_of, hold, pose, ramp
+
+from edge.config import FallConfig
+from edge.fall.features import lying_score, posture_features, ramp as ramp_fn, torso_angle_deg
+from edge.fall.state_machine import FallState, FallStateMachine, Transition
+
+FPS = 10.0
+
+
+def run(poses: List[dict], config: FallConfig = None, detector_fall_score=None) -> tuple:
+    config = config or FallConfig()
+    machine = FallStateMachine(config)
+    events: List[Transition] = []
+    for index, arguments in enumerate(poses):
+        keypoints = pose(**arguments)
+        box = box_of(keypoints)
+        features = posture_features(keypoints, box, detector_fall_score, 0.2, config)
+        events += machine.update(index / FPS, features, box.height)
+    return [e.type for e in events], machine, events
+
+
+STAND = hold(2.0, FPS)
+
+
+def fall(seconds=0.7, tilt=88.0):
+    return ramp(seconds, FPS, body_tilt_deg=tilt)
+
+
+def lie(seconds, tilt=88.0):
+    return hold(seconds, FPS, body_tilt_deg=tilt)
+
+
+def test_torso_angle_geometry():
+    assert torso_angle_deg(pose(), 0.2) == pytest.approx(0.0, abs=1e-3)
+    assert torso_angle_deg(pose(body_tilt_deg=90), 0.2) == pytest.approx(90.0, abs=1e-3)
+    assert torso_angle_deg(pose(body_tilt_deg=-90), 0.2) == pytest.approx(90.0, abs=1e-3)
+    assert torso_angle_deg(pose(torso_bend_deg=45), 0.2) == pytest.approx(45.0, abs=1e-3)
+    assert torso_angle_deg(pose(body_tilt_deg=180), 0.2) == pytest.approx(180.0, abs=1e-3)
+    assert torso_angle_deg(pose(score=0.1), 0.2) is None  # no confident torso, no angle
+
+
+def test_lying_score_needs_the_cues_to_agree():
+    config = FallConfig()
+    assert ramp_fn(40, 40, 70) == 0 and ramp_fn(55, 40, 70) == 0.5 and ramp_fn(90, 40, 70) == 1
+    assert lying_score(5, 0.4, None, config) == 0
+    assert lying_score(90, 3.0, 0.9, config) == pytest.approx(0.97)
+    # The detector alone on a squat (Fall 0.75) with an upright torso stays below lying_enter.
+    assert lying_score(3, 1.0, 0.75, config) < config.lying_enter
+    assert lying_score(None, None, None, config) is None
+
+
+def test_fall_raises_one_fall_detected_then_one_alarm():
+    types, machine, events = run(STAND + fall() + lie(8.0))
+    assert types == ["fall_detected", "alarm"]
+    fall_event, alarm = events
+    assert fall_event.fall_started_s == pytest.approx(2.0, abs=0.3)
+    # Confirmed soon after reaching the floor (2.7 s) and the alarm a hold later.
+    assert fall_event.time_s - 2.7 < 1.0
+    assert alarm.time_s - fall_event.time_s == pytest.approx(FallConfig().alarm_hold_s, abs=0.15)
+    assert machine.state == FallState.ALARM
+    assert 0.5 < fall_event.confidence <= 1.0
+
+
+def test_fall_sideways_the_other_way_and_forward_onto_knees():
+    assert run(STAND + fall(tilt=-85) + lie(5.0, tilt=-85))[0] == ["fall_detected", "alarm"]
+    knees = ramp(0.6, FPS, hip_drop=0.3, knee_forward=0.1)  # drop to the knees ...
+    onto_floor = ramp(0.5, FPS, hip_drop=0.3, knee_forward=0.1, body_tilt_deg=80)  # ... then forward
+    types = run(STAND + knees + onto_floor + hold(5.0, FPS, hip_drop=0.3, knee_forward=0.1, body_tilt_deg=80))[0]
+    assert types == ["fall_detected", "alarm"]
+
+
+def test_getting_up_before_the_hold_gives_recovered_and_no_alarm():
+    get_up = [{"body_tilt_deg": 88 - 88 * (i + 1) / 10} for i in range(10)]
+    types = run(STAND + fall() + lie(1.5) + get_up + STAND + STAND)[0]
+    assert types[0] == "fall_detected" and "alarm" not in types and types[-1] == "recovered"
+
+
+def test_recovery_after_the_alarm_and_a_second_fall_is_a_second_chain():
+    first = STAND + fall() + lie(4.0)
+    get_up = [{"body_tilt_deg": 88 - 88 * (i + 1) / 10} for i in range(10)]
+    second = STAND + fall() + lie(4.0)
+    types = run(first + get_up + second)[0]
+    assert types == ["fall_detected", "alarm", "recovered", "fall_detected", "alarm"]
+
+
+def test_hard_negative_bending_to_the_floor():
+    bend = ramp(0.6, FPS, torso_bend_deg=85) + hold(2.0, FPS, torso_bend_deg=85)
+    back = [{"torso_bend_deg": 85 - 85 * (i + 1) / 6} for i in range(6)]
+    types, machine, _ = run(STAND + bend + back + STAND)
+    assert types == []
+    assert machine.state == FallState.UPRIGHT
+
+
+def test_hard_negative_sitting_down_fast():
+    sit = ramp(0.3, FPS, hip_drop=0.25, knee_forward=0.2) + hold(5.0, FPS, hip_drop=0.25, knee_forward=0.2)
+    assert run(STAND + sit)[0] == []
+
+
+def test_hard_negative_deep_squats_even_with_the_detector_saying_fall():
+    down = ramp(0.4, FPS, hip_drop=0.35, knee_forward=0.15, torso_bend_deg=25)
+    squat = down + list(reversed(down)) + hold(0.3, FPS)
+    assert run(STAND + squat * 3 + STAND, detector_fall_score=0.75)[0] == []
+
+
+def test_hard_negative_lying_in_bed_when_the_stream_starts():
+    types, machine, _ = run(lie(20.0))
+    assert types == []
+    assert machine.state == FallState.LYING
+
+
+def test_lying_without_baseline_alarms_when_configured():
+    config = FallConfig(require_upright_baseline=False)
+    types, _, events = run(lie(10.0), config=config)
+    assert types == ["fall_detected", "alarm"]
+    assert events[0].fall_started_s is None
+
+
+def test_hard_negative_sitting_on_a_bed_then_lying_down():
+    seated = {"hip_drop": 0.26, "knee_forward": 0.2}
+    sit = ramp(0.8, FPS, **seated) + hold(2.0, FPS, **seated)
+    recline = [dict(seated, torso_bend_deg=-88 * (i + 1) / 15) for i in range(15)]
+    types, machine, _ = run(STAND + sit + recline + hold(8.0, FPS, torso_bend_deg=-88, **seated))
+    assert types == []
+    assert machine.state == FallState.LYING
+
+
+def test_detector_must_have_looked_before_a_fall_is_confirmed():
+    config = FallConfig()
+    machine = FallStateMachine(config)
+    sequence = STAND + fall() + lie(2.0)
+    types = []
+    for index, arguments in enumerate(sequence):
+        keypoints = pose(**arguments)
+        box = box_of(keypoints)
+        features = posture_features(keypoints, box, None, 0.2, config)
+        time_s = index / FPS
+        # The detector last ran at t=0 and never again: the fall waits for it.
+        types += [e.type for e in machine.update(time_s, features, box.height, detector_seen_since=0.0)]
+    assert types == [] and machine.state == FallState.FALLING
+    keypoints = pose(body_tilt_deg=88)
+    features = posture_features(keypoints, box_of(keypoints), 0.8, 0.2, config)
+    time_s = len(sequence) / FPS
+    assert [e.type for e in machine.update(time_s, features, 50.0, detector_seen_since=time_s)] == ["fall_detected"]
+
+
+def test_unobserved_frames_keep_the_alarm_timer_running():
+    config = FallConfig()
+    machine = FallStateMachine(config)
+    sequence = STAND + fall() + lie(0.6)
+    types = []
+    for index, arguments in enumerate(sequence):
+        keypoints = pose(**arguments)
+        box = box_of(keypoints)
+        types += [e.type for e in machine.update(index / FPS, posture_features(keypoints, box, None, 0.2, config),
+                                                box.height)]
+    assert types == ["fall_detected"]
+    # The person is hidden (no observation) but was last seen lying: the alarm still comes.
+    for step in range(1, 40):
+        types += [e.type for e in machine.update(len(sequence) / FPS + step / FPS, None, 50.0)]
+    assert types == ["fall_detected", "alarm"]
