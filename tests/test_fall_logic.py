@@ -6,7 +6,8 @@ import pytest
 from skeletons import box_of, hold, pose, ramp
 
 from edge.config import FallConfig
-from edge.fall.features import lying_score, posture_features, ramp as ramp_fn, torso_angle_deg
+from edge.fall.features import lying_score, posture_features, torso_angle_deg
+from edge.fall.features import ramp as ramp_fn
 from edge.fall.state_machine import FallState, FallStateMachine, Transition
 
 FPS = 10.0
