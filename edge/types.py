@@ -154,4 +154,5 @@ class FallEvent:
             "torso_angle_deg": None if self.torso_angle_deg is None else round(self.torso_angle_deg, 1),
             "bbox": self.bbox,
             "detector_label": self.detector_label,
+            **{key: round(value, 3) for key, value in self.extra.items()},
         }

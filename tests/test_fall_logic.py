@@ -9,6 +9,7 @@ from edge.config import FallConfig
 from edge.fall.features import lying_score, posture_features, torso_angle_deg
 from edge.fall.features import ramp as ramp_fn
 from edge.fall.state_machine import FallState, FallStateMachine, Transition
+from edge.types import Box
 
 FPS = 10.0
 
@@ -164,3 +165,35 @@ def test_unobserved_frames_keep_the_alarm_timer_running():
     for step in range(1, 40):
         types += [e.type for e in machine.update(len(sequence) / FPS + step / FPS, None, 50.0)]
     assert types == ["fall_detected", "alarm"]
+
+
+def test_fall_is_confirmed_when_the_skeleton_is_lost_on_the_floor():
+    """MoveNet often loses people lying down; the box and the detector then carry the fall."""
+    config = FallConfig()
+    machine = FallStateMachine(config)
+    types = []
+    sequence = STAND + fall()
+    for index, arguments in enumerate(sequence):
+        keypoints = pose(**arguments)
+        box = box_of(keypoints)
+        types += [e.type for e in machine.update(index / FPS, posture_features(keypoints, box, 0.1, 0.2, config),
+                                                box.height, detector_seen_since=index / FPS)]
+    lying_box = box_of(pose(body_tilt_deg=88))
+    for step in range(1, 15):  # box only: no keypoints, the detector says Fall
+        time_s = (len(sequence) + step) / FPS
+        features = posture_features(None, lying_box, 0.8, 0.2, config)
+        types += [e.type for e in machine.update(time_s, features, lying_box.height, detector_seen_since=time_s)]
+    assert types == ["fall_detected"]
+
+
+def test_a_box_without_any_skeleton_never_falls():
+    """A detector box alone (a coat that is knocked over) has no skeleton: no fall."""
+    config = FallConfig()
+    machine = FallStateMachine(config)
+    standing, lying = Box(300, 100, 360, 400), Box(200, 340, 500, 400)
+    types = []
+    for step in range(40):
+        box = standing if step < 20 else lying
+        features = posture_features(None, box, 0.1 if step < 20 else 0.8, 0.2, config)
+        types += [e.type for e in machine.update(step / FPS, features, box.height, detector_seen_since=step / FPS)]
+    assert types == [] and machine.state == FallState.FALLING

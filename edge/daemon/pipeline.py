@@ -235,8 +235,7 @@ class FallPipeline:
             bbox=track.box.as_list(),
             fall_started_s=transition.fall_started_s,
             detector_label=detector_label,
-            extra={"max_descent": round(track.fall.max_descent, 2),
-                   "descent_speed": round(track.fall.descent_speed, 2)},
+            extra={"hip_descent": track.fall.max_descent, "descent_speed": track.fall.descent_speed},
         )
         logger.info("t=%.2f %s track %d conf %.2f", event.stream_time_s, event.type, event.track_id,
                     event.confidence)

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 _TORSO_SHARE_OF_HEIGHT = 0.3
 _BASELINE_WINDOW_S = 1.0  # upright hip height = median over this much recent upright time
 _HISTORY_S = 6.0
+_POSE_GRACE_S = 1.0  # a skeleton this long before the last upright moment still counts
 
 
 class FallState(str, Enum):
@@ -117,7 +118,7 @@ class FallStateMachine:
         if self.state in (FallState.UNKNOWN, FallState.UPRIGHT, FallState.LYING) or self._baseline_hip_y is None:
             self._baseline_hip_y = _median([s.hip_y for s in recent])
             lengths = [s.torso_length for s in upright if s.torso_length]
-            self._baseline_scale = max(lengths) if lengths else box_height * _TORSO_SHARE_OF_HEIGHT
+            self._baseline_scale = _median(lengths) if lengths else box_height * _TORSO_SHARE_OF_HEIGHT
 
     def _refresh_descent_speed(self, time_s: float) -> None:
         scale = self._baseline_scale or 1.0
@@ -137,12 +138,18 @@ class FallStateMachine:
     def _upright_for(self, time_s: float, seconds: float) -> bool:
         return self._upright_run_start is not None and time_s - self._upright_run_start >= seconds
 
-    def _seen_since_lying(self, seen_s: Optional[float]) -> bool:
-        """A fall is confirmed only on a skeleton seen lying, and once the detector has looked
-        (seen_s None: that check is off, e.g. the detector is disabled)."""
-        if seen_s is None:
+    def _skeleton_seen_during_fall(self) -> bool:
+        """The track showed a person's skeleton since it was last upright: a detector box of a
+        coat or a pillow alone never makes a fall, but MoveNet losing someone on the floor
+        (it often does) must not hide their fall either."""
+        since = self._fall_started_s if self._fall_started_s is not None else self._lying_run_start
+        return self._last_pose_s is not None and since is not None and self._last_pose_s >= since - _POSE_GRACE_S
+
+    def _detector_looked(self, detector_seen_s: Optional[float]) -> bool:
+        """The detector scored this track since it started lying (None: detector disabled)."""
+        if detector_seen_s is None:
             return True
-        return self._lying_run_start is not None and seen_s >= self._lying_run_start
+        return self._lying_run_start is not None and detector_seen_s >= self._lying_run_start
 
     def _lying_for(self, time_s: float, seconds: float) -> bool:
         return self._lying_run_start is not None and time_s - self._lying_run_start >= seconds
@@ -193,8 +200,8 @@ class FallStateMachine:
             if not self.lying:
                 self._enter(FallState.UPRIGHT if self._upright_run_start is not None else FallState.UNKNOWN, time_s)
             elif (self._lying_for(time_s, cfg.confirm_s) and self.max_descent >= cfg.min_descent
-                  and self._seen_since_lying(self._last_pose_s if self._last_pose_s is not None else float("-inf"))
-                  and self._seen_since_lying(detector_seen_since)
+                  and self._skeleton_seen_during_fall()
+                  and self._detector_looked(detector_seen_since)
                   and self.last_features is not None):
                 self._fall_confirmed_s = time_s
                 self._enter(FallState.DOWN, time_s)
