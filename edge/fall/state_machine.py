@@ -3,7 +3,7 @@
     unknown --upright for min_upright_s--> upright
     upright --lying score >= lying_enter--> falling
     falling --lying for confirm_s, hips dropped >= min_descent, detector looked--> down   (fall_detected)
-    falling --upright again--> upright;  --no drop within fall_window_s--> lying (not a fall)
+    falling --upright for min_upright_s--> upright;  --no drop within fall_window_s--> lying (not a fall)
     down    --still down alarm_hold_s after the fall--> alarm                              (alarm)
     down/alarm --upright for recover_s--> upright                                        (recovered)
     lying   --upright for min_upright_s--> upright
@@ -197,8 +197,10 @@ class FallStateMachine:
             if features is not None:
                 self.max_descent = max(self.max_descent, self._descent(features))
             since_upright = time_s - (self._last_upright_s if self._last_upright_s is not None else time_s)
-            if not self.lying:
-                self._enter(FallState.UPRIGHT if self._upright_run_start is not None else FallState.UNKNOWN, time_s)
+            if self._upright_for(time_s, cfg.min_upright_s):
+                # Back on their feet. A single upright-looking frame (pose noise on someone
+                # lying towards the camera) does not cancel the candidate.
+                self._enter(FallState.UPRIGHT, time_s)
             elif (self._lying_for(time_s, cfg.confirm_s) and self.max_descent >= cfg.min_descent
                   and self._skeleton_seen_during_fall()
                   and self._detector_looked(detector_seen_since)
@@ -209,8 +211,8 @@ class FallStateMachine:
                 events.append(Transition("fall_detected", time_s, self._fall_started_s, self.last_confidence,
                                          self.last_features))
             elif since_upright > cfg.fall_window_s + cfg.confirm_s:
-                # Lying, but the hips never dropped fast enough: bent over, or lay down slowly.
-                self._enter(FallState.LYING, time_s)
+                # The hips never dropped, or the lying never held: bent over, lay down slowly.
+                self._enter(FallState.LYING if self.lying else FallState.UNKNOWN, time_s)
         elif state in (FallState.DOWN, FallState.ALARM):
             if self._upright_for(time_s, cfg.recover_s):
                 events.append(Transition("recovered", time_s, self._fall_started_s, self.last_confidence,
