@@ -14,15 +14,21 @@ from edge.types import Box
 FPS = 10.0
 
 
-def run(poses: List[dict], config: FallConfig = None, detector_fall_score=None) -> tuple:
-    config = config or FallConfig()
-    machine = FallStateMachine(config)
+def feed(machine: FallStateMachine, poses: List[dict], detector_fall_score=None,
+         detector_seen=lambda time_s: None) -> List[Transition]:
+    """One pose per frame at FPS, through the real feature code into the machine."""
     events: List[Transition] = []
     for index, arguments in enumerate(poses):
         keypoints = pose(**arguments)
         box = box_of(keypoints)
-        features = posture_features(keypoints, box, detector_fall_score, 0.2, config)
-        events += machine.update(index / FPS, features, box.height)
+        features = posture_features(keypoints, box, detector_fall_score, 0.2, machine.config)
+        events += machine.update(index / FPS, features, box.height, detector_seen(index / FPS))
+    return events
+
+
+def run(poses: List[dict], config: FallConfig = None, detector_fall_score=None) -> tuple:
+    machine = FallStateMachine(config or FallConfig())
+    events = feed(machine, poses, detector_fall_score)
     return [e.type for e in events], machine, events
 
 
@@ -135,15 +141,9 @@ def test_detector_must_have_looked_before_a_fall_is_confirmed():
     config = FallConfig()
     machine = FallStateMachine(config)
     sequence = STAND + fall() + lie(2.0)
-    types = []
-    for index, arguments in enumerate(sequence):
-        keypoints = pose(**arguments)
-        box = box_of(keypoints)
-        features = posture_features(keypoints, box, None, 0.2, config)
-        time_s = index / FPS
-        # The detector last ran at t=0 and never again: the fall waits for it.
-        types += [e.type for e in machine.update(time_s, features, box.height, detector_seen_since=0.0)]
-    assert types == [] and machine.state == FallState.FALLING
+    # The detector last ran at t=0 and never again: the fall waits for it.
+    assert feed(machine, sequence, detector_seen=lambda time_s: 0.0) == []
+    assert machine.state == FallState.FALLING
     keypoints = pose(body_tilt_deg=88)
     features = posture_features(keypoints, box_of(keypoints), 0.8, 0.2, config)
     time_s = len(sequence) / FPS
@@ -154,12 +154,7 @@ def test_unobserved_frames_keep_the_alarm_timer_running():
     config = FallConfig()
     machine = FallStateMachine(config)
     sequence = STAND + fall() + lie(0.6)
-    types = []
-    for index, arguments in enumerate(sequence):
-        keypoints = pose(**arguments)
-        box = box_of(keypoints)
-        types += [e.type for e in machine.update(index / FPS, posture_features(keypoints, box, None, 0.2, config),
-                                                box.height)]
+    types = [e.type for e in feed(machine, sequence)]
     assert types == ["fall_detected"]
     # The person is hidden (no observation) but was last seen lying: the alarm still comes.
     for step in range(1, 40):
@@ -171,13 +166,8 @@ def test_fall_is_confirmed_when_the_skeleton_is_lost_on_the_floor():
     """MoveNet often loses people lying down; the box and the detector then carry the fall."""
     config = FallConfig()
     machine = FallStateMachine(config)
-    types = []
     sequence = STAND + fall()
-    for index, arguments in enumerate(sequence):
-        keypoints = pose(**arguments)
-        box = box_of(keypoints)
-        types += [e.type for e in machine.update(index / FPS, posture_features(keypoints, box, 0.1, 0.2, config),
-                                                box.height, detector_seen_since=index / FPS)]
+    types = [e.type for e in feed(machine, sequence, 0.1, detector_seen=lambda time_s: time_s)]
     lying_box = box_of(pose(body_tilt_deg=88))
     for step in range(1, 15):  # box only: no keypoints, the detector says Fall
         time_s = (len(sequence) + step) / FPS

@@ -24,16 +24,19 @@ class InferenceBackend(ABC):
         self.model_path = model_path
         self.threads = threads
         self.requested_input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        # Set by each backend once its model is loaded.
+        self._input_shape: Tuple[int, ...] = ()
+        self._input_dtype: np.dtype = np.dtype(np.float32)
 
     @property
-    @abstractmethod
     def input_shape(self) -> Tuple[int, ...]:
         """The input tensor's shape, e.g. (1, 3, 640, 640) or (1, 256, 256, 3)."""
+        return self._input_shape
 
     @property
-    @abstractmethod
     def input_dtype(self) -> np.dtype:
         """float32 or uint8."""
+        return self._input_dtype
 
     @abstractmethod
     def infer(self, tensor: np.ndarray) -> List[np.ndarray]:

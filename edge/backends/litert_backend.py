@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -28,17 +28,9 @@ class LiteRTBackend(InferenceBackend):
             raise model_load_error(model_path, exc) from None
         detail = self._interpreter.get_input_details()[0]
         self._input_index = detail["index"]
-        self._shape = tuple(int(d) for d in detail["shape"])
-        self._dtype = np.dtype(detail["dtype"])
+        self._input_shape = tuple(int(d) for d in detail["shape"])
+        self._input_dtype = np.dtype(detail["dtype"])
         self._output_indices = [d["index"] for d in self._interpreter.get_output_details()]
-
-    @property
-    def input_shape(self) -> Tuple[int, ...]:
-        return self._shape
-
-    @property
-    def input_dtype(self) -> np.dtype:
-        return self._dtype
 
     def infer(self, tensor: np.ndarray) -> List[np.ndarray]:
         self._check_input(tensor)

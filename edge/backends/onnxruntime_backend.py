@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -32,7 +32,7 @@ class OnnxRuntimeBackend(InferenceBackend):
         self._input_name = model_input.name
         if model_input.type not in _DTYPES:
             raise model_load_error(model_path, ValueError(f"unsupported input type {model_input.type}"))
-        self._dtype = _DTYPES[model_input.type]
+        self._input_dtype = _DTYPES[model_input.type]
         dims = [d if isinstance(d, int) else -1 for d in model_input.shape]
         if self.requested_input_shape is not None:
             for have, want in zip(dims, self.requested_input_shape):
@@ -42,15 +42,7 @@ class OnnxRuntimeBackend(InferenceBackend):
             dims = list(self.requested_input_shape)
         if any(d < 1 for d in dims):
             raise model_load_error(model_path, ValueError(f"model input {dims} has dynamic sizes; set input_size"))
-        self._shape = tuple(dims)
-
-    @property
-    def input_shape(self) -> Tuple[int, ...]:
-        return self._shape
-
-    @property
-    def input_dtype(self) -> np.dtype:
-        return self._dtype
+        self._input_shape = tuple(dims)
 
     def infer(self, tensor: np.ndarray) -> List[np.ndarray]:
         self._check_input(tensor)
