@@ -1,0 +1,64 @@
+"""Video sources: files with their own clock, padding, and a live stream over loopback HTTP."""
+
+import functools
+import http.server
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.capture.opencv_source import VideoSource, describe, parse_source
+from edge.errors import SourceError
+
+
+def write_numbered_video(path, count, fps=20.0, size=(160, 120)):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    for index in range(count):
+        frame = np.zeros((size[1], size[0], 3), np.uint8)
+        frame[:, : (index * 4) % size[0] + 4] = 200  # a bar that grows with the frame number
+        writer.write(frame)
+    writer.release()
+
+
+def test_file_frames_carry_index_and_stream_time(tmp_path):
+    path = tmp_path / "clip.avi"
+    write_numbered_video(path, 30, fps=20.0)
+    with VideoSource(str(path), pad_end_s=0.5) as source:
+        frames = list(source.frames())
+    assert [f.index for f in frames] == list(range(40))  # 30 frames + 0.5 s of the held last frame
+    assert frames[10].time_s == pytest.approx(0.5)
+    assert np.array_equal(frames[-1].image, frames[29].image)
+    assert not np.array_equal(frames[28].image, frames[29].image)
+
+
+def test_parse_and_describe_sources():
+    assert parse_source("0") == 0 and parse_source("clip.mp4") == "clip.mp4"
+    assert describe("rtsp://admin:hunter2@10.0.0.5/live") == "rtsp://***@10.0.0.5/live"
+
+
+def test_a_folder_is_not_a_video(tmp_path):
+    with pytest.raises(SourceError, match="is not a file"):
+        VideoSource(str(tmp_path))
+
+
+def test_live_stream_over_loopback(tmp_path):
+    """A URL source is read on its own thread; frames come in order with a rising clock."""
+    write_numbered_video(tmp_path / "live.avi", 60)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/live.avi"
+        with VideoSource(url) as source:
+            assert source.is_live
+            frames = list(source.frames())
+    finally:
+        server.shutdown()
+    assert 1 <= len(frames) <= 60
+    indexes = [f.index for f in frames]
+    assert indexes == sorted(set(indexes))  # never a frame twice, never out of order
+    times = [f.time_s for f in frames]
+    assert times == sorted(times)
