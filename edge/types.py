@@ -138,7 +138,9 @@ class FallEvent:
     torso_angle_deg: Optional[float]
     bbox: List[float]
     fall_started_s: Optional[float] = None
+    started_at: Optional[str] = None  # ISO 8601 UTC wall time of fall_started_s
     detector_label: Optional[str] = None
+    keypoints: Optional[List[List[float]]] = None  # 18 x (x, y, score), trt_pose order
     extra: Dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, object]:
@@ -153,6 +155,7 @@ class FallEvent:
             "confidence": round(self.confidence, 3),
             "torso_angle_deg": None if self.torso_angle_deg is None else round(self.torso_angle_deg, 1),
             "bbox": self.bbox,
+            "started_at": self.started_at,
             "detector_label": self.detector_label,
             **{key: round(value, 3) for key, value in self.extra.items()},
         }

@@ -43,6 +43,7 @@ class VideoSource:
         self.pad_end_s = pad_end_s
         self.realtime = realtime
         self.is_live = isinstance(source, int) or "://" in str(source)
+        self.dropped_frames = 0  # live frames replaced by a newer one before the pipeline took them
         if not self.is_live:
             path = Path(str(source))
             if not path.exists():
@@ -143,6 +144,7 @@ class VideoSource:
                     frame = latest.get("frame")
                     ended = latest.get("ended", False)
                 if frame is not None and frame.index != last_index:
+                    self.dropped_frames += max(0, frame.index - last_index - 1)
                     last_index = frame.index
                     try:
                         yield Frame(image=ensure_bgr(frame.image), index=frame.index, time_s=frame.time_s)

@@ -2,20 +2,26 @@
 
 from edge.config.loader import config_from_dict, load_config
 from edge.config.schema import (
+    BuzzerConfig,
     Config,
     DetectorConfig,
     FallConfig,
+    MqttConfig,
     OutputConfig,
     PoseConfig,
+    SpeechConfig,
     TrackerConfig,
 )
 
 __all__ = [
+    "BuzzerConfig",
     "Config",
     "DetectorConfig",
     "FallConfig",
+    "MqttConfig",
     "OutputConfig",
     "PoseConfig",
+    "SpeechConfig",
     "TrackerConfig",
     "config_from_dict",
     "load_config",

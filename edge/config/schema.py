@@ -86,9 +86,78 @@ class OutputConfig:
 
 
 @dataclass
+class MqttConfig:
+    """Events to the central VMS (see README, "MQTT topics")."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 1883
+    device: str = ""  # device name in topics; empty: the host name
+    prefix: str = "fall"
+    keepalive_s: int = 30
+    username: str = ""
+    password_file: str = ""  # the password is read from this file ...
+    password_env: str = "FALL_EDGE_MQTT_PASSWORD"  # ... or this variable; never from the command line
+    ca_file: str = ""  # set to use TLS
+    cert_file: str = ""  # client certificate (optional, with key_file)
+    key_file: str = ""
+    outbox_path: str = "var/outbox.sqlite"
+    outbox_max_events: int = 10000
+    max_inflight: int = 100
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    health_interval_s: float = 30.0
+    snapshot_dir: str = "var/snapshots"
+    snapshot_privacy: bool = False  # snapshots show the skeleton on a blank background
+
+
+@dataclass
+class BuzzerConfig:
+    enabled: bool = False
+    pin: int = 18  # BCM numbering on a Raspberry Pi; Jetson.GPIO BCM mode on a Jetson
+    active_high: bool = True
+    pin_factory: str = "default"  # default (gpiozero's) | jetson | mock
+    fall_pattern_s: List[float] = field(default_factory=lambda: [0.15, 0.15])  # on, off: fast beeps
+    alarm_pattern_s: List[float] = field(default_factory=lambda: [0.8, 0.2])  # long beeps
+    auto_stop_s: float = 120.0
+
+
+@dataclass
+class SpeechConfig:
+    enabled: bool = False
+    command: str = "espeak-ng"
+    alsa_device: str = ""  # e.g. plughw:1,0; empty: the default device
+    voice: str = "ko"
+    fall_text: str = (
+        "사람이 넘어졌습니다. 가까이 계신 분은 도와주세요. 환자를 움직이지 마시고, 숨을 쉬는지 확인하세요. "
+        "숨을 쉬지 않으면 일일구에 전화하세요."
+    )
+    alarm_text: str = (
+        "넘어진 사람이 일어나지 못하고 있습니다. 지금 바로 가서 도와주세요. 환자를 움직이지 마시고, "
+        "숨을 쉬는지 확인하고, 일일구에 전화하세요."
+    )
+    second_voice: str = "en"  # spoken after the first; empty to speak one language only
+    second_fall_text: str = (
+        "A person has fallen. If you are nearby, please help. Do not move them. Check that they are breathing. "
+        "If they are not breathing, call emergency services."
+    )
+    second_alarm_text: str = (
+        "The person who fell has not got up. Please go to them now. Do not move them, check their breathing, "
+        "and call emergency services."
+    )
+    test_text: str = "낙상 경보 시험입니다. 시험입니다."
+    second_test_text: str = "This is a test of the fall alarm."
+    words_per_minute: int = 150
+    repeat_interval_s: float = 20.0  # repeated while the alarm stands
+
+
+@dataclass
 class Config:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     pose: PoseConfig = field(default_factory=PoseConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     fall: FallConfig = field(default_factory=FallConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    buzzer: BuzzerConfig = field(default_factory=BuzzerConfig)
+    speech: SpeechConfig = field(default_factory=SpeechConfig)

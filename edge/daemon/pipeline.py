@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Dict, List, Optional
+from datetime import datetime, timedelta, timezone
+from typing import Deque, Dict, List, Optional
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 _MATCH_IOU = 0.3  # a pose and a detection of the same person overlap at least this much
 _SAME_PERSON_IOU = 0.6  # detector boxes of different classes over one person
 _MAX_CROP_MISSES = 3
+_TIMING_WINDOW = 10000
 
 
 @dataclass
@@ -42,6 +43,10 @@ class FrameResult:
     events: List[FallEvent]
     detector_ran: bool
     crops: List[Box] = field(default_factory=list)
+
+
+def iso_utc(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _boxes_array(boxes: List[Box]) -> np.ndarray:
@@ -94,7 +99,8 @@ class FallPipeline:
         self.tracker = Tracker(config.tracker, config.fall)
         self.frames_processed = 0
         self._detector_due = True  # run on the first frame
-        self.timings_ms: Dict[str, List[float]] = defaultdict(list)
+        # Recent stage timings (bounded: the daemon runs for months).
+        self.timings_ms: Dict[str, Deque[float]] = defaultdict(lambda: deque(maxlen=_TIMING_WINDOW))
 
     # -- stages ----------------------------------------------------------------------------
 
@@ -223,18 +229,29 @@ class FallPipeline:
             names = self.config.detector.class_names
             detector_label = (self.config.detector.fall_class if features.detector_fall_score >= 0.5
                               else next((n for n in names if n != self.config.detector.fall_class), None))
+        now = datetime.now(timezone.utc)
+        started_at = None
+        if transition.fall_started_s is not None:
+            started = now - timedelta(seconds=max(0.0, transition.time_s - transition.fall_started_s))
+            started_at = iso_utc(started)
+        keypoints = None
+        if track.person is not None:
+            keypoints = [[round(float(v), 1 if i < 2 else 3) for i, v in enumerate(row)]
+                         for row in track.person.keypoints]
         event = FallEvent(
             event_id=str(uuid.uuid4()),
             type=transition.type,
             camera=self.camera,
             track_id=track.track_id,
             stream_time_s=transition.time_s,
-            wall_time=datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            wall_time=iso_utc(now),
             confidence=transition.confidence,
             torso_angle_deg=None if features is None else features.torso_angle_deg,
             bbox=track.box.as_list(),
             fall_started_s=transition.fall_started_s,
+            started_at=started_at,
             detector_label=detector_label,
+            keypoints=keypoints,
             extra={"hip_descent": track.fall.max_descent, "descent_speed": track.fall.descent_speed},
         )
         logger.info("t=%.2f %s track %d conf %.2f", event.stream_time_s, event.type, event.track_id,

@@ -6,7 +6,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Dict, List, Union
+from typing import Dict, List, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -19,7 +19,7 @@ DEFAULT_BENCH_VIDEO = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 _MODEL_REPEATS = 30
 
 
-def _stats(values: List[float]) -> Dict[str, float]:
+def _stats(values: Sequence[float]) -> Dict[str, float]:
     ordered = sorted(values)
     return {
         "count": len(ordered),
@@ -29,7 +29,7 @@ def _stats(values: List[float]) -> Dict[str, float]:
     }
 
 
-def format_timings(timings: Dict[str, List[float]]) -> str:
+def format_timings(timings: Mapping[str, Sequence[float]]) -> str:
     lines = [f"{'stage':<12} {'calls':>6} {'median ms':>10} {'p90 ms':>8} {'mean ms':>8}"]
     for stage, values in timings.items():
         if values:

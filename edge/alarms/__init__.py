@@ -1,0 +1,1 @@
+"""Local alarms at the site: the buzzer and the spoken warning."""

@@ -1,0 +1,78 @@
+"""The site buzzer through gpiozero: a pattern per event type, auto-stop, stop on ack."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Optional
+
+from edge.config import BuzzerConfig
+from edge.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def make_pin_factory(name: str):
+    """default: gpiozero's own choice (Raspberry Pi); jetson: Jetson.GPIO; mock: for tests."""
+    if name == "default":
+        return None
+    if name == "mock":
+        from gpiozero.pins.mock import MockFactory
+
+        return MockFactory()
+    if name == "jetson":
+        try:
+            from edge.alarms.jetson_pins import JetsonFactory
+
+            return JetsonFactory()
+        except ImportError:
+            raise ConfigError("buzzer.pin_factory is jetson but Jetson.GPIO is not installed: "
+                              "pip install Jetson.GPIO (it ships with JetPack)") from None
+    raise ConfigError(f"buzzer.pin_factory '{name}' is unknown: use default, jetson or mock")
+
+
+class Buzzer:
+    def __init__(self, config: BuzzerConfig, pin_factory=None) -> None:
+        from gpiozero import Buzzer as GpioBuzzer
+        from gpiozero.exc import GPIOZeroError
+
+        self.config = config
+        factory = pin_factory if pin_factory is not None else make_pin_factory(config.pin_factory)
+        try:
+            self._device = GpioBuzzer(config.pin, active_high=config.active_high, initial_value=False,
+                                      pin_factory=factory)
+        except (GPIOZeroError, OSError) as exc:
+            raise ConfigError(f"buzzer on pin {config.pin} cannot be opened ({exc}): check buzzer.pin, "
+                              f"buzzer.pin_factory and that this user may use GPIO") from None
+        self._timer: Optional[threading.Timer] = None
+        self._lock = threading.Lock()
+        self.pattern: Optional[str] = None
+
+    def sound(self, kind: str) -> None:
+        """Start the pattern for `fall_detected` or `alarm`; stops by itself after auto_stop_s."""
+        on_s, off_s = (self.config.alarm_pattern_s if kind == "alarm" else self.config.fall_pattern_s)[:2]
+        with self._lock:
+            self._device.beep(on_time=on_s, off_time=off_s, background=True)
+            self.pattern = kind
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = threading.Timer(self.config.auto_stop_s, self.stop)
+            self._timer.daemon = True
+            self._timer.start()
+        logger.info("buzzer: %s pattern on pin %s", kind, self.config.pin)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._device.off()
+            self.pattern = None
+
+    @property
+    def is_sounding(self) -> bool:
+        return self.pattern is not None
+
+    def close(self) -> None:
+        self.stop()
+        self._device.close()

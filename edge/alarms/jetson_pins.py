@@ -1,0 +1,76 @@
+"""A gpiozero pin factory on NVIDIA's Jetson.GPIO.
+
+gpiozero's own factories do not know Jetson boards ("Unable to load any default pin
+factory"). The Jetson 40-pin header follows the Raspberry Pi layout and Jetson.GPIO's BCM
+mode uses the Pi's BCM numbers, so the Pi's board description serves for pin names and
+this factory only replaces the pin driver. Output and input only: no PWM, no edges.
+"""
+
+from __future__ import annotations
+
+import time
+
+from gpiozero.exc import PinInvalidFunction, PinSetInput
+from gpiozero.pins.pi import PiFactory, PiPin
+
+# A 40-pin Raspberry Pi 4B: same header as the Jetson Nano/Xavier NX/Orin developer kits.
+_PI_HEADER_REVISION = 0xC03111
+
+
+def _gpio():
+    import Jetson.GPIO as GPIO  # imported late: only on a Jetson
+
+    return GPIO
+
+
+class JetsonPin(PiPin):
+    def __init__(self, factory: JetsonFactory, info) -> None:
+        super().__init__(factory, info)
+        self._function = "input"
+        self._gpio = _gpio()
+        self._gpio.setup(self._number, self._gpio.IN)
+
+    def close(self) -> None:
+        self._gpio.cleanup(self._number)
+
+    def _get_function(self) -> str:
+        return self._function
+
+    def _set_function(self, value: str) -> None:
+        if value not in ("input", "output"):
+            raise PinInvalidFunction(f"pin {self.info.name} on a Jetson supports input and output only")
+        self._gpio.setup(self._number, self._gpio.OUT if value == "output" else self._gpio.IN)
+        self._function = value
+
+    def _get_state(self) -> bool:
+        return bool(self._gpio.input(self._number))
+
+    def _set_state(self, value: bool) -> None:
+        if self._function != "output":
+            raise PinSetInput(f"cannot set the state of input pin {self.info.name}")
+        self._gpio.output(self._number, self._gpio.HIGH if value else self._gpio.LOW)
+
+    def _get_pull(self) -> str:
+        return "floating"
+
+    def _set_pull(self, value: str) -> None:
+        if value != "floating":
+            raise PinInvalidFunction("Jetson.GPIO sets no pull resistors: use an external one")
+
+
+class JetsonFactory(PiFactory):
+    def __init__(self) -> None:
+        super().__init__()
+        gpio = _gpio()
+        gpio.setwarnings(False)
+        gpio.setmode(gpio.BCM)
+        self.pin_class = JetsonPin
+
+    def _get_revision(self) -> int:
+        return _PI_HEADER_REVISION
+
+    def ticks(self) -> float:
+        return time.monotonic()
+
+    def ticks_diff(self, later: float, earlier: float) -> float:
+        return later - earlier

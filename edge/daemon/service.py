@@ -1,0 +1,203 @@
+"""Where events go: stdout, the local alarm, MQTT (through the outbox). Also the commands
+from the control room (ack, test) and the periodic health report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import cv2
+import numpy as np
+
+from edge.alarms.controller import LocalAlarm
+from edge.config import Config
+from edge.daemon.pipeline import FallPipeline, FrameResult, iso_utc
+from edge.mqtt.publisher import MqttPublisher
+from edge.types import FallEvent
+
+logger = logging.getLogger(__name__)
+
+_MAX_ACK_PAYLOAD = 200
+
+
+def read_temperatures() -> Dict[str, float]:
+    """CPU/GPU temperatures where the platform exposes them (Jetson and most Linux boards)."""
+    temperatures: Dict[str, float] = {}
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
+        try:
+            name = (zone / "type").read_text().strip()
+            temperatures[name] = round(int((zone / "temp").read_text().strip()) / 1000.0, 1)
+        except (OSError, ValueError):
+            continue
+    return temperatures
+
+
+def mqtt_payload(event: FallEvent, device: str, snapshot: Optional[str]) -> Dict[str, object]:
+    """The event as the control room receives it (seq is added by the outbox)."""
+    return {
+        "event_id": event.event_id,
+        "type": event.type,
+        "device": device,
+        "camera": event.camera,
+        "track_id": event.track_id,
+        "started_at": event.started_at,
+        "ts": event.wall_time,
+        "stream_time_s": round(event.stream_time_s, 3),
+        "confidence": round(event.confidence, 3),
+        "torso_angle_deg": None if event.torso_angle_deg is None else round(event.torso_angle_deg, 1),
+        "bbox": event.bbox,
+        "keypoints": event.keypoints,
+        "detector_label": event.detector_label,
+        "snapshot": snapshot,
+    }
+
+
+def snapshot_image(result: FrameResult, privacy: bool) -> np.ndarray:
+    from edge.viz.draw import draw_result
+
+    if not privacy:
+        return draw_result(result)
+    blank = FrameResult(frame=type(result.frame)(np.zeros_like(result.frame.image), result.frame.index,
+                                                 result.frame.time_s),
+                        tracks=result.tracks, events=result.events, detector_ran=result.detector_ran)
+    return draw_result(blank)
+
+
+class EventRouter:
+    def __init__(self, config: Config, publisher: Optional[MqttPublisher] = None,
+                 alarm: Optional[LocalAlarm] = None, print_events: bool = True) -> None:
+        self.config = config
+        self.publisher = publisher
+        self.alarm = alarm
+        self.print_events = print_events
+        self.started = time.monotonic()
+        self._last_health = 0.0
+        self._events_by_id: Dict[str, FallEvent] = {}
+        self.sent: List[FallEvent] = []
+        if publisher is not None:
+            publisher.on_command("ack", self.on_ack)
+            publisher.on_command("test", self.on_test)
+
+    @property
+    def device(self) -> str:
+        return self.publisher.device if self.publisher is not None else ""
+
+    def handle(self, result: FrameResult) -> None:
+        for event in result.events:
+            self._route(event, result)
+
+    def _route(self, event: FallEvent, result: Optional[FrameResult]) -> None:
+        self._events_by_id[event.event_id] = event
+        if self.print_events:
+            print(json.dumps(event.to_dict()), flush=True)
+        if self.alarm is not None:
+            self.alarm.handle(event)  # the site hears it first: no network in the way
+        if self.publisher is not None:
+            snapshot = None
+            if result is not None and event.type in ("fall_detected", "alarm"):
+                snapshot = self._store_snapshot(event, result)
+            self.publisher.send_event(event.camera, mqtt_payload(event, self.device, snapshot))
+        self.sent.append(event)
+
+    def _store_snapshot(self, event: FallEvent, result: FrameResult) -> Optional[str]:
+        assert self.publisher is not None
+        ok, jpeg = cv2.imencode(".jpg", snapshot_image(result, self.config.mqtt.snapshot_privacy),
+                                [cv2.IMWRITE_JPEG_QUALITY, 80])
+        if not ok:
+            return None
+        name = f"{event.event_id}.jpg"
+        folder = Path(self.config.mqtt.snapshot_dir)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(jpeg.tobytes())
+        except OSError as exc:
+            logger.warning("snapshot %s not saved (%s); it is still published", name, exc)
+        self.publisher.send_snapshot(event.camera, jpeg.tobytes())
+        return name
+
+    # -- commands from the control room ---------------------------------------------------------
+
+    def on_ack(self, payload: bytes) -> None:
+        event_id = self._event_id_from(payload)
+        if event_id is None:
+            return
+        event = self._events_by_id.get(event_id)
+        if event is None:
+            logger.warning("ack for unknown event id %s ignored", event_id)
+            return
+        if self.alarm is not None:
+            self.alarm.acknowledge(event_id)
+        now = datetime.now(timezone.utc)
+        acknowledged = FallEvent(
+            event_id=str(uuid.uuid4()), type="acknowledged", camera=event.camera, track_id=event.track_id,
+            stream_time_s=event.stream_time_s, wall_time=iso_utc(now), confidence=event.confidence,
+            torso_angle_deg=event.torso_angle_deg, bbox=event.bbox, fall_started_s=event.fall_started_s,
+            started_at=event.started_at, detector_label=event.detector_label)
+        logger.info("event %s acknowledged by the control room", event_id)
+        self._route(acknowledged, None)
+
+    @staticmethod
+    def _event_id_from(payload: bytes) -> Optional[str]:
+        """The ack payload is the event id (plain, or JSON {"event_id": ...})."""
+        try:
+            text = payload[:_MAX_ACK_PAYLOAD].decode("utf-8").strip()
+            if text.startswith("{"):
+                text = str(json.loads(text).get("event_id", ""))
+            return str(uuid.UUID(text))
+        except (UnicodeDecodeError, ValueError, AttributeError, json.JSONDecodeError):
+            logger.warning("malformed ack payload %r ignored: send the event_id", payload[:80])
+            return None
+
+    def close(self) -> None:
+        if self.publisher is not None:
+            self.publisher.stop()
+            self.publisher.outbox.close()
+        if self.alarm is not None:
+            self.alarm.close()
+
+    def on_test(self, payload: bytes) -> None:
+        if self.alarm is not None:
+            self.alarm.test()
+        else:
+            logger.info("alarm test requested, but no buzzer or speech is configured")
+
+    # -- health ------------------------------------------------------------------------------
+
+    def maybe_send_health(self, pipeline: FallPipeline, dropped_frames: int = 0, force: bool = False) -> None:
+        if self.publisher is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_health < self.config.mqtt.health_interval_s:
+            return
+        self._last_health = now
+        self.publisher.send_health(self.health(pipeline, dropped_frames))
+
+    def health(self, pipeline: FallPipeline, dropped_frames: int = 0) -> Dict[str, object]:
+        stage_fps = {}
+        for stage, values in pipeline.timings_ms.items():
+            recent = list(values)[-100:]
+            if recent:
+                stage_fps[stage] = round(1000.0 / max(1e-3, sum(recent) / len(recent)), 1)
+        uptime = time.monotonic() - self.started
+        return {
+            "device": self.device,
+            "ts": iso_utc(datetime.now(timezone.utc)),
+            "uptime_s": round(uptime, 1),
+            "frames_processed": pipeline.frames_processed,
+            "processed_fps": round(pipeline.frames_processed / max(uptime, 1e-3), 2),
+            "stage_fps": stage_fps,
+            "dropped_frames": dropped_frames,
+            "queue_depth": 0,  # live sources keep only the newest frame
+            "tracks": len(pipeline.tracker.tracks),
+            "outbox_depth": self.publisher.outbox.depth() if self.publisher else 0,
+            "outbox_dropped": self.publisher.outbox.dropped() if self.publisher else 0,
+            "mqtt_outages": self.publisher.outages if self.publisher else 0,
+            "temperatures_c": read_temperatures(),
+            "python": sys.version.split()[0],
+        }

@@ -1,0 +1,70 @@
+"""Build a paho-mqtt client from the config: TLS, username/password, backoff, last will."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl
+from pathlib import Path
+from typing import Optional
+
+import paho.mqtt.client as mqtt
+
+from edge.config import MqttConfig
+from edge.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def device_name(config: MqttConfig) -> str:
+    return config.device or socket.gethostname().split(".")[0]
+
+
+def read_password(config: MqttConfig) -> Optional[str]:
+    """From mqtt.password_file, else the variable named by mqtt.password_env; never from argv."""
+    if config.password_file:
+        path = Path(config.password_file).expanduser()
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"mqtt.password_file {path} cannot be read ({exc.strerror}): check the path "
+                              f"and its permissions") from None
+    if config.password_env:
+        return os.environ.get(config.password_env)
+    return None
+
+
+def make_client(config: MqttConfig, client_id: str, will_topic: Optional[str] = None,
+                clean_session: bool = True) -> mqtt.Client:
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         clean_session=clean_session, protocol=mqtt.MQTTv311)
+    if config.username:
+        client.username_pw_set(config.username, read_password(config))
+    if config.ca_file:
+        for key in ("ca_file", "cert_file", "key_file"):
+            value = getattr(config, key)
+            if value and not Path(value).expanduser().is_file():
+                raise ConfigError(f"mqtt.{key} {value} not found: point it at the PEM file")
+        if bool(config.cert_file) != bool(config.key_file):
+            raise ConfigError("mqtt.cert_file and mqtt.key_file go together: set both or neither")
+        try:
+            client.tls_set(ca_certs=config.ca_file, certfile=config.cert_file or None,
+                           keyfile=config.key_file or None, cert_reqs=ssl.CERT_REQUIRED,
+                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            raise ConfigError(f"mqtt TLS files cannot be used ({exc}): check ca_file, cert_file, key_file") from None
+    if will_topic:
+        client.will_set(will_topic, b"offline", qos=1, retain=True)
+    client.reconnect_delay_set(min_delay=max(1, int(config.reconnect_min_s)),
+                               max_delay=max(1, int(config.reconnect_max_s)))
+    return client
+
+
+def describe_refusal(reason_code: object) -> str:
+    """A one-line reason for a refused connection, with the fix."""
+    text = str(reason_code)
+    lowered = text.lower()
+    if "not authorized" in lowered or "bad user name" in lowered or "password" in lowered:
+        return f"broker refused the login ({text}): check mqtt.username and the password file or variable"
+    return f"broker refused the connection ({text}): check the broker's settings for this client"

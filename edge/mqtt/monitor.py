@@ -1,0 +1,224 @@
+"""The control-room side: subscribe to every device, keep a local log, de-duplicate by event_id,
+show devices and open alarms, acknowledge, forward alarms to a webhook.
+
+The monitor uses a persistent MQTT session (clean_session false, a fixed client id) so the
+broker keeps QoS 1 events for it while it is away.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+from edge.config import MqttConfig
+from edge.errors import FallEdgeError
+from edge.mqtt import topics
+from edge.mqtt.connection import describe_refusal, make_client
+
+logger = logging.getLogger(__name__)
+
+ChainKey = Tuple[str, str, int]  # device, camera, track id
+_WEBHOOK_TRIES = 3
+
+
+@dataclass
+class OpenAlarm:
+    event_id: str
+    device: str
+    camera: str
+    track_id: int
+    type: str
+    ts: str
+
+
+class Webhook:
+    """POST each alarm as JSON to a URL (an SMS or pager gateway), on its own thread."""
+
+    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+        self.url, self.timeout_s = url, timeout_s
+        self._queue: queue.Queue[Optional[dict]] = queue.Queue()
+        self.delivered = 0
+        self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
+        self._thread.start()
+
+    def post(self, payload: dict) -> None:
+        self._queue.put(payload)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=self.timeout_s * _WEBHOOK_TRIES)
+
+    def _run(self) -> None:
+        while True:
+            payload = self._queue.get()
+            if payload is None:
+                return
+            body = json.dumps(payload).encode("utf-8")
+            for attempt in range(_WEBHOOK_TRIES):
+                request = urllib.request.Request(self.url, data=body, method="POST",
+                                                 headers={"Content-Type": "application/json"})
+                try:
+                    with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                        response.read()
+                    self.delivered += 1
+                    break
+                except (urllib.error.URLError, OSError) as exc:
+                    logger.warning("webhook %s failed (%s), try %d of %d", self.url, exc, attempt + 1, _WEBHOOK_TRIES)
+                    time.sleep(0.5 * 2 ** attempt)
+
+
+class Monitor:
+    def __init__(self, config: MqttConfig, db_path: Path, client_id: str = "fall-edge-monitor",
+                 on_event: Optional[Callable[[dict, bool], None]] = None, webhook: Optional[Webhook] = None) -> None:
+        self.config = config
+        self.prefix = config.prefix
+        self.on_event = on_event
+        self.webhook = webhook
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, device TEXT, camera TEXT, "
+                         "type TEXT, seq INTEGER, ts TEXT, payload TEXT, received_at REAL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS devices (device TEXT PRIMARY KEY, status TEXT, since REAL)")
+        self._lock = threading.Lock()
+        self.open_alarms: Dict[ChainKey, OpenAlarm] = {}
+        self.duplicates = 0
+        self.connected = threading.Event()
+        self.error: Optional[str] = None
+        self._client = make_client(config, client_id, clean_session=False)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = lambda *args: self.connected.clear()
+        self._client.on_message = self._on_message
+
+    def start(self) -> None:
+        self._client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        with self._lock:
+            self._db.close()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self.error = describe_refusal(reason_code)
+            logger.error("monitor: %s", self.error)
+            return
+        self.error = None
+        client.subscribe([(f"{self.prefix}/+/+/events", 1), (f"{self.prefix}/+/status", 1)])
+        self.connected.set()
+
+    # -- incoming ------------------------------------------------------------------------------
+
+    def _on_message(self, client, userdata, message) -> None:
+        device, camera, leaf = topics.parse_device_topic(message.topic, self.prefix)
+        if device is None:
+            return
+        if leaf == "status" and camera is None:
+            self._set_status(device, message.payload.decode("utf-8", "replace").strip())
+        elif leaf == "events" and camera is not None:
+            self._on_event(device, camera, message.payload)
+
+    def _set_status(self, device: str, status: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO devices (device, status, since) VALUES (?, ?, ?)",
+                             (device, status, time.time()))
+        if self.on_event is not None:
+            self.on_event({"type": "status", "device": device, "status": status}, True)
+
+    def _on_event(self, device: str, camera: str, raw: bytes) -> None:
+        try:
+            event = json.loads(raw.decode("utf-8"))
+            event_id = str(event["event_id"])
+            kind = str(event["type"])
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+            logger.warning("monitor: malformed event on %s/%s ignored", device, camera)
+            return
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO events (event_id, device, camera, type, seq, ts, payload, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (event_id, device, camera, kind, event.get("seq"), event.get("ts"), raw.decode("utf-8"), time.time()))
+            new = cursor.rowcount == 1
+            if not new:
+                self.duplicates += 1
+            else:
+                self._track_alarm(device, camera, event)
+        if new and self.webhook is not None and kind == "alarm":
+            self.webhook.post(event)
+        if self.on_event is not None:
+            self.on_event(event, new)
+
+    def _track_alarm(self, device: str, camera: str, event: dict) -> None:
+        key = (device, camera, int(event.get("track_id", -1)))
+        if event["type"] in ("fall_detected", "alarm"):
+            self.open_alarms[key] = OpenAlarm(event["event_id"], device, camera, key[2], event["type"],
+                                              str(event.get("ts")))
+        elif event["type"] in ("recovered", "acknowledged"):
+            self.open_alarms.pop(key, None)
+
+    # -- queries and commands --------------------------------------------------------------------
+
+    def events(self) -> List[dict]:
+        with self._lock:
+            rows = self._db.execute("SELECT payload FROM events ORDER BY received_at, rowid").fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def devices(self) -> Dict[str, str]:
+        with self._lock:
+            return dict(self._db.execute("SELECT device, status FROM devices").fetchall())
+
+    def device_of(self, event_id: str) -> Optional[str]:
+        with self._lock:
+            row = self._db.execute("SELECT device FROM events WHERE event_id = ?", (event_id,)).fetchone()
+        return row[0] if row else None
+
+    def ack(self, event_id: str, device: Optional[str] = None, timeout_s: float = 10.0) -> str:
+        device = device or self.device_of(event_id)
+        if device is None:
+            raise FallEdgeError(f"event {event_id} is not in the monitor's log: pass --device with its device name")
+        if not self.connected.wait(timeout_s):
+            raise FallEdgeError(f"cannot reach the broker at {self.config.host}:{self.config.port}"
+                                f"{': ' + self.error if self.error else ''}")
+        info = self._client.publish(topics.command_topic(self.prefix, device, "ack"), event_id.encode(), qos=1)
+        info.wait_for_publish(timeout=timeout_s)
+        return device
+
+    def table(self) -> str:
+        lines = ["devices:"]
+        for device, status in sorted(self.devices().items()):
+            lines.append(f"  {device:<20} {status}")
+        lines.append("open alarms:")
+        with self._lock:
+            alarms = list(self.open_alarms.values())
+        for alarm in alarms:
+            lines.append(f"  {alarm.device}/{alarm.camera} track {alarm.track_id}: {alarm.type} at {alarm.ts} "
+                         f"(ack: fall-edge monitor --ack {alarm.event_id})")
+        if not alarms:
+            lines.append("  none")
+        return "\n".join(lines)
+
+
+def print_event_line(event: dict, new: bool, as_json: bool) -> None:
+    if not new:
+        return
+    if as_json:
+        print(json.dumps(event), flush=True)
+    elif event.get("type") == "status":
+        print(f"{event['device']}: {event['status']}", flush=True)
+    else:
+        print(f"{event.get('ts')} {event.get('device')}/{event.get('camera')} {event.get('type'):<14} "
+              f"track {event.get('track_id')} conf {event.get('confidence')} id {event.get('event_id')}",
+              flush=True)
+    sys.stdout.flush()

@@ -1,0 +1,200 @@
+"""The device's MQTT side: status with a last will, events from the outbox, snapshots, health,
+and commands from the control room. Nothing here blocks the caller on the network."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Callable, Dict, Optional
+
+import paho.mqtt.client as mqtt
+
+from edge.config import MqttConfig
+from edge.mqtt import topics
+from edge.mqtt.connection import describe_refusal, device_name, make_client
+from edge.mqtt.outbox import Outbox
+
+logger = logging.getLogger(__name__)
+
+CommandHandler = Callable[[bytes], None]
+_EARLY_ACK_TTL_S = 10.0
+
+
+class MqttPublisher:
+    def __init__(self, config: MqttConfig, outbox: Outbox, client_id: Optional[str] = None) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.device = device_name(config)
+        if not topics.valid_name(self.device):
+            raise ValueError(f"device name {self.device!r} cannot be a topic level")
+        self.prefix = config.prefix
+        self._client = make_client(config, client_id or f"fall-edge-{self.device}",
+                                   will_topic=topics.status_topic(self.prefix, self.device))
+        self._client.max_inflight_messages_set(max(1, config.max_inflight))
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
+        self._handlers: Dict[str, CommandHandler] = {}
+        self._lock = threading.Lock()
+        self._in_flight: Dict[int, int] = {}  # paho mid -> outbox seq
+        self._early_acks: Dict[int, float] = {}  # PUBACKs that beat us to recording their mid
+        self._last_handed = 0  # highest seq given to paho in this process
+        self._connected = threading.Event()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._latest_snapshots: Dict[str, bytes] = {}
+        self._last_refusal: Optional[str] = None
+        self.outages = 0
+        self.last_error: Optional[str] = None
+        self._flusher = threading.Thread(target=self._flush_loop, name="mqtt-outbox", daemon=True)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        logger.info("MQTT: connecting to %s:%d as device %s", self.config.host, self.config.port, self.device)
+        self._client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
+        self._client.loop_start()
+        self._flusher.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Send what can be sent within timeout_s, say offline, disconnect."""
+        deadline = time.monotonic() + timeout_s
+        while self.connected and self.outbox.depth() and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.05)
+        self._stop.set()
+        self._wake.set()
+        if self.connected:
+            info = self._client.publish(topics.status_topic(self.prefix, self.device), b"offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):
+                pass
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._flusher.join(timeout=2.0)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def on_command(self, command: str, handler: CommandHandler) -> None:
+        self._handlers[command] = handler
+
+    # -- what the daemon sends ---------------------------------------------------------------
+
+    def send_event(self, camera: str, payload: Dict[str, object]) -> Optional[int]:
+        """Store the event in the outbox (durable) and let the flusher publish it."""
+        seq = self.outbox.put(topics.events_topic(self.prefix, self.device, camera), payload)
+        self._wake.set()
+        return seq
+
+    def send_snapshot(self, camera: str, jpeg: bytes) -> None:
+        """Retained, latest only: sent now if connected, else on the next connection."""
+        with self._lock:
+            self._latest_snapshots[camera] = jpeg
+        if self.connected:
+            self._publish_snapshots()
+
+    def send_health(self, health: Dict[str, object]) -> None:
+        if self.connected:
+            self._client.publish(topics.health_topic(self.prefix, self.device),
+                                 json.dumps(health, separators=(",", ":")), qos=0)
+
+    # -- paho callbacks (its network thread) --------------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            message = describe_refusal(reason_code)
+            self.last_error = message
+            if message != self._last_refusal:
+                logger.error("MQTT %s:%d: %s; events stay in the outbox", self.config.host, self.config.port,
+                             message)
+                self._last_refusal = message
+            return
+        self._last_refusal = None
+        self.last_error = None
+        logger.info("MQTT connected to %s:%d", self.config.host, self.config.port)
+        client.publish(topics.status_topic(self.prefix, self.device), b"online", qos=1, retain=True)
+        client.subscribe(topics.command_topic(self.prefix, self.device, "+"), qos=1)
+        self._connected.set()
+        self._publish_snapshots()
+        self._wake.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self._connected.is_set() and not self._stop.is_set():
+            self.outages += 1
+            logger.warning("MQTT connection to %s:%d lost (%s): reconnecting with backoff; events wait in the "
+                           "outbox", self.config.host, self.config.port, reason_code)
+        self._connected.clear()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        now = time.monotonic()
+        with self._lock:
+            seq = self._in_flight.pop(mid, None)
+            if seq is None:
+                # Either not an event (status, snapshot) or an event whose publish() has not
+                # returned yet; keep it briefly so _hand_over can match it. mids wrap at 65535,
+                # far slower than this expiry.
+                self._early_acks = {m: t for m, t in self._early_acks.items() if now - t < _EARLY_ACK_TTL_S}
+                self._early_acks[mid] = now
+        if seq is not None:
+            self.outbox.remove(seq)  # PUBACK: the broker has it
+            self._wake.set()
+
+    def _on_message(self, client, userdata, message) -> None:
+        command = topics.parse_command(message.topic, self.prefix, self.device)
+        handler = self._handlers.get(command or "")
+        if handler is None:
+            logger.warning("MQTT: ignoring unknown command topic %s", message.topic)
+            return
+        try:
+            handler(message.payload)
+        except Exception:  # a bad command must never take the daemon down
+            logger.exception("MQTT: command %s failed", command)
+
+    # -- the outbox flusher ------------------------------------------------------------------
+
+    def _flush_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            if self.connected:
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Give paho the next stored events, in seq order, up to max_inflight unacknowledged.
+
+        paho keeps what it was given across reconnects and resends it itself, so each row is
+        handed over once per process; after a restart everything still stored goes again
+        (the monitor de-duplicates by event_id)."""
+        with self._lock:
+            room = self.config.max_inflight - len(self._in_flight)
+            after = self._last_handed
+        if room <= 0:
+            return
+        for row in self.outbox.pending(after_seq=after, limit=room):
+            if not self.connected:
+                return
+            # Never call paho while holding our lock: paho calls on_publish holding its own.
+            info = self._client.publish(row.topic, row.encoded(), qos=1)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: paho queued it
+                logger.warning("MQTT: publish of event seq %d failed (%s); retrying later", row.seq, info.rc)
+                return
+            with self._lock:
+                self._last_handed = row.seq
+                acked = self._early_acks.pop(info.mid, None) is not None
+                if not acked:
+                    self._in_flight[info.mid] = row.seq
+            if acked:
+                self.outbox.remove(row.seq)
+
+    def _publish_snapshots(self) -> None:
+        with self._lock:
+            snapshots = dict(self._latest_snapshots)
+            self._latest_snapshots.clear()
+        for camera, jpeg in snapshots.items():
+            self._client.publish(topics.snapshot_topic(self.prefix, self.device, camera), jpeg, qos=1, retain=True)

@@ -1,0 +1,47 @@
+"""The topic layout, in one place: publisher and monitor both use it."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+EVENT_TYPES = ("fall_detected", "alarm", "recovered", "acknowledged")
+
+
+def status_topic(prefix: str, device: str) -> str:
+    return f"{prefix}/{device}/status"
+
+
+def events_topic(prefix: str, device: str, camera: str) -> str:
+    return f"{prefix}/{device}/{camera}/events"
+
+
+def snapshot_topic(prefix: str, device: str, camera: str) -> str:
+    return f"{prefix}/{device}/{camera}/snapshot"
+
+
+def health_topic(prefix: str, device: str) -> str:
+    return f"{prefix}/{device}/health"
+
+
+def command_topic(prefix: str, device: str, command: str) -> str:
+    return f"{prefix}/{device}/cmd/{command}"
+
+
+def parse_command(topic: str, prefix: str, device: str) -> Optional[str]:
+    start = f"{prefix}/{device}/cmd/"
+    return topic[len(start):] if topic.startswith(start) else None
+
+
+def parse_device_topic(topic: str, prefix: str) -> Tuple[Optional[str], Optional[str], str]:
+    """(device, camera or None, last part) of a topic under prefix."""
+    parts = topic.split("/")
+    if len(parts) < 3 or parts[0] != prefix:
+        return None, None, ""
+    if len(parts) == 3:
+        return parts[1], None, parts[2]
+    return parts[1], parts[2], parts[-1]
+
+
+def valid_name(name: str) -> bool:
+    """A device or camera name usable as one topic level."""
+    return bool(name) and not any(ch in name for ch in "/+#\x00") and name == name.strip()
