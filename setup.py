@@ -18,6 +18,8 @@ setup(
         "numpy>=1.19",
         "PyYAML>=5.3",
         "scipy>=1.5",
+        "paho-mqtt>=2.0",
+        "gpiozero>=1.6",
     ],
     extras_require={
         # The embedded default: ONNX Runtime for the detector, LiteRT for MoveNet.

@@ -9,9 +9,12 @@ cd "$(dirname "$0")/.."
 extras="cpu"
 [ "${1:-}" = "--dev" ] && extras="cpu,dev"
 
-# System packages: OpenCV's runtime libraries, and opencv-doc for its sample clip (vtest.avi).
+# System packages: OpenCV's runtime libraries, opencv-doc for its sample clip (vtest.avi),
+# espeak-ng and aplay for the spoken warning; for the tests, a real MQTT broker and openssl.
+packages="libgl1 libglib2.0-0 opencv-doc espeak-ng alsa-utils"
+[ "$extras" = "cpu,dev" ] && packages="$packages mosquitto mosquitto-clients openssl"
 need=()
-for pkg in libgl1 libglib2.0-0 opencv-doc; do
+for pkg in $packages; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

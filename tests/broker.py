@@ -1,0 +1,88 @@
+"""A real Mosquitto on a free loopback port, with a config each test writes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Broker:
+    def __init__(self, folder: Path, password: Optional[tuple] = None, tls: Optional[dict] = None) -> None:
+        if shutil.which("mosquitto") is None:
+            pytest.skip("mosquitto not installed (apt-get install mosquitto; .ci/run does this)")
+        self.folder = folder
+        self.port = free_port()
+        self.conf = folder / "mosquitto.conf"
+        # As root, mosquitto would switch to its own user, which cannot read pytest's 0700 folders.
+        lines = ["user root"] if os.geteuid() == 0 else []
+        lines += [f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {folder}/",
+                 "autosave_interval 1", f"log_dest file {folder}/mosquitto.log"]
+        if password:
+            password_file = folder / "passwords"
+            subprocess.run(["mosquitto_passwd", "-b", "-c", str(password_file), *password], check=True,
+                           capture_output=True)
+            lines += ["allow_anonymous false", f"password_file {password_file}"]
+        else:
+            lines.append("allow_anonymous true")
+        if tls:
+            lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self) -> Broker:
+        self.process = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"mosquitto exited: {self.process.stderr.read().decode()}") from None
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start listening")
+
+    def stop(self) -> None:
+        """SIGTERM: mosquitto saves its persistent sessions, as a service restart does."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+def wait_for(condition, timeout_s: float = 15.0, interval_s: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval_s)
+    return condition()
+
+
+def make_tls_files(folder: Path) -> dict:
+    """A CA and a server certificate for 127.0.0.1, made with openssl."""
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=fall-edge test CA",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
+        "-out", "server.csr")
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-extfile", "san.ext", "-out", "server.crt")
+    return {"ca": str(folder / "ca.crt"), "cert": str(folder / "server.crt"), "key": str(folder / "server.key")}

@@ -1,0 +1,208 @@
+"""Buzzer (gpiozero MockFactory pins), spoken warnings (real espeak-ng), and the outbox."""
+
+import logging
+import shutil
+import sys
+import time
+import types
+import wave
+
+import numpy as np
+import pytest
+from broker import wait_for
+from gpiozero.pins.mock import MockFactory
+
+from edge.alarms.buzzer import Buzzer, make_pin_factory
+from edge.alarms.controller import LocalAlarm
+from edge.alarms.speech import Speaker, synthesize
+from edge.config import BuzzerConfig, SpeechConfig
+from edge.errors import ConfigError
+from edge.mqtt.outbox import Outbox
+from edge.types import FallEvent
+
+
+def event(kind, track_id=1, event_id=None):
+    return FallEvent(event_id=event_id or f"{kind}-{track_id}", type=kind, camera="cam0", track_id=track_id,
+                     stream_time_s=1.0, wall_time="t", confidence=0.9, torso_angle_deg=80.0, bbox=[0, 0, 1, 1])
+
+
+# -- buzzer ---------------------------------------------------------------------------------
+
+
+def test_buzzer_patterns_differ_and_stop_by_themselves():
+    factory = MockFactory()
+    config = BuzzerConfig(enabled=True, pin=17, fall_pattern_s=[0.05, 0.05], alarm_pattern_s=[0.3, 0.05],
+                          auto_stop_s=1.0)
+    buzzer = Buzzer(config, pin_factory=factory)
+    pin = factory.pin(17)
+    try:
+        buzzer.sound("fall_detected")
+        time.sleep(0.5)
+        fast_changes = len(pin.states)
+        pin.clear_states()
+        buzzer.sound("alarm")
+        time.sleep(0.5)
+        slow_changes = len(pin.states)
+        assert fast_changes >= 6 and slow_changes <= 4  # fast beeps vs long beeps
+        assert wait_for(lambda: not buzzer.is_sounding, 2.0)
+        time.sleep(0.1)
+        assert not pin.state
+    finally:
+        buzzer.close()
+
+
+def test_active_low_buzzer_is_silent_high():
+    factory = MockFactory()
+    buzzer = Buzzer(BuzzerConfig(enabled=True, pin=27, active_high=False), pin_factory=factory)
+    try:
+        assert factory.pin(27).state  # idle: pin high = silent for an active-low buzzer
+        buzzer.sound("alarm")
+        time.sleep(0.1)
+        assert not factory.pin(27).state
+        buzzer.stop()
+        assert factory.pin(27).state
+    finally:
+        buzzer.close()
+
+
+def test_pin_factory_choice():
+    assert make_pin_factory("default") is None
+    with pytest.raises(ConfigError, match="unknown: use default, jetson or mock"):
+        make_pin_factory("wiringpi")
+
+
+def test_jetson_factory_drives_jetson_gpio(monkeypatch):
+    """Jetson.GPIO is the hardware edge: a recording stand-in module takes its place here."""
+    calls = []
+    fake = types.ModuleType("Jetson.GPIO")
+    fake.BCM, fake.IN, fake.OUT, fake.HIGH, fake.LOW = "BCM", "IN", "OUT", 1, 0
+    fake.setwarnings = lambda flag: None
+    fake.setmode = lambda mode: calls.append(("setmode", mode))
+    fake.setup = lambda pin, direction: calls.append(("setup", pin, direction))
+    fake.output = lambda pin, value: calls.append(("output", pin, value))
+    fake.input = lambda pin: 0
+    fake.cleanup = lambda pin: calls.append(("cleanup", pin))
+    package = types.ModuleType("Jetson")
+    package.GPIO = fake
+    monkeypatch.setitem(sys.modules, "Jetson", package)
+    monkeypatch.setitem(sys.modules, "Jetson.GPIO", fake)
+    buzzer = Buzzer(BuzzerConfig(enabled=True, pin=18, pin_factory="jetson", alarm_pattern_s=[0.05, 0.05]))
+    buzzer.sound("alarm")
+    time.sleep(0.3)
+    buzzer.close()
+    assert ("setmode", "BCM") in calls and ("setup", 18, "OUT") in calls
+    outputs = [c[2] for c in calls if c[0] == "output"]
+    assert 1 in outputs and outputs[-1] == 0
+
+
+def test_local_alarm_chains_and_acknowledgement():
+    factory = MockFactory()
+    buzzer = Buzzer(BuzzerConfig(enabled=True, pin=22), pin_factory=factory)
+    alarm = LocalAlarm(buzzer, None)
+    try:
+        alarm.handle(event("fall_detected", 1))
+        alarm.handle(event("alarm", 2))
+        assert buzzer.pattern == "alarm"
+        assert alarm.acknowledge("alarm-2") == ("cam0", 2)
+        assert buzzer.pattern == "fall_detected"  # track 1 still down
+        assert alarm.acknowledge("no-such-event") is None
+        alarm.handle(event("recovered", 1))
+        assert not buzzer.is_sounding
+    finally:
+        alarm.close()
+
+
+# -- speech -----------------------------------------------------------------------------------
+
+
+def wav_seconds_and_rms(path):
+    with wave.open(str(path)) as handle:
+        frames = handle.readframes(handle.getnframes())
+        seconds = handle.getnframes() / handle.getframerate()
+    samples = np.frombuffer(frames, dtype=np.int16).astype(np.float64)
+    return seconds, float(np.sqrt(np.mean(samples ** 2))) if samples.size else 0.0
+
+
+@pytest.mark.parametrize("voice, field", [("ko", "fall_text"), ("en", "second_fall_text")])
+def test_default_warnings_synthesise_to_speech(tmp_path, voice, field):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed (apt-get install espeak-ng; .ci/run does this)")
+    config = SpeechConfig()
+    target = tmp_path / f"{voice}.wav"
+    synthesize(getattr(config, field), voice, target, config)
+    seconds, rms = wav_seconds_and_rms(target)
+    assert seconds > 4.0, "the full instructions take several seconds to say"
+    assert rms > 500, "not silence"
+
+
+def test_korean_numbers_are_written_as_words():
+    config = SpeechConfig()
+    assert "일일구" in config.fall_text and "119" not in config.fall_text + config.alarm_text
+
+
+def test_speaker_never_blocks_and_goes_on_without_espeak(caplog):
+    speaker = Speaker(SpeechConfig(command="espeak-ng-not-installed", repeat_interval_s=0.3))
+    try:
+        with caplog.at_level(logging.WARNING):
+            started = time.monotonic()
+            speaker.start("cam0#1", "alarm")
+            assert time.monotonic() - started < 0.1
+            time.sleep(1.0)  # repeats several times ...
+        assert caplog.text.count("espeak-ng-not-installed not found") == 1  # ... but says so once
+        speaker.stop("cam0#1")
+        assert not speaker.active
+    finally:
+        speaker.close()
+
+
+def test_speaker_speaks_both_languages_in_order(tmp_path):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    speaker = Speaker(SpeechConfig(repeat_interval_s=60))
+    try:
+        assert [voice for voice, _ in speaker.messages("alarm")] == ["ko", "en"]
+        speaker.say("test")
+        # Played where there is a sound device; synthesised (and counted) where there is no player.
+        assert wait_for(lambda: speaker.spoken >= 2 or "play" in speaker._warned, 30)
+    finally:
+        speaker.close()
+
+
+# -- outbox -----------------------------------------------------------------------------------
+
+
+def test_outbox_seq_is_monotonic_across_restarts(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    outbox = Outbox(path)
+    first = [outbox.put("t", {"event_id": str(i)}) for i in range(3)]
+    outbox.remove(first[-1])
+    outbox.close()
+    reopened = Outbox(path)
+    later = reopened.put("t", {"event_id": "x"})
+    assert first == [1, 2, 3] and later == 4  # seq 3 was sent and removed; it is never reused
+    assert [row.payload["seq"] for row in reopened.pending()] == [1, 2, 4]
+    assert [row.seq for row in reopened.pending(after_seq=1)] == [2, 4]
+
+
+def test_outbox_is_bounded_and_counts_what_it_drops(tmp_path):
+    outbox = Outbox(tmp_path / "outbox.sqlite", max_events=5)
+    for index in range(8):
+        outbox.put("t", {"event_id": str(index)})
+    assert outbox.depth() == 5 and outbox.dropped() == 3
+    assert [row.payload["event_id"] for row in outbox.pending()] == ["3", "4", "5", "6", "7"]
+
+
+def test_outbox_on_a_full_disk_keeps_events_in_memory_then_stores_them(tmp_path, caplog):
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    outbox.put("t", {"event_id": "before"})
+    pages = outbox._db.execute("PRAGMA page_count").fetchone()[0]
+    outbox._db.execute(f"PRAGMA max_page_count={pages}")  # SQLite now answers "database or disk is full"
+    with caplog.at_level(logging.ERROR):
+        seqs = [outbox.put("t", {"event_id": f"full-{index}", "pad": "x" * 2000}) for index in range(50)]
+    first_in_memory = seqs.index(None)  # the first insert may still fit in a half-empty page
+    assert first_in_memory < 5 and all(seq is None for seq in seqs[first_in_memory:])
+    assert "cannot be written" in caplog.text and caplog.text.count("cannot be written") == 1
+    assert outbox.depth() == 51
+    outbox._db.execute("PRAGMA max_page_count=1000000")  # space freed
+    stored = [row.payload["event_id"] for row in outbox.pending(limit=100)]
+    assert stored == ["before"] + [f"full-{index}" for index in range(50)]

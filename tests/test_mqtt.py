@@ -1,0 +1,294 @@
+"""MQTT to the VMS against a real Mosquitto: schema, last will, store and forward, TLS, auth, ack."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import cv2
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from broker import Broker, make_tls_files, wait_for
+
+from edge.alarms.buzzer import Buzzer
+from edge.alarms.controller import LocalAlarm
+from edge.config import BuzzerConfig, Config, MqttConfig
+from edge.daemon.service import EventRouter
+from edge.mqtt.monitor import Monitor
+from edge.mqtt.outbox import Outbox
+from edge.mqtt.publisher import MqttPublisher
+from edge.types import FallEvent
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Collector:
+    """A plain subscriber that records every message."""
+
+    def __init__(self, broker: Broker, topic: str = "#", **tls) -> None:
+        self.messages = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=f"collector-{uuid.uuid4().hex[:6]}")
+        if tls:
+            self.client.tls_set(ca_certs=tls["ca"])
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, message):
+        with self._lock:
+            self.messages.append((message.topic, message.payload, message.retain))
+
+    def on(self, suffix):
+        with self._lock:
+            return [(payload, retain) for topic, payload, retain in self.messages if topic.endswith(suffix)]
+
+    def events(self):
+        return [json.loads(payload) for payload, _ in self.on("/events")]
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def mqtt_config(broker: Broker, device="edge1", **overrides) -> MqttConfig:
+    config = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port, device=device, keepalive_s=5,
+                        reconnect_min_s=1, reconnect_max_s=2, **overrides)
+    return config
+
+
+def fall_event(kind="fall_detected", track_id=1, camera="cam0") -> FallEvent:
+    return FallEvent(event_id=str(uuid.uuid4()), type=kind, camera=camera, track_id=track_id, stream_time_s=3.0,
+                     wall_time="2026-11-22T10:00:00.000Z", confidence=0.9, torso_angle_deg=80.0,
+                     bbox=[1.0, 2.0, 3.0, 4.0], fall_started_s=2.0, started_at="2026-11-22T09:59:59.000Z",
+                     detector_label="Fall", keypoints=[[1.0, 2.0, 0.9]] * 18)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    running = Broker(folder).start()
+    yield running
+    running.stop()
+
+
+def start_publisher(config: MqttConfig, tmp_path: Path) -> MqttPublisher:
+    publisher = MqttPublisher(config, Outbox(tmp_path / f"outbox-{uuid.uuid4().hex[:6]}.sqlite"))
+    publisher.start()
+    return publisher
+
+
+def test_daemon_publishes_events_status_and_snapshot(broker, tmp_path, clips_dir):
+    """`fall-edge run` on a real fall clip, with MQTT on: what the control room receives."""
+    collector = Collector(broker)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"mqtt:\n  enabled: true\n  port: {broker.port}\n  device: hall-3\n"
+                      f"  outbox_path: {tmp_path}/outbox.sqlite\n  snapshot_dir: {tmp_path}/snaps\n"
+                      f"output:\n  camera: door\n")
+    result = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(config), "--source",
+                             str(clips_dir / "gmdcsa24_s3_fall20.mp4"), "--pad-end", "4"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr
+    assert wait_for(lambda: len(collector.events()) >= 2)
+    events = collector.events()
+    assert [e["type"] for e in events] == ["fall_detected", "alarm"]
+    for event in events:
+        assert set(event) >= {"event_id", "seq", "type", "device", "camera", "track_id", "started_at", "ts",
+                              "confidence", "torso_angle_deg", "bbox", "keypoints", "detector_label", "snapshot"}
+        assert event["device"] == "hall-3" and event["camera"] == "door"
+        assert len(event["keypoints"]) == 18 and len(event["bbox"]) == 4
+        assert event["ts"].endswith("Z") and event["started_at"] < event["ts"]
+        assert (tmp_path / "snaps" / event["snapshot"]).is_file()
+    assert events[1]["seq"] > events[0]["seq"]
+    assert wait_for(lambda: [p for p, _ in collector.on("hall-3/status")][-1:] == [b"offline"])
+    assert [p for p, _ in collector.on("hall-3/status")][0] == b"online"
+    snapshot, _ = collector.on("door/snapshot")[-1]
+    image = cv2.imdecode(np.frombuffer(snapshot, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (480, 640, 3)
+    late = Collector(broker, "fall/hall-3/door/snapshot")  # retained: a new subscriber gets it at once
+    assert wait_for(lambda: late.on("door/snapshot") and late.on("door/snapshot")[0][1] is True)
+    late.close()
+    collector.close()
+
+
+def test_last_will_when_the_daemon_is_killed(broker, tmp_path):
+    collector = Collector(broker)
+    script = (f"import time\nfrom pathlib import Path\nfrom edge.config import MqttConfig\n"
+              f"from edge.mqtt.outbox import Outbox\nfrom edge.mqtt.publisher import MqttPublisher\n"
+              f"p = MqttPublisher(MqttConfig(port={broker.port}, device='doomed', keepalive_s=1), "
+              f"Outbox(Path('{tmp_path}/o.sqlite')))\np.start()\ntime.sleep(60)\n")
+    daemon = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        assert wait_for(lambda: [p for p, _ in collector.on("doomed/status")] == [b"online"])
+        daemon.kill()
+        assert wait_for(lambda: [p for p, _ in collector.on("doomed/status")] == [b"online", b"offline"], 10)
+    finally:
+        daemon.kill()
+        daemon.wait()
+        collector.close()
+
+
+def test_broker_down_while_100_events_happen(tmp_path):
+    """Every event is stored first: all 100 reach the monitor exactly once, in order."""
+    broker = Broker(tmp_path).start()
+    monitor = Monitor(mqtt_config(broker), tmp_path / "monitor.sqlite", client_id="control-room")
+    monitor.start()
+    publisher = start_publisher(mqtt_config(broker), tmp_path)
+    try:
+        assert wait_for(lambda: monitor.connected.is_set() and publisher.connected)
+        broker.stop()
+        assert wait_for(lambda: not publisher.connected)
+        sent = []
+        for index in range(100):
+            event = fall_event(track_id=index)
+            sent.append(event.event_id)
+            publisher.send_event("cam0", {"event_id": event.event_id, "type": "alarm", "track_id": index})
+        assert publisher.outbox.depth() == 100
+        broker.start()
+        assert wait_for(lambda: len(monitor.events()) >= 100, timeout_s=30)
+        assert wait_for(lambda: publisher.outbox.depth() == 0)
+        received = monitor.events()
+        assert [e["event_id"] for e in received] == sent  # exactly once each, in the order they happened
+        seqs = [e["seq"] for e in received]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 100
+        assert publisher.outages == 1
+    finally:
+        publisher.stop()
+        monitor.stop()
+        broker.stop()
+
+
+def test_events_survive_a_daemon_restart(broker, tmp_path):
+    """Stored while the broker was unreachable, sent by the next process that opens the outbox."""
+    path = tmp_path / "outbox.sqlite"
+    offline = MqttConfig(port=1, device="edge1")  # nothing listens there
+    first = MqttPublisher(offline, Outbox(path))
+    first.start()
+    event_ids = [str(uuid.uuid4()) for _ in range(5)]
+    for event_id in event_ids:
+        first.send_event("cam0", {"event_id": event_id, "type": "alarm"})
+    first.stop(timeout_s=0.5)
+    first.outbox.close()
+    collector = Collector(broker)
+    second = MqttPublisher(mqtt_config(broker), Outbox(path))
+    second.start()
+    try:
+        assert wait_for(lambda: len(collector.events()) == 5)
+        assert [e["event_id"] for e in collector.events()] == event_ids
+        assert [e["seq"] for e in collector.events()] == [1, 2, 3, 4, 5]
+    finally:
+        second.stop()
+        collector.close()
+
+
+def test_tls_with_a_ca_made_here(tmp_path):
+    tls = make_tls_files(tmp_path)
+    broker = Broker(tmp_path, tls=tls).start()
+    collector = Collector(broker, **tls)
+    publisher = start_publisher(mqtt_config(broker, ca_file=tls["ca"]), tmp_path)
+    try:
+        assert wait_for(lambda: publisher.connected)
+        publisher.send_event("cam0", {"event_id": "tls-1", "type": "alarm"})
+        assert wait_for(lambda: [e["event_id"] for e in collector.events()] == ["tls-1"])
+    finally:
+        publisher.stop()
+        collector.close()
+        broker.stop()
+
+
+def test_wrong_password_is_reported_and_events_stay_in_the_outbox(tmp_path, monkeypatch):
+    broker = Broker(tmp_path, password=("edge", "right-password")).start()
+    monkeypatch.setenv("FALL_EDGE_MQTT_PASSWORD", "wrong-password")
+    publisher = start_publisher(mqtt_config(broker, username="edge"), tmp_path)
+    try:
+        for index in range(3):
+            publisher.send_event("cam0", {"event_id": f"e{index}", "type": "alarm"})
+        assert wait_for(lambda: publisher.last_error is not None)
+        assert "refused the login" in publisher.last_error and "password" in publisher.last_error
+        assert publisher.outbox.depth() == 3 and not publisher.connected
+    finally:
+        publisher.stop(timeout_s=0.2)
+        broker.stop()
+    password_file = tmp_path / "password"
+    password_file.write_text("right-password\n")
+    broker.start()
+    retry = start_publisher(mqtt_config(broker, username="edge", password_file=str(password_file)), tmp_path)
+    try:
+        assert wait_for(lambda: retry.connected)
+    finally:
+        retry.stop()
+        broker.stop()
+
+
+def test_ack_from_the_monitor_stops_the_buzzer(broker, tmp_path, caplog):
+    from gpiozero.pins.mock import MockFactory
+
+    factory = MockFactory()
+    buzzer = Buzzer(BuzzerConfig(enabled=True, pin=18), pin_factory=factory)
+    config = Config()
+    config.mqtt = mqtt_config(broker, snapshot_dir=str(tmp_path / "snaps"))
+    publisher = start_publisher(config.mqtt, tmp_path)
+    router = EventRouter(config, publisher=publisher, alarm=LocalAlarm(buzzer, None), print_events=False)
+    monitor = Monitor(mqtt_config(broker), tmp_path / "monitor.sqlite", client_id="desk-1")
+    monitor.start()
+    try:
+        assert wait_for(lambda: publisher.connected and monitor.connected.is_set())
+        event = fall_event("alarm")
+        router._route(event, None)
+        assert buzzer.is_sounding
+        assert wait_for(lambda: any(a.event_id == event.event_id for a in monitor.open_alarms.values()))
+        # Garbage and unknown ids change nothing and crash nothing.
+        for junk in (b"\xff\xfe", b"not-an-id", b"{\"event_id\": 5}", str(uuid.uuid4()).encode()):
+            publisher._client.publish("fall/edge1/cmd/ack", junk, qos=1)
+        monitor.ack(event.event_id)
+        assert wait_for(lambda: not buzzer.is_sounding)
+        assert not factory.pin(18).state
+        assert wait_for(lambda: [e["type"] for e in monitor.events()] == ["alarm", "acknowledged"])
+        assert monitor.open_alarms == {}
+        assert "malformed ack payload" in caplog.text and "ack for unknown event id" in caplog.text
+    finally:
+        publisher.stop()
+        monitor.stop()
+        buzzer.close()
+
+
+def test_monitor_cli_json_and_ack(broker, tmp_path):
+    publisher = start_publisher(mqtt_config(broker, device="ward-2"), tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    db = tmp_path / "monitor.sqlite"
+    watcher = subprocess.Popen([sys.executable, "-m", "edge", "monitor", "--broker", f"127.0.0.1:{broker.port}",
+                                "--db", str(db), "--json", "--duration", "6"], stdout=subprocess.PIPE, text=True,
+                               cwd=ROOT, env=env)
+    try:
+        assert wait_for(lambda: publisher.connected)
+        time.sleep(1.5)  # the monitor process subscribes
+        event_id = str(uuid.uuid4())
+        for _ in range(2):  # the same event twice (a resend): shown once
+            publisher.outbox.put("fall/ward-2/cam0/events", {"event_id": event_id, "type": "alarm", "track_id": 4})
+        publisher._wake.set()
+        out, _ = watcher.communicate(timeout=30)
+    finally:
+        watcher.kill()
+    lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+    events = [line for line in lines if line.get("type") == "alarm"]
+    assert [e["event_id"] for e in events] == [event_id]
+    assert {"type": "status", "device": "ward-2", "status": "online"} in lines
+    ack = subprocess.run([sys.executable, "-m", "edge", "monitor", "--broker", f"127.0.0.1:{broker.port}",
+                          "--db", str(db), "--ack", event_id], capture_output=True, text=True, cwd=ROOT, env=env,
+                         timeout=60)
+    assert ack.returncode == 0, ack.stderr
+    assert f"acknowledged {event_id} on ward-2" in ack.stderr
+    unknown = subprocess.run([sys.executable, "-m", "edge", "monitor", "--broker", f"127.0.0.1:{broker.port}",
+                              "--db", str(db), "--ack", str(uuid.uuid4())], capture_output=True, text=True,
+                             cwd=ROOT, env=env, timeout=60)
+    assert unknown.returncode == 2 and "pass --device" in unknown.stderr
+    publisher.stop()
