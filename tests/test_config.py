@@ -63,6 +63,11 @@ def test_bad_yaml_and_missing_file(tmp_path):
         ({"detector": {"layout": "yolov9"}}, "'detector.layout' must be auto, yolov8 or yolov5"),
         ({"detector": {"score_threshold": 1.5}}, "'detector.score_threshold' must be between 0 and 1"),
         ({"output": {"process_fps": -1}}, "'output.process_fps' must be 0"),
+        ({"output": {"camera": "hall/1"}}, "'output.camera' must be a name without /"),
+        ({"mqtt": {"port": 70000}}, "'mqtt.port' must be between 1 and 65535"),
+        ({"mqtt": {"cert_file": "c.pem", "key_file": "k.pem"}}, "'mqtt.cert_file' needs mqtt.ca_file"),
+        ({"buzzer": {"alarm_pattern_s": [1.0]}}, "'buzzer.alarm_pattern_s' must be [on seconds, off seconds]"),
+        ({"buzzer": {"pin_factory": "rpigpio"}}, "'buzzer.pin_factory' must be default, jetson or mock"),
     ],
 )
 def test_out_of_range_values_name_the_key(raw, message):

@@ -292,3 +292,68 @@ def test_monitor_cli_json_and_ack(broker, tmp_path):
                              cwd=ROOT, env=env, timeout=60)
     assert unknown.returncode == 2 and "pass --device" in unknown.stderr
     publisher.stop()
+
+
+def test_health_and_test_command(broker, tmp_path, models):
+    from gpiozero.pins.mock import MockFactory
+
+    from edge.daemon.pipeline import FallPipeline
+
+    buzzer = Buzzer(BuzzerConfig(enabled=True, pin=23), pin_factory=MockFactory())
+    config = Config()
+    config.mqtt = mqtt_config(broker, device="gate")
+    collector = Collector(broker)
+    publisher = start_publisher(config.mqtt, tmp_path)
+    router = EventRouter(config, publisher=publisher, alarm=LocalAlarm(buzzer, None), print_events=False)
+    pipeline = FallPipeline(config, models.pose, models.detector)
+    try:
+        assert wait_for(lambda: publisher.connected)
+        router.maybe_send_health(pipeline, dropped_frames=3, force=True)
+        assert wait_for(lambda: collector.on("gate/health"))
+        health = json.loads(collector.on("gate/health")[0][0])
+        assert health["device"] == "gate" and health["dropped_frames"] == 3
+        assert {"uptime_s", "stage_fps", "outbox_depth", "outbox_dropped", "mqtt_outages",
+                "temperatures_c", "queue_depth"} <= set(health)
+        collector.client.publish("fall/gate/cmd/test", b"", qos=1)
+        assert wait_for(lambda: buzzer.is_sounding)
+    finally:
+        publisher.stop()
+        collector.close()
+        buzzer.close()
+
+
+def test_webhook_receives_each_alarm_once(broker, tmp_path):
+    import http.server
+
+    from edge.mqtt.monitor import Webhook
+
+    received = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    webhook = Webhook(f"http://127.0.0.1:{server.server_address[1]}/pager")
+    monitor = Monitor(mqtt_config(broker), tmp_path / "m.sqlite", client_id="pager-bridge", webhook=webhook)
+    monitor.start()
+    publisher = start_publisher(mqtt_config(broker), tmp_path)
+    try:
+        assert wait_for(lambda: monitor.connected.is_set() and publisher.connected)
+        for kind in ("fall_detected", "alarm", "alarm", "recovered"):
+            publisher.outbox.put("fall/edge1/cam0/events", {"event_id": f"id-{kind}", "type": kind, "track_id": 1})
+        publisher._wake.set()
+        assert wait_for(lambda: len(monitor.events()) == 3)
+        assert wait_for(lambda: webhook.delivered == 1)
+        assert [r["event_id"] for r in received] == ["id-alarm"]
+    finally:
+        publisher.stop()
+        monitor.stop()
+        webhook.close()
+        server.shutdown()

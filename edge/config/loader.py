@@ -96,6 +96,10 @@ def _convert(expected: Any, value: Any, dotted: str, source: str) -> Any:
     raise ConfigError(f"{source}: '{dotted}' has an unsupported type {expected!r}")  # pragma: no cover
 
 
+def _topic_level(name: str) -> bool:
+    return bool(name) and name == name.strip() and not any(ch in name for ch in "/+#\x00")
+
+
 def _check_ranges(config: Config, source: str) -> None:
     """Values that parse but make no sense: each names the key and the allowed range."""
     problems = []
@@ -138,6 +142,28 @@ def _check_ranges(config: Config, source: str) -> None:
                 "detector_max_age_s"):
         need(getattr(fall, key) >= 0, f"fall.{key}", "must be 0 or more")
     need(config.output.process_fps >= 0, "output.process_fps", "must be 0 (every frame) or more")
-    need(bool(config.output.camera.strip()), "output.camera", "must not be empty")
+    need(_topic_level(config.output.camera), "output.camera", "must be a name without / + # or spaces at the ends")
+    mqtt = config.mqtt
+    need(1 <= mqtt.port <= 65535, "mqtt.port", "must be between 1 and 65535")
+    need(mqtt.device == "" or _topic_level(mqtt.device), "mqtt.device", "must be a name without / + #")
+    need(_topic_level(mqtt.prefix), "mqtt.prefix", "must be one topic level without / + #")
+    need(mqtt.keepalive_s >= 1, "mqtt.keepalive_s", "must be at least 1")
+    need(mqtt.outbox_max_events >= 1, "mqtt.outbox_max_events", "must be at least 1")
+    need(mqtt.max_inflight >= 1, "mqtt.max_inflight", "must be at least 1")
+    need(0 < mqtt.reconnect_min_s <= mqtt.reconnect_max_s, "mqtt.reconnect_min_s",
+         "must be above 0 and at most mqtt.reconnect_max_s")
+    need(mqtt.health_interval_s > 0, "mqtt.health_interval_s", "must be above 0")
+    need(not (mqtt.cert_file or mqtt.key_file) or bool(mqtt.ca_file), "mqtt.cert_file",
+         "needs mqtt.ca_file (TLS) as well")
+    buzzer = config.buzzer
+    for key in ("fall_pattern_s", "alarm_pattern_s"):
+        pattern = getattr(buzzer, key)
+        need(len(pattern) == 2 and all(v > 0 for v in pattern), f"buzzer.{key}",
+             "must be [on seconds, off seconds], both above 0")
+    need(buzzer.auto_stop_s > 0, "buzzer.auto_stop_s", "must be above 0")
+    need(buzzer.pin_factory in ("default", "jetson", "mock"), "buzzer.pin_factory", "must be default, jetson or mock")
+    need(config.speech.repeat_interval_s > 0, "speech.repeat_interval_s", "must be above 0")
+    need(80 <= config.speech.words_per_minute <= 450, "speech.words_per_minute", "must be between 80 and 450")
+    need(bool(config.speech.voice.strip()), "speech.voice", "must name an espeak-ng voice (e.g. ko)")
     if problems:
         raise ConfigError(f"{source}: {problems[0]}")
