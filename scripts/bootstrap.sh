@@ -10,9 +10,11 @@ extras="cpu"
 [ "${1:-}" = "--dev" ] && extras="cpu,dev"
 
 # System packages: OpenCV's runtime libraries, opencv-doc for its sample clip (vtest.avi),
-# espeak-ng and aplay for the spoken warning; for the tests, a real MQTT broker and openssl.
-packages="libgl1 libglib2.0-0 opencv-doc espeak-ng alsa-utils"
-[ "$extras" = "cpu,dev" ] && packages="$packages mosquitto mosquitto-clients openssl"
+# espeak-ng and aplay for the spoken warning, GStreamer for cameras; for the tests, a real
+# MQTT broker, openssl, and an RTSP server (GstRtspServer through Debian's python3-gi).
+packages="libgl1 libglib2.0-0 opencv-doc espeak-ng alsa-utils gstreamer1.0-tools gstreamer1.0-plugins-base"
+packages="$packages gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav"
+[ "$extras" = "cpu,dev" ] && packages="$packages mosquitto mosquitto-clients openssl python3-gi gir1.2-gst-rtsp-server-1.0"
 need=()
 for pkg in $packages; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")

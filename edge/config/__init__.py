@@ -3,6 +3,8 @@
 from edge.config.loader import config_from_dict, load_config
 from edge.config.schema import (
     BuzzerConfig,
+    CameraConfig,
+    CaptureConfig,
     Config,
     DetectorConfig,
     FallConfig,
@@ -15,6 +17,8 @@ from edge.config.schema import (
 
 __all__ = [
     "BuzzerConfig",
+    "CameraConfig",
+    "CaptureConfig",
     "Config",
     "DetectorConfig",
     "FallConfig",

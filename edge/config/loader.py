@@ -162,6 +162,18 @@ def _check_ranges(config: Config, source: str) -> None:
              "must be [on seconds, off seconds], both above 0")
     need(buzzer.auto_stop_s > 0, "buzzer.auto_stop_s", "must be above 0")
     need(buzzer.pin_factory in ("default", "jetson", "mock"), "buzzer.pin_factory", "must be default, jetson or mock")
+    capture = config.capture
+    need(capture.reader in ("auto", "gst", "opencv"), "capture.reader", "must be auto, gst or opencv")
+    need(16 <= capture.width <= 7680 and capture.width % 2 == 0, "capture.width", "must be even, 16 to 7680")
+    need(16 <= capture.height <= 4320 and capture.height % 2 == 0, "capture.height", "must be even, 16 to 4320")
+    need(1 <= capture.fps <= 120, "capture.fps", "must be between 1 and 120")
+    need(capture.stall_timeout_s > 0, "capture.stall_timeout_s", "must be above 0")
+    need(0 < capture.reconnect_min_s <= capture.reconnect_max_s, "capture.reconnect_min_s",
+         "must be above 0 and at most capture.reconnect_max_s")
+    names = [camera.name for camera in config.cameras]
+    need(all(_topic_level(name) for name in names), "cameras[].name", "must be names without / + #")
+    need(len(set(names)) == len(names), "cameras[].name", "must be unique")
+    need(all(camera.source.strip() for camera in config.cameras), "cameras[].source", "must not be empty")
     need(config.speech.repeat_interval_s > 0, "speech.repeat_interval_s", "must be above 0")
     need(80 <= config.speech.words_per_minute <= 450, "speech.words_per_minute", "must be between 80 and 450")
     need(bool(config.speech.voice.strip()), "speech.voice", "must name an espeak-ng voice (e.g. ko)")

@@ -152,6 +152,25 @@ class SpeechConfig:
 
 
 @dataclass
+class CaptureConfig:
+    """How frames are read (see README, "Cameras")."""
+
+    reader: str = "auto"  # auto | gst | opencv: auto reads plain file paths with OpenCV, the rest with GStreamer
+    width: int = 640  # frames are scaled to this size by the pipeline
+    height: int = 480
+    fps: int = 15  # rate of csi:// and test:// sources, and of file frames read through GStreamer
+    stall_timeout_s: float = 5.0  # no frame for this long: the source is restarted
+    reconnect_min_s: float = 0.5  # backoff between restarts, doubling up to the max, with jitter
+    reconnect_max_s: float = 30.0
+
+
+@dataclass
+class CameraConfig:
+    name: str = "cam0"
+    source: str = ""  # csi://0, v4l2:///dev/video0, rtsp://..., file:///..., test://, gst:...
+
+
+@dataclass
 class Config:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     pose: PoseConfig = field(default_factory=PoseConfig)
@@ -161,3 +180,5 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     buzzer: BuzzerConfig = field(default_factory=BuzzerConfig)
     speech: SpeechConfig = field(default_factory=SpeechConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    cameras: List[CameraConfig] = field(default_factory=list)  # used when run has no --source

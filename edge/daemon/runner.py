@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional
 
 import cv2
 
+from edge.capture.gst_source import GstSource
 from edge.capture.opencv_source import VideoSource
 from edge.config import Config
 from edge.daemon.pipeline import FallPipeline, FrameResult
@@ -53,6 +56,36 @@ def process_video(pipeline: FallPipeline, video: VideoSource, process_fps: float
         # Stay on the source's time grid so the thinning does not drift.
         next_due = max(next_due + period, frame.time_s) if period else 0.0
         yield pipeline.process(frame)
+
+
+@dataclass
+class CameraStream:
+    """One camera: its own capture worker and its own pipeline (tracks, fall states)."""
+
+    name: str
+    source: GstSource
+    pipeline: FallPipeline
+    next_due: float = 0.0
+
+
+def process_cameras(streams: List[CameraStream], process_fps: float,
+                    stop: Optional[threading.Event] = None) -> Iterator[FrameResult]:
+    """Round robin over several cameras, newest frame of each, sharing the models on this thread
+    (LiteRT interpreters are not thread-safe, and one inference thread is what a Jetson has)."""
+    period = 1.0 / process_fps if process_fps > 0 else 0.0
+    while not (stop is not None and stop.is_set()):
+        if all(stream.source.finished for stream in streams):
+            return
+        processed = False
+        for stream in streams:
+            frame = stream.source.poll(timeout_s=0.0)
+            if frame is None or (period and frame.time_s + 1e-6 < stream.next_due):
+                continue
+            stream.next_due = max(stream.next_due + period, frame.time_s) if period else 0.0
+            processed = True
+            yield stream.pipeline.process(frame)
+        if not processed:
+            time.sleep(0.005)
 
 
 class VideoWriterSink:

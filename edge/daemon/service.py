@@ -169,14 +169,25 @@ class EventRouter:
 
     # -- health ------------------------------------------------------------------------------
 
-    def maybe_send_health(self, pipeline: FallPipeline, dropped_frames: int = 0, force: bool = False) -> None:
+    def camera_status(self, camera: str, status: str, reason: str) -> None:
+        """From a capture thread: a camera went offline or came back."""
+        logger.info("camera %s %s (%s)", camera, status, reason)
+        if self.publisher is not None:
+            self.publisher.send_camera_status(camera, {"camera": camera, "status": status, "reason": reason,
+                                                       "ts": iso_utc(datetime.now(timezone.utc))})
+
+    def maybe_send_health(self, pipeline: FallPipeline, dropped_frames: int = 0, force: bool = False,
+                          cameras: Optional[Dict[str, Dict[str, int]]] = None) -> None:
         if self.publisher is None:
             return
         now = time.monotonic()
         if not force and now - self._last_health < self.config.mqtt.health_interval_s:
             return
         self._last_health = now
-        self.publisher.send_health(self.health(pipeline, dropped_frames))
+        health = self.health(pipeline, dropped_frames)
+        if cameras is not None:
+            health["cameras"] = cameras
+        self.publisher.send_health(health)
 
     def health(self, pipeline: FallPipeline, dropped_frames: int = 0) -> Dict[str, object]:
         stage_fps = {}

@@ -99,6 +99,11 @@ class MqttPublisher:
         if self.connected:
             self._publish_snapshots()
 
+    def send_camera_status(self, camera: str, status: Dict[str, object]) -> None:
+        """Retained per-camera status (online/offline and why); QoS 1, not stored if offline."""
+        self._client.publish(topics.camera_status_topic(self.prefix, self.device, camera),
+                             json.dumps(status, separators=(",", ":")), qos=1, retain=True)
+
     def send_health(self, health: Dict[str, object]) -> None:
         if self.connected:
             self._client.publish(topics.health_topic(self.prefix, self.device),

@@ -11,6 +11,10 @@ def status_topic(prefix: str, device: str) -> str:
     return f"{prefix}/{device}/status"
 
 
+def camera_status_topic(prefix: str, device: str, camera: str) -> str:
+    return f"{prefix}/{device}/{camera}/status"
+
+
 def events_topic(prefix: str, device: str, camera: str) -> str:
     return f"{prefix}/{device}/{camera}/events"
 

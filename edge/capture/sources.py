@@ -1,0 +1,114 @@
+"""Source URIs and the GStreamer pipelines that turn them into BGR frames.
+
+    csi://0                     Jetson CSI camera (nvarguscamerasrc sensor-id=0)
+    v4l2:///dev/video0, 0       USB camera
+    rtsp://user:pass@host/path  IP camera (H.264)
+    file:///clip.mp4, clip.mp4  video file
+    test://                     videotestsrc (smpte bars)
+    gst:<pipeline>              an expert's own pipeline; it must end in raw video
+
+Every pipeline ends in BGR frames of the configured size; live ones also at the configured
+frame rate. On a Jetson, decoding and scaling stay in NVMM memory (nvv4l2decoder, nvvidconv).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+from edge.errors import SourceError
+
+KINDS = ("csi", "v4l2", "rtsp", "file", "test", "gst")
+# In a gst: pipeline, these make it a live source.
+_LIVE_GST_MARKERS = ("is-live=true", "v4l2src", "rtspsrc", "nvarguscamerasrc", "udpsrc", "tcpclientsrc",
+                     "souphttpsrc", "srtsrc", "shmsrc")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str
+    location: str  # sensor id, device path, URL, file path, pattern, or pipeline text
+
+    @property
+    def is_live(self) -> bool:
+        """Live sources are reconnected when they end; the others (files) just end."""
+        if self.kind == "gst":
+            return any(marker in self.location for marker in _LIVE_GST_MARKERS)
+        return self.kind in ("csi", "v4l2", "rtsp", "test")
+
+
+def parse_uri(text: Union[str, int]) -> SourceSpec:
+    text = str(text).strip()
+    if not text:
+        raise SourceError("empty source: pass a file, a camera index or a URI such as rtsp://host/stream")
+    if text.isdigit():
+        return SourceSpec("v4l2", f"/dev/video{text}")
+    if text.startswith("gst:"):
+        return SourceSpec("gst", text[4:].strip())
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return SourceSpec("file", text)
+    scheme = scheme.lower()
+    if scheme == "csi":
+        if rest and not rest.isdigit():
+            raise SourceError(f"{text}: a CSI source is csi://<sensor id>, e.g. csi://0")
+        return SourceSpec("csi", rest or "0")
+    if scheme == "v4l2":
+        return SourceSpec("v4l2", rest if rest.startswith("/") else f"/dev/{rest}")
+    if scheme in ("rtsp", "rtsps"):
+        return SourceSpec("rtsp", text)
+    if scheme == "file":
+        return SourceSpec("file", rest)
+    if scheme == "test":
+        return SourceSpec("test", rest or "smpte")
+    raise SourceError(f"unknown source scheme '{scheme}://': use csi, v4l2, rtsp, file, test or gst:")
+
+
+def _q(value: str) -> str:
+    """Quote a property value for gst-launch syntax."""
+    return shlex.quote(value)
+
+
+def build_pipeline(spec: SourceSpec, width: int, height: int, fps: int, jetson: bool) -> str:
+    """The gst-launch description from source to BGR width x height (no sink)."""
+    raw = f"video/x-raw,format=BGR,width={width},height={height}"
+    # No videorate on cameras: RTSP streams often have no fixed rate (videorate then fails to
+    # negotiate or aborts). The reader keeps only the newest frame and the daemon thins to
+    # output.process_fps, which bounds the work the same way.
+    rate = ""
+    if jetson:
+        # Scale and convert on the VIC in NVMM memory; only the last BGRx->BGR step is on the CPU.
+        to_bgr = (f"nvvidconv ! video/x-raw,format=BGRx,width={width},height={height} ! "
+                  f"videoconvert ! {raw}")
+    else:
+        to_bgr = f"videoconvert ! videoscale ! {raw}"
+    if spec.kind == "csi":
+        if not jetson:
+            raise SourceError("csi:// cameras need a Jetson (nvarguscamerasrc); use v4l2:// for USB cameras")
+        return (f"nvarguscamerasrc sensor-id={int(spec.location)} ! "
+                f"video/x-raw(memory:NVMM),width={width},height={height},framerate={fps}/1 ! {to_bgr}")
+    if spec.kind == "v4l2":
+        return f"v4l2src device={_q(spec.location)} ! {rate}{to_bgr}"
+    if spec.kind == "rtsp":
+        depay = "rtph264depay ! h264parse ! "
+        decode = "nvv4l2decoder ! " if jetson else "avdec_h264 ! "
+        return (f"rtspsrc location={_q(spec.location)} latency=200 protocols=tcp drop-on-latency=true ! "
+                f"{depay}{decode}{rate}{to_bgr}")
+    if spec.kind == "file":
+        path = Path(spec.location).expanduser()
+        if not path.is_file():
+            raise SourceError(f"video file {path} not found: check the path")
+        if jetson:
+            return (f"filesrc location={_q(str(path))} ! qtdemux ! h264parse ! nvv4l2decoder ! {to_bgr}")
+        return f"filesrc location={_q(str(path))} ! decodebin ! {to_bgr}"
+    if spec.kind == "test":
+        return f"videotestsrc is-live=true pattern={_q(spec.location)} ! video/x-raw,framerate={fps}/1 ! {to_bgr}"
+    if spec.kind == "gst":
+        return f"{spec.location} ! videoconvert ! videoscale ! {raw}"
+    raise SourceError(f"unknown source kind {spec.kind}")  # pragma: no cover
+
+
+def on_jetson() -> bool:
+    return Path("/etc/nv_tegra_release").exists()
