@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import sys
@@ -118,10 +117,9 @@ def _setup_logging(verbosity: int) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from edge.capture import open_source
     from edge.config import load_config
-    from edge.daemon.pipeline import FallPipeline
-    from edge.daemon.runner import VideoWriterSink, WindowSink, chain, load_models, process_video
+    from edge.daemon.app import RunOptions, build_router, install_stop_signals, run_cameras, run_one_camera
+    from edge.daemon.runner import load_models
     from edge.eval.bench import format_timings
 
     config = load_config(args.config)
@@ -133,129 +131,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise FallEdgeError("no video source: pass --source or list cameras in the config's cameras section")
     models = load_models(config)
     router = build_router(config)
-    stop = install_stop_signals()
-    if len(cameras) > 1:
-        return _run_cameras(config, models, cameras, router, stop)
-    name, source_text = cameras[0]
-    pipeline = FallPipeline(config, models.pose, models.detector, camera=name)
+    install_stop_signals()
     try:
-        on_status = functools.partial(router.camera_status, name)
-        with open_source(source_text, config.capture, name=name, pad_end_s=args.pad_end, realtime=args.realtime,
-                         on_status=on_status) as video:
-            writer = None
-            if args.save_video:
-                fps = config.output.process_fps or video.fps
-                writer = VideoWriterSink(args.save_video, min(fps, video.fps))
-            sink = chain(writer, WindowSink() if args.show else None, router.handle)
-            started = time.monotonic()
-            try:
-                for result in process_video(pipeline, video, config.output.process_fps):
-                    assert sink is not None
-                    sink(result)
-                    router.maybe_send_health(pipeline, video.dropped_frames,
-                                             cameras={name: capture_stats(video)})
-                    if stop.is_set():
-                        break
-            finally:
-                if writer is not None:
-                    writer.close()
-        elapsed = time.monotonic() - started
-        sys.stderr.write(f"fall-edge: {pipeline.frames_processed} frames processed in {elapsed:.1f} s "
-                         f"({pipeline.frames_processed / max(elapsed, 1e-9):.1f} frames/s), "
-                         f"{len(router.sent)} events\n")
+        if len(cameras) > 1:
+            run_cameras(config, models, router, cameras)
+            return 0
+        options = RunOptions(pad_end_s=args.pad_end, realtime=args.realtime, save_video=args.save_video,
+                             show=args.show)
+        pipeline = run_one_camera(config, models, router, *cameras[0], options)
     finally:
         router.close()
     if args.profile:
         sys.stderr.write(format_timings(pipeline.timings_ms) + "\n")
     return 0
-
-
-def capture_stats(source) -> dict:
-    return {"outages": getattr(source, "outages", 0), "restarts": getattr(source, "restarts", 0),
-            "dropped_frames": source.dropped_frames}
-
-
-def _run_cameras(config, models, cameras, router, stop) -> int:
-    """Several cameras: a capture worker each, one inference loop over all of them."""
-    from edge.capture import open_source
-    from edge.capture.gst_source import GstSource
-    from edge.daemon.pipeline import FallPipeline
-    from edge.daemon.runner import CameraStream, process_cameras
-
-    streams = []
-    try:
-        for name, text in cameras:
-            source = open_source(text, config.capture, name=name,
-                                 on_status=functools.partial(router.camera_status, name))
-            if not isinstance(source, GstSource):
-                source.close()
-                raise FallEdgeError(f"camera {name}: several cameras need GStreamer sources (capture.reader auto or "
-                                    f"gst, and gst-launch-1.0 installed)")
-            streams.append(CameraStream(name, source, FallPipeline(config, models.pose, models.detector, camera=name)))
-        by_camera = {stream.name: stream for stream in streams}
-        started = time.monotonic()
-        for result in process_cameras(streams, config.output.process_fps, stop):
-            router.handle(result)
-            stream = by_camera[result.events[0].camera] if result.events else streams[0]
-            router.maybe_send_health(stream.pipeline, sum(s.source.dropped_frames for s in streams),
-                                     cameras={s.name: capture_stats(s.source) for s in streams})
-        frames = sum(stream.pipeline.frames_processed for stream in streams)
-        elapsed = time.monotonic() - started
-        sys.stderr.write(f"fall-edge: {frames} frames processed in {elapsed:.1f} s from {len(streams)} cameras "
-                         f"({frames / max(elapsed, 1e-9):.1f} frames/s), {len(router.sent)} events\n")
-    finally:
-        for stream in streams:
-            stream.source.close()
-        router.close()
-    return 0
-
-
-def build_router(config):
-    """The event sinks the config asks for: MQTT (with its outbox), buzzer, speech."""
-    from edge.alarms.controller import LocalAlarm
-    from edge.daemon.service import EventRouter
-
-    publisher = None
-    if config.mqtt.enabled:
-        from edge.mqtt.outbox import Outbox
-        from edge.mqtt.publisher import MqttPublisher
-
-        publisher = MqttPublisher(config.mqtt, Outbox(Path(config.mqtt.outbox_path), config.mqtt.outbox_max_events))
-        publisher.start()
-    buzzer = speaker = None
-    if config.buzzer.enabled:
-        from edge.alarms.buzzer import Buzzer
-
-        buzzer = Buzzer(config.buzzer)
-    if config.speech.enabled:
-        from edge.alarms.speech import Speaker
-
-        speaker = Speaker(config.speech)
-    alarm = LocalAlarm(buzzer, speaker) if (buzzer or speaker) else None
-    return EventRouter(config, publisher=publisher, alarm=alarm)
-
-
-class StopRequestedError(Exception):
-    """SIGTERM arrived: leave the run loop through its finally blocks."""
-
-
-def install_stop_signals():
-    """SIGTERM (systemd stop) ends the run loop cleanly, so MQTT says offline and flushes.
-
-    The handler raises in the main thread, which also interrupts a wait for a camera that
-    sends nothing."""
-    import signal
-    import threading
-
-    stop = threading.Event()
-
-    def handler(signum, frame):
-        if not stop.is_set():
-            stop.set()
-            raise StopRequestedError()
-
-    signal.signal(signal.SIGTERM, handler)
-    return stop
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -361,6 +249,8 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 def _stoppable(command):
     def run(args: argparse.Namespace) -> int:
+        from edge.daemon.app import StopRequestedError
+
         try:
             return command(args)
         except StopRequestedError:

@@ -308,10 +308,11 @@ def test_health_and_test_command(broker, tmp_path, models):
     pipeline = FallPipeline(config, models.pose, models.detector)
     try:
         assert wait_for(lambda: publisher.connected)
-        router.maybe_send_health(pipeline, dropped_frames=3, force=True)
+        router.maybe_send_health([pipeline], force=True, cameras={"door": {"outages": 1, "dropped_frames": 3}})
         assert wait_for(lambda: collector.on("gate/health"))
         health = json.loads(collector.on("gate/health")[0][0])
         assert health["device"] == "gate" and health["dropped_frames"] == 3
+        assert health["cameras"]["door"]["outages"] == 1
         assert {"uptime_s", "stage_fps", "outbox_depth", "outbox_dropped", "mqtt_outages",
                 "temperatures_c", "queue_depth"} <= set(health)
         collector.client.publish("fall/gate/cmd/test", b"", qos=1)

@@ -193,11 +193,13 @@ class FallPipeline:
     def _score_tracks_with_detector(self, tracks: List[Track], detections: List[Detection], time_s: float) -> None:
         """Every track the detector looked at gets its Fall score (0 when no box covers it)."""
         assert self.detector is not None
-        fall_id = self.detector.fall_class_id
-        for track in tracks:
-            covering = [d for d in detections
-                        if iou_matrix(_boxes_array([track.box]), _boxes_array([d.box]))[0, 0] >= _MATCH_IOU]
-            track.set_detector_score(max((d.class_scores[fall_id] for d in covering), default=0.0), time_s)
+        if not tracks:
+            return
+        fall_scores = np.array([d.class_scores[self.detector.fall_class_id] for d in detections])
+        overlaps = iou_matrix(_boxes_array([t.box for t in tracks]), _boxes_array([d.box for d in detections]))
+        for track, row in zip(tracks, overlaps):
+            covering = fall_scores[row >= _MATCH_IOU]
+            track.set_detector_score(float(covering.max()) if covering.size else 0.0, time_s)
 
     def _update_fall_states(self, tracks: List[Track], time_s: float) -> List[FallEvent]:
         cfg = self.config

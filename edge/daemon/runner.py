@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,12 +67,11 @@ class CameraStream:
     next_due: float = 0.0
 
 
-def process_cameras(streams: List[CameraStream], process_fps: float,
-                    stop: Optional[threading.Event] = None) -> Iterator[FrameResult]:
+def process_cameras(streams: List[CameraStream], process_fps: float) -> Iterator[FrameResult]:
     """Round robin over several cameras, newest frame of each, sharing the models on this thread
     (LiteRT interpreters are not thread-safe, and one inference thread is what a Jetson has)."""
     period = 1.0 / process_fps if process_fps > 0 else 0.0
-    while not (stop is not None and stop.is_set()):
+    while True:
         if all(stream.source.finished for stream in streams):
             return
         processed = False

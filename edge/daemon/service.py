@@ -10,7 +10,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -176,36 +176,36 @@ class EventRouter:
             self.publisher.send_camera_status(camera, {"camera": camera, "status": status, "reason": reason,
                                                        "ts": iso_utc(datetime.now(timezone.utc))})
 
-    def maybe_send_health(self, pipeline: FallPipeline, dropped_frames: int = 0, force: bool = False,
+    def maybe_send_health(self, pipelines: Sequence[FallPipeline], force: bool = False,
                           cameras: Optional[Dict[str, Dict[str, int]]] = None) -> None:
+        """Every mqtt.health_interval_s; cameras: capture counters per camera."""
         if self.publisher is None:
             return
         now = time.monotonic()
         if not force and now - self._last_health < self.config.mqtt.health_interval_s:
             return
         self._last_health = now
-        health = self.health(pipeline, dropped_frames)
-        if cameras is not None:
-            health["cameras"] = cameras
-        self.publisher.send_health(health)
+        self.publisher.send_health(self.health(pipelines, cameras or {}))
 
-    def health(self, pipeline: FallPipeline, dropped_frames: int = 0) -> Dict[str, object]:
+    def health(self, pipelines: Sequence[FallPipeline], cameras: Dict[str, Dict[str, int]]) -> Dict[str, object]:
         stage_fps = {}
-        for stage, values in pipeline.timings_ms.items():
-            recent = list(values)[-100:]
+        for stage in {stage for pipeline in pipelines for stage in pipeline.timings_ms}:
+            recent = [ms for pipeline in pipelines for ms in list(pipeline.timings_ms.get(stage, ()))[-100:]]
             if recent:
                 stage_fps[stage] = round(1000.0 / max(1e-3, sum(recent) / len(recent)), 1)
         uptime = time.monotonic() - self.started
+        frames = sum(pipeline.frames_processed for pipeline in pipelines)
         return {
             "device": self.device,
             "ts": iso_utc(datetime.now(timezone.utc)),
             "uptime_s": round(uptime, 1),
-            "frames_processed": pipeline.frames_processed,
-            "processed_fps": round(pipeline.frames_processed / max(uptime, 1e-3), 2),
+            "frames_processed": frames,
+            "processed_fps": round(frames / max(uptime, 1e-3), 2),
             "stage_fps": stage_fps,
-            "dropped_frames": dropped_frames,
+            "dropped_frames": sum(int(stats.get("dropped_frames", 0)) for stats in cameras.values()),
+            "cameras": cameras,
             "queue_depth": 0,  # live sources keep only the newest frame
-            "tracks": len(pipeline.tracker.tracks),
+            "tracks": sum(len(pipeline.tracker.tracks) for pipeline in pipelines),
             "outbox_depth": self.publisher.outbox.depth() if self.publisher else 0,
             "outbox_dropped": self.publisher.outbox.dropped() if self.publisher else 0,
             "mqtt_outages": self.publisher.outages if self.publisher else 0,

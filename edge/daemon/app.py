@@ -1,0 +1,133 @@
+"""The daemon as `fall-edge run` starts it: event sinks from the config, one or several
+cameras, health, and a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from edge.alarms.controller import LocalAlarm
+from edge.capture import GstSource, open_source
+from edge.config import Config
+from edge.daemon.pipeline import FallPipeline
+from edge.daemon.runner import (
+    CameraStream,
+    Models,
+    VideoWriterSink,
+    WindowSink,
+    chain,
+    process_cameras,
+    process_video,
+)
+from edge.daemon.service import EventRouter
+from edge.errors import FallEdgeError
+
+
+class StopRequestedError(Exception):
+    """SIGTERM arrived: leave the run loop through its finally blocks."""
+
+
+def install_stop_signals() -> None:
+    """SIGTERM (systemd stop) ends the run cleanly, so MQTT says offline and flushes.
+
+    The handler raises in the main thread, which also interrupts a wait for a camera that
+    sends nothing."""
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough
+        raise StopRequestedError()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def build_router(config: Config) -> EventRouter:
+    """The event sinks the config asks for: MQTT (with its outbox), buzzer, speech."""
+    publisher = None
+    if config.mqtt.enabled:
+        from edge.mqtt.outbox import Outbox
+        from edge.mqtt.publisher import MqttPublisher
+
+        publisher = MqttPublisher(config.mqtt, Outbox(Path(config.mqtt.outbox_path), config.mqtt.outbox_max_events))
+        publisher.start()
+    buzzer = speaker = None
+    if config.buzzer.enabled:
+        from edge.alarms.buzzer import Buzzer
+
+        buzzer = Buzzer(config.buzzer)
+    if config.speech.enabled:
+        from edge.alarms.speech import Speaker
+
+        speaker = Speaker(config.speech)
+    alarm = LocalAlarm(buzzer, speaker) if (buzzer or speaker) else None
+    return EventRouter(config, publisher=publisher, alarm=alarm)
+
+
+def capture_stats(source) -> dict:
+    return {"outages": getattr(source, "outages", 0), "restarts": getattr(source, "restarts", 0),
+            "dropped_frames": source.dropped_frames}
+
+
+@dataclass
+class RunOptions:
+    pad_end_s: float = 0.0
+    realtime: bool = False
+    save_video: Optional[Path] = None
+    show: bool = False
+
+
+def _summary(frames: int, started: float, cameras: int, events: int) -> None:
+    elapsed = time.monotonic() - started
+    where = f" from {cameras} cameras" if cameras > 1 else ""
+    sys.stderr.write(f"fall-edge: {frames} frames processed in {elapsed:.1f} s{where} "
+                     f"({frames / max(elapsed, 1e-9):.1f} frames/s), {events} events\n")
+
+
+def run_one_camera(config: Config, models: Models, router: EventRouter, name: str, source_text: str,
+                   options: RunOptions) -> FallPipeline:
+    pipeline = FallPipeline(config, models.pose, models.detector, camera=name)
+    with open_source(source_text, config.capture, name=name, pad_end_s=options.pad_end_s,
+                     realtime=options.realtime, on_status=functools.partial(router.camera_status, name)) as video:
+        writer = None
+        if options.save_video:
+            fps = config.output.process_fps or video.fps
+            writer = VideoWriterSink(options.save_video, min(fps, video.fps))
+        sink = chain(writer, WindowSink() if options.show else None, router.handle)
+        assert sink is not None
+        started = time.monotonic()
+        try:
+            for result in process_video(pipeline, video, config.output.process_fps):
+                sink(result)
+                router.maybe_send_health([pipeline], cameras={name: capture_stats(video)})
+        finally:
+            if writer is not None:
+                writer.close()
+    _summary(pipeline.frames_processed, started, 1, len(router.sent))
+    return pipeline
+
+
+def run_cameras(config: Config, models: Models, router: EventRouter, cameras: List[Tuple[str, str]]) -> None:
+    """Several cameras: a capture worker each, one inference loop over all of them."""
+    streams: List[CameraStream] = []
+    try:
+        for name, text in cameras:
+            source = open_source(text, config.capture, name=name,
+                                 on_status=functools.partial(router.camera_status, name))
+            if not isinstance(source, GstSource):
+                source.close()
+                raise FallEdgeError(f"camera {name}: several cameras need GStreamer sources (capture.reader auto or "
+                                    f"gst, and gst-launch-1.0 installed)")
+            streams.append(CameraStream(name, source, FallPipeline(config, models.pose, models.detector, camera=name)))
+        started = time.monotonic()
+        for result in process_cameras(streams, config.output.process_fps):
+            router.handle(result)
+            router.maybe_send_health([s.pipeline for s in streams],
+                                     cameras={s.name: capture_stats(s.source) for s in streams})
+        _summary(sum(s.pipeline.frames_processed for s in streams), started, len(streams), len(router.sent))
+    finally:
+        for stream in streams:
+            stream.source.close()
