@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Optional
 
+import paho.mqtt.client as mqtt
 import pytest
 
 
@@ -62,6 +66,37 @@ class Broker:
             self.process.terminate()
             self.process.wait(timeout=10)
         self.process = None
+
+
+class Collector:
+    """A plain subscriber that records every message."""
+
+    def __init__(self, broker: Broker, topic: str = "#", **tls) -> None:
+        self.messages = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=f"collector-{uuid.uuid4().hex[:6]}")
+        if tls:
+            self.client.tls_set(ca_certs=tls["ca"])
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, message):
+        with self._lock:
+            self.messages.append((message.topic, message.payload, message.retain))
+
+    def on(self, suffix):
+        with self._lock:
+            return [(payload, retain) for topic, payload, retain in self.messages if topic.endswith(suffix)]
+
+    def events(self):
+        return [json.loads(payload) for payload, _ in self.on("/events")]
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 def wait_for(condition, timeout_s: float = 15.0, interval_s: float = 0.05) -> bool:

@@ -1,6 +1,7 @@
 """GStreamer capture: pipeline strings, real frames from test://, an mp4, a stalled TCP source,
 and an RTSP camera that goes away for 5 s and comes back."""
 
+import json
 import shutil
 import socket
 import subprocess
@@ -212,3 +213,51 @@ def test_two_cameras_share_one_inference_loop(tmp_path):
                             text=True, cwd=root, timeout=300, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert "50 frames processed" in result.stderr
+
+
+@needs_gst
+def test_camera_outage_reaches_the_control_room(tmp_path):
+    """A stalled camera under the daemon: retained camera status and the health counters over MQTT."""
+    import os
+    import signal
+
+    from broker import Broker, Collector
+
+    broker = Broker(tmp_path).start()
+    collector = Collector(broker)
+    server = RawFrameServer()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"mqtt:\n  enabled: true\n  port: {broker.port}\n  device: site\n  health_interval_s: 0.5\n"
+                      f"  outbox_path: {tmp_path}/outbox.sqlite\n"
+                      f"capture:\n  width: 64\n  height: 48\n  stall_timeout_s: 1.5\n  reconnect_min_s: 0.2\n"
+                      f"  reconnect_max_s: 0.5\n"
+                      f"cameras:\n  - {{name: dock, source: 'gst:tcpclientsrc host=127.0.0.1 port={server.port} ! "
+                      f"rawvideoparse width=64 height=48 format=bgr framerate=20/1'}}\n"
+                      f"detector:\n  enabled: false\n")
+    root = Path(__file__).resolve().parents[1]
+    daemon = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)], cwd=root,
+                              env=dict(os.environ, PYTHONPATH=str(root)), stderr=subprocess.PIPE, text=True)
+    try:
+        def statuses():
+            return [json.loads(p)["status"] for p, _ in collector.on("site/dock/status")]
+
+        assert wait_for(lambda: statuses()[-1:] == ["online"], 60)
+        server.sending.clear()
+        assert wait_for(lambda: statuses()[-1:] == ["offline"], 15)
+        server.sending.set()
+        assert wait_for(lambda: statuses()[-1:] == ["online"], 15)
+
+        def outages():
+            reports = [json.loads(p) for p, _ in collector.on("site/health")]
+            return reports[-1]["cameras"]["dock"]["outages"] if reports else None
+
+        assert wait_for(lambda: outages() == 1, 10)
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=30)
+        assert daemon.returncode == 0, stderr
+        assert wait_for(lambda: [p for p, _ in collector.on("site/status")][-1:] == [b"offline"])
+    finally:
+        daemon.kill()
+        collector.close()
+        server.listener.close()
+        broker.stop()

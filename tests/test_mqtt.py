@@ -11,9 +11,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
-from broker import Broker, make_tls_files, wait_for
+from broker import Broker, Collector, make_tls_files, wait_for
 
 from edge.alarms.buzzer import Buzzer
 from edge.alarms.controller import LocalAlarm
@@ -25,37 +24,6 @@ from edge.mqtt.publisher import MqttPublisher
 from edge.types import FallEvent
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Collector:
-    """A plain subscriber that records every message."""
-
-    def __init__(self, broker: Broker, topic: str = "#", **tls) -> None:
-        self.messages = []
-        self._lock = threading.Lock()
-        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"collector-{uuid.uuid4().hex[:6]}")
-        if tls:
-            self.client.tls_set(ca_certs=tls["ca"])
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", broker.port)
-        self.client.loop_start()
-
-    def _on_message(self, client, userdata, message):
-        with self._lock:
-            self.messages.append((message.topic, message.payload, message.retain))
-
-    def on(self, suffix):
-        with self._lock:
-            return [(payload, retain) for topic, payload, retain in self.messages if topic.endswith(suffix)]
-
-    def events(self):
-        return [json.loads(payload) for payload, _ in self.on("/events")]
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def mqtt_config(broker: Broker, device="edge1", **overrides) -> MqttConfig:
