@@ -34,7 +34,7 @@ def synthesize(text: str, voice: str, target: Path, config: SpeechConfig) -> Non
 class Speaker:
     def __init__(self, config: SpeechConfig) -> None:
         self.config = config
-        self._queue: queue.Queue[Optional[List[Tuple[str, str]]]] = queue.Queue()
+        self._queue: queue.Queue = queue.Queue()  # batches of (voice, text); None stops the worker
         self._repeating: Dict[str, Tuple[str, float]] = {}  # key -> (kind, next time)
         self._lock = threading.Lock()
         self._warned: set = set()

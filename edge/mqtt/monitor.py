@@ -46,7 +46,7 @@ class Webhook:
 
     def __init__(self, url: str, timeout_s: float = 5.0) -> None:
         self.url, self.timeout_s = url, timeout_s
-        self._queue: queue.Queue[Optional[dict]] = queue.Queue()
+        self._queue: queue.Queue = queue.Queue()  # payloads; None stops the worker
         self.delivered = 0
         self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
         self._thread.start()
