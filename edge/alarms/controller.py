@@ -50,6 +50,8 @@ class LocalAlarm:
 
     def _silence(self, key: ChainKey) -> None:
         self._active.pop(key, None)
+        # Forget the chain's event ids: a later ack for them has nothing left to silence.
+        self._chain_of_event = {eid: chain for eid, chain in self._chain_of_event.items() if chain != key}
         if self.speaker is not None:
             self.speaker.stop(self._speech_key(key))
         if self.buzzer is not None:

@@ -17,6 +17,7 @@ from edge.config import Config
 from edge.daemon.pipeline import FallPipeline
 from edge.daemon.runner import (
     CameraStream,
+    FrameThinner,
     Models,
     VideoWriterSink,
     WindowSink,
@@ -106,7 +107,7 @@ def run_one_camera(config: Config, models: Models, router: EventRouter, name: st
         finally:
             if writer is not None:
                 writer.close()
-    _summary(pipeline.frames_processed, started, 1, len(router.sent))
+    _summary(pipeline.frames_processed, started, 1, router.events_sent)
     return pipeline
 
 
@@ -121,13 +122,14 @@ def run_cameras(config: Config, models: Models, router: EventRouter, cameras: Li
                 source.close()
                 raise FallEdgeError(f"camera {name}: several cameras need GStreamer sources (capture.reader auto or "
                                     f"gst, and gst-launch-1.0 installed)")
-            streams.append(CameraStream(name, source, FallPipeline(config, models.pose, models.detector, camera=name)))
+            pipeline = FallPipeline(config, models.pose, models.detector, camera=name)
+            streams.append(CameraStream(name, source, pipeline, FrameThinner(config.output.process_fps)))
         started = time.monotonic()
-        for result in process_cameras(streams, config.output.process_fps):
+        for result in process_cameras(streams):
             router.handle(result)
             router.maybe_send_health([s.pipeline for s in streams],
                                      cameras={s.name: capture_stats(s.source) for s in streams})
-        _summary(sum(s.pipeline.frames_processed for s in streams), started, len(streams), len(router.sent))
+        _summary(sum(s.pipeline.frames_processed for s in streams), started, len(streams), router.events_sent)
     finally:
         for stream in streams:
             stream.source.close()

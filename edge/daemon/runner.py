@@ -45,16 +45,29 @@ def load_models(config: Config) -> Models:
     return Models(pose=pose, detector=detector)
 
 
+class FrameThinner:
+    """Keeps a stream's frames to process_fps (0: every frame) by their stream time."""
+
+    def __init__(self, process_fps: float) -> None:
+        self.period = 1.0 / process_fps if process_fps > 0 else 0.0
+        self.next_due = 0.0
+
+    def take(self, time_s: float) -> bool:
+        if not self.period:
+            return True
+        if time_s + 1e-6 < self.next_due:
+            return False
+        # Stay on the source's time grid so the thinning does not drift.
+        self.next_due = max(self.next_due + self.period, time_s)
+        return True
+
+
 def process_video(pipeline: FallPipeline, video: VideoSource, process_fps: float) -> Iterator[FrameResult]:
     """Run the pipeline over a source, thinned to process_fps (0: every frame)."""
-    period = 1.0 / process_fps if process_fps > 0 else 0.0
-    next_due = 0.0
+    thinner = FrameThinner(process_fps)
     for frame in video.frames():
-        if period and frame.time_s + 1e-6 < next_due:
-            continue
-        # Stay on the source's time grid so the thinning does not drift.
-        next_due = max(next_due + period, frame.time_s) if period else 0.0
-        yield pipeline.process(frame)
+        if thinner.take(frame.time_s):
+            yield pipeline.process(frame)
 
 
 @dataclass
@@ -64,22 +77,20 @@ class CameraStream:
     name: str
     source: GstSource
     pipeline: FallPipeline
-    next_due: float = 0.0
+    thinner: FrameThinner
 
 
-def process_cameras(streams: List[CameraStream], process_fps: float) -> Iterator[FrameResult]:
+def process_cameras(streams: List[CameraStream]) -> Iterator[FrameResult]:
     """Round robin over several cameras, newest frame of each, sharing the models on this thread
     (LiteRT interpreters are not thread-safe, and one inference thread is what a Jetson has)."""
-    period = 1.0 / process_fps if process_fps > 0 else 0.0
     while True:
         if all(stream.source.finished for stream in streams):
             return
         processed = False
         for stream in streams:
             frame = stream.source.poll(timeout_s=0.0)
-            if frame is None or (period and frame.time_s + 1e-6 < stream.next_due):
+            if frame is None or not stream.thinner.take(frame.time_s):
                 continue
-            stream.next_due = max(stream.next_due + period, frame.time_s) if period else 0.0
             processed = True
             yield stream.pipeline.process(frame)
         if not processed:

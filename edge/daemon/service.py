@@ -8,9 +8,10 @@ import logging
 import sys
 import time
 import uuid
+from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -24,6 +25,7 @@ from edge.types import FallEvent
 logger = logging.getLogger(__name__)
 
 _MAX_ACK_PAYLOAD = 200
+_ACKABLE_EVENTS = 1000  # an ack for an older event is reported as unknown
 
 
 def read_temperatures() -> Dict[str, float]:
@@ -78,8 +80,9 @@ class EventRouter:
         self.print_events = print_events
         self.started = time.monotonic()
         self._last_health = 0.0
-        self._events_by_id: Dict[str, FallEvent] = {}
-        self.sent: List[FallEvent] = []
+        # Recent events, for acks by event_id; bounded, since the daemon runs for months.
+        self._events_by_id: OrderedDict[str, FallEvent] = OrderedDict()
+        self.events_sent = 0
         if publisher is not None:
             publisher.on_command("ack", self.on_ack)
             publisher.on_command("test", self.on_test)
@@ -94,6 +97,8 @@ class EventRouter:
 
     def _route(self, event: FallEvent, result: Optional[FrameResult]) -> None:
         self._events_by_id[event.event_id] = event
+        while len(self._events_by_id) > _ACKABLE_EVENTS:
+            self._events_by_id.popitem(last=False)
         if self.print_events:
             print(json.dumps(event.to_dict()), flush=True)
         if self.alarm is not None:
@@ -103,7 +108,7 @@ class EventRouter:
             if result is not None and event.type in ("fall_detected", "alarm"):
                 snapshot = self._store_snapshot(event, result)
             self.publisher.send_event(event.camera, mqtt_payload(event, self.device, snapshot))
-        self.sent.append(event)
+        self.events_sent += 1
 
     def _store_snapshot(self, event: FallEvent, result: FrameResult) -> Optional[str]:
         assert self.publisher is not None
