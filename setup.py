@@ -25,6 +25,10 @@ setup(
         # The embedded default: ONNX Runtime for the detector, LiteRT for MoveNet.
         # On a Jetson, OpenCV comes from JetPack (built with GStreamer): do not pip-install it there.
         "cpu": ["onnxruntime>=1.15", "ai-edge-litert>=1.0", "opencv-python>=4.5"],
+        # Frames from GStreamer in-process (the appsink reader). Builds against Debian's
+        # libgirepository1.0-dev; 3.51 and newer need girepository-2.0, which Debian 12 lacks.
+        # On a Jetson use JetPack's python3-gi instead.
+        "gst": ["PyGObject>=3.42,<3.51"],
         # TensorRT, torch2trt and trt_pose come with JetPack or from source on the device (see README).
         "jetson": ["pycuda>=2021.1"],
         "dev": ["pytest>=7", "ruff>=0.5", "scikit-image>=0.19"],

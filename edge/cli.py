@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     bench_capture = commands.add_parser("bench-capture", help="frame reader cost next to the raw pipeline rate")
     bench_capture.add_argument("--frames", type=int, default=300)
     bench_capture.add_argument("--json", action="store_true")
+    bench_capture.add_argument("--reader", action="append", choices=["appsink", "opencv-gst", "gst-launch"],
+                               help="only this reader (repeatable); default: every reader that runs here")
 
     show_pipeline = commands.add_parser("pipeline", help="print the GStreamer pipeline built for a source")
     show_pipeline.add_argument("source")
@@ -219,8 +221,9 @@ def _cmd_bench_mqtt(args: argparse.Namespace) -> int:
 
 def _cmd_bench_capture(args: argparse.Namespace) -> int:
     from edge.capture.bench import run_capture_bench
+    from edge.capture.gst_readers import READERS
 
-    report = run_capture_bench(args.frames)
+    report = run_capture_bench(args.frames, args.reader or READERS)
     print(json.dumps(report["rows"], indent=2) if args.json else report["text"])
     return 0
 

@@ -6,15 +6,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="cpu"
-[ "${1:-}" = "--dev" ] && extras="cpu,dev"
+extras="cpu,gst"
+[ "${1:-}" = "--dev" ] && extras="cpu,gst,dev"
 
 # System packages: OpenCV's runtime libraries, opencv-doc for its sample clip (vtest.avi),
-# espeak-ng and aplay for the spoken warning, GStreamer for cameras; for the tests, a real
+# espeak-ng and aplay for the spoken warning, GStreamer for cameras (and what PyGObject builds
+# against, for the in-process appsink reader); for the tests, a real
 # MQTT broker, openssl, and an RTSP server (GstRtspServer through Debian's python3-gi).
 packages="libgl1 libglib2.0-0 opencv-doc espeak-ng alsa-utils gstreamer1.0-tools gstreamer1.0-plugins-base"
 packages="$packages gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav"
-[ "$extras" = "cpu,dev" ] && packages="$packages mosquitto mosquitto-clients openssl python3-gi gir1.2-gst-rtsp-server-1.0"
+packages="$packages gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 libgirepository1.0-dev libcairo2-dev pkg-config"
+[ "$extras" = "cpu,gst,dev" ] && packages="$packages mosquitto mosquitto-clients openssl python3-gi gir1.2-gst-rtsp-server-1.0"
 need=()
 for pkg in $packages; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")

@@ -15,6 +15,7 @@ import pytest
 from broker import free_port, wait_for
 
 from edge.capture import open_source
+from edge.capture.gst_readers import READERS, ReaderUnavailableError, make_reader, pick_reader, reader_available
 from edge.capture.gst_source import GstSource
 from edge.capture.sources import build_pipeline, parse_uri
 from edge.config import CaptureConfig
@@ -23,6 +24,15 @@ from edge.errors import SourceError
 needs_gst = pytest.mark.skipif(shutil.which("gst-launch-1.0") is None,
                                reason="gst-launch-1.0 missing (apt-get install gstreamer1.0-tools; .ci/run does this)")
 SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _reader_param(kind):
+    problem = reader_available(kind)
+    return pytest.param(kind, marks=pytest.mark.skipif(bool(problem), reason=f"{kind} reader: {problem}"))
+
+
+# Every reader this machine can run (opencv-gst needs a cv2 built with GStreamer, as JetPack's is).
+each_reader = pytest.mark.parametrize("reader", [_reader_param(kind) for kind in READERS])
 
 
 def test_uris():
@@ -63,8 +73,10 @@ def test_pipelines_per_platform(jetson, tmp_path):
 
 
 @needs_gst
-def test_test_source_frames_have_size_order_and_clock():
-    with GstSource(parse_uri("test://"), 320, 240, 20) as source:
+@each_reader
+def test_test_source_frames_have_size_order_and_clock(reader):
+    with GstSource(parse_uri("test://"), 320, 240, 20, reader=reader) as source:
+        assert source.reader == reader
         frames = []
         while len(frames) < 15:
             frame = source.poll(timeout_s=2.0)
@@ -88,10 +100,11 @@ def make_mp4(path: Path, count: int, width=320, height=240) -> None:
 
 
 @needs_gst
-def test_mp4_file_gives_every_frame_in_order(tmp_path):
+@each_reader
+def test_mp4_file_gives_every_frame_in_order(tmp_path, reader):
     clip = tmp_path / "ramp.mp4"
     make_mp4(clip, 30)
-    with open_source(f"file://{clip}", CaptureConfig(width=160, height=120, fps=10)) as source:
+    with open_source(f"file://{clip}", CaptureConfig(width=160, height=120, fps=10, reader=reader)) as source:
         assert isinstance(source, GstSource) and not source.is_live
         frames = list(source.frames())
     assert len(frames) == 30
@@ -102,12 +115,44 @@ def test_mp4_file_gives_every_frame_in_order(tmp_path):
 
 
 @needs_gst
-def test_corrupt_file_is_a_clear_error(tmp_path):
+@each_reader
+def test_corrupt_file_is_a_clear_error(tmp_path, reader):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00\x01" * 5000)
-    with open_source(f"file://{junk}", CaptureConfig()) as source:
+    with open_source(f"file://{junk}", CaptureConfig(reader=reader)) as source:
         with pytest.raises(SourceError, match="cannot be read"):
             list(source.frames())
+
+
+@each_reader
+def test_a_missing_element_is_a_clear_error(reader):
+    with GstSource(parse_uri("gst:nosuchsrc num-buffers=3"), 64, 48, 10, reader=reader) as source:
+        with pytest.raises(SourceError, match="cannot be read.*(nosuchsrc|erroneous pipeline|could not)"):
+            list(source.frames())
+
+
+@pytest.mark.parametrize("reader", [_reader_param("appsink"), _reader_param("opencv-gst")])
+def test_frames_of_the_wrong_size_end_the_run(reader):
+    """A pipeline whose frames are not the configured size ends the run with the reason (the
+    source then restarts it); the models never see a wrongly shaped frame."""
+    run = make_reader(reader, "videotestsrc num-buffers=5 ! video/x-raw,format=BGR,width=64,height=48",
+                      32, 24, live=False)
+    run.start()
+    assert run.read() is None
+    assert "expected 32x24 BGR (2304 bytes)" in run.finish()
+
+
+def test_asking_for_a_reader_this_machine_lacks_names_the_fix():
+    for kind in READERS:
+        problem = reader_available(kind)
+        if problem:
+            with pytest.raises(ReaderUnavailableError, match=f"capture.reader {kind}: .*install"):
+                pick_reader(kind)
+            with pytest.raises(SourceError, match="install"):
+                GstSource(parse_uri("test://"), 64, 48, 10, reader=kind)
+        else:
+            assert pick_reader(kind) == kind
+    assert pick_reader("auto") == next(kind for kind in READERS if not reader_available(kind))
 
 
 class RawFrameServer:
@@ -142,13 +187,15 @@ class RawFrameServer:
 
 
 @needs_gst
-def test_a_stalled_source_is_detected_and_restarted():
+@each_reader
+def test_a_stalled_source_is_detected_and_restarted(reader):
     server = RawFrameServer()
     statuses = []
     spec = parse_uri(f"gst:tcpclientsrc host=127.0.0.1 port={server.port} ! rawvideoparse width=64 height=48 "
                      f"format=bgr framerate=20/1")
     with GstSource(spec, 64, 48, 20, stall_timeout_s=1.5, reconnect_min_s=0.2, reconnect_max_s=0.5,
-                   on_status=lambda status, reason: statuses.append((time.monotonic(), status, reason))) as source:
+                   on_status=lambda status, reason: statuses.append((time.monotonic(), status, reason)),
+                   reader=reader) as source:
         assert wait_for(lambda: source.poll(0.5) is not None, 10)
         server.sending.clear()  # the camera goes quiet but keeps the connection open
         went_quiet = time.monotonic()
@@ -173,7 +220,8 @@ def start_rtsp_server(port: int) -> subprocess.Popen:
 
 
 @needs_gst
-def test_rtsp_camera_goes_away_and_comes_back(tmp_path):
+@each_reader
+def test_rtsp_camera_goes_away_and_comes_back(tmp_path, reader):
     probe = subprocess.run([SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
                            capture_output=True)
     if probe.returncode != 0:
@@ -182,7 +230,7 @@ def test_rtsp_camera_goes_away_and_comes_back(tmp_path):
     server = start_rtsp_server(port)
     statuses = []
     config = CaptureConfig(width=320, height=240, fps=10, stall_timeout_s=3.0, reconnect_min_s=0.5,
-                           reconnect_max_s=2.0)
+                           reconnect_max_s=2.0, reader=reader)
     try:
         with open_source(f"rtsp://127.0.0.1:{port}/test", config, name="door",
                          on_status=lambda status, reason: statuses.append(status)) as source:

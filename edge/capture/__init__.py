@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Optional, Union
 
-from edge.capture.gst_source import GstSource, StatusCallback, gst_launch_available
+from edge.capture.gst_readers import ReaderUnavailableError, pick_reader
+from edge.capture.gst_source import GstSource, StatusCallback
 from edge.capture.opencv_source import VideoSource, parse_source
 from edge.capture.sources import parse_uri
 from edge.config import CaptureConfig
@@ -18,16 +19,20 @@ Source = Union[VideoSource, GstSource]
 
 def open_source(text: str, capture: CaptureConfig, name: str = "cam0", pad_end_s: float = 0.0,
                 realtime: bool = False, on_status: Optional[StatusCallback] = None) -> Source:
-    """The reader for a source string, per capture.reader (auto: plain paths with OpenCV, the rest GStreamer)."""
+    """The reader for a source string, per capture.reader (auto: plain paths with OpenCV, the rest
+    with the best GStreamer reader this machine has: appsink, then opencv-gst, then gst-launch)."""
     spec = parse_uri(text)
     plain_path = spec.kind == "file" and "://" not in text
-    use_gst = capture.reader == "gst" or (capture.reader == "auto" and not plain_path)
-    if use_gst and not gst_launch_available():
-        if capture.reader == "gst" or spec.kind in ("csi", "test", "gst"):
-            raise SourceError(f"{text} needs GStreamer: apt-get install gstreamer1.0-tools gstreamer1.0-plugins-good "
-                              f"gstreamer1.0-plugins-bad gstreamer1.0-libav")
-        logger.warning("gst-launch-1.0 not found: reading %s with OpenCV (no reconnects)", name)
-        use_gst = False
+    use_gst = capture.reader != "opencv" and not (capture.reader == "auto" and plain_path)
+    gst_reader = "auto" if capture.reader in ("auto", "gst") else capture.reader
+    if use_gst:
+        try:
+            gst_reader = pick_reader(gst_reader)
+        except ReaderUnavailableError as exc:
+            if capture.reader != "auto" or spec.kind in ("csi", "test", "gst"):
+                raise SourceError(f"{text} needs GStreamer: {exc}") from None
+            logger.warning("no GStreamer reader (%s): reading %s with OpenCV (no reconnects)", exc, name)
+            use_gst = False
     if not use_gst:
         location = spec.location if spec.kind == "file" else parse_source(text)
         if spec.kind == "v4l2" and text.startswith("v4l2://"):
@@ -35,7 +40,7 @@ def open_source(text: str, capture: CaptureConfig, name: str = "cam0", pad_end_s
         return VideoSource(location, pad_end_s=pad_end_s, realtime=realtime)
     return GstSource(spec, capture.width, capture.height, capture.fps, stall_timeout_s=capture.stall_timeout_s,
                      reconnect_min_s=capture.reconnect_min_s, reconnect_max_s=capture.reconnect_max_s,
-                     on_status=on_status, name=name)
+                     on_status=on_status, name=name, reader=gst_reader)
 
 
 __all__ = ["GstSource", "Source", "VideoSource", "open_source", "parse_uri"]

@@ -1,12 +1,13 @@
-"""Frames from GStreamer through a `gst-launch-1.0 ... ! fdsink` child process.
+"""Camera and file frames from GStreamer, with reconnects.
 
-PyPI's OpenCV has no GStreamer, so the pipeline runs in its own process and writes raw
-BGR frames of a fixed size to a pipe; one frame is exactly width*height*3 bytes.
+One of the readers in gst_readers.py (appsink, OpenCV's CAP_GSTREAMER or a gst-launch-1.0
+child) runs the pipeline; this class adds what the daemon relies on:
 
-Live sources: a reader thread keeps only the newest frame (a slow pipeline never builds up
-lag); when the source ends, errors, hangs or stalls (no frame for stall_timeout_s) the child
-is killed and started again with exponential backoff and jitter. Each outage is logged
-once, counted, and reported through on_status. Files: every frame in order, then the end.
+Live sources: a capture thread keeps only the newest frame (a slow pipeline never builds up
+lag); when the source ends, errors, hangs, stalls (no frame for stall_timeout_s) or sends
+frames of the wrong size, the run is stopped and started again with exponential backoff and
+jitter. Each outage is logged once, counted, and reported through on_status. Files: every
+frame in order, then the end. Frame images are read-only.
 """
 
 from __future__ import annotations
@@ -14,18 +15,13 @@ from __future__ import annotations
 import logging
 import random
 import re
-import shlex
-import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Callable, Deque, Iterator, List, Optional
+from typing import Callable, Deque, Iterator, Optional, Tuple
 
-import numpy as np
-
+from edge.capture.gst_readers import END_OF_STREAM, PipelineReader, ReaderUnavailableError, make_reader, pick_reader
 from edge.capture.opencv_source import describe
 from edge.capture.sources import SourceSpec, build_pipeline, on_jetson
 from edge.errors import SourceError
@@ -34,31 +30,17 @@ from edge.types import Frame
 logger = logging.getLogger(__name__)
 
 StatusCallback = Callable[[str, str], None]  # (status: online | offline, reason)
-_POOL_SIZE = 24  # frame buffers kept for reuse
 _CREDENTIALS = re.compile(r"://[^/@\s]*@")
-
-
-def _grow_pipe(stream, size: int) -> None:
-    """A pipe of a few frames (Linux F_SETPIPE_SZ) halves the wake-ups between the two processes."""
-    try:
-        import fcntl
-
-        fcntl.fcntl(stream.fileno(), 1031, min(size, 1 << 20))  # 1031 = F_SETPIPE_SZ; 1 MiB unprivileged cap
-    except (ImportError, OSError, ValueError):
-        pass
-
-
-def gst_launch_available() -> bool:
-    return shutil.which("gst-launch-1.0") is not None
 
 
 class GstSource:
     def __init__(self, spec: SourceSpec, width: int, height: int, fps: int, stall_timeout_s: float = 5.0,
                  reconnect_min_s: float = 0.5, reconnect_max_s: float = 30.0, jetson: Optional[bool] = None,
-                 on_status: Optional[StatusCallback] = None, name: str = "camera") -> None:
-        if not gst_launch_available():
-            raise SourceError("gst-launch-1.0 not found: apt-get install gstreamer1.0-tools "
-                              "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav")
+                 on_status: Optional[StatusCallback] = None, name: str = "camera", reader: str = "auto") -> None:
+        try:
+            self.reader = pick_reader(reader)  # appsink | opencv-gst | gst-launch
+        except ReaderUnavailableError as exc:
+            raise SourceError(str(exc)) from None
         self.spec = spec
         self.width, self.height, self.fps = width, height, fps
         self.frame_bytes = width * height * 3
@@ -85,11 +67,10 @@ class GstSource:
         self._finished = False
         self._error: Optional[str] = None
         self._stop = threading.Event()
-        self._process: Optional[subprocess.Popen] = None
+        self._run_reader: Optional[PipelineReader] = None  # the current run
+        self._stalled = False
         self._last_frame_at = time.monotonic()
-        self._stderr_tail: Deque[str] = deque(maxlen=5)
         self._online = False
-        self._pool: List[np.ndarray] = []
         self._thread = threading.Thread(target=self._run, name=f"capture-{name}", daemon=True)
         self._thread.start()
 
@@ -128,7 +109,7 @@ class GstSource:
 
     def close(self) -> None:
         self._stop.set()
-        self._kill()
+        self._abort_run()
         self._thread.join(timeout=5.0)
 
     def __enter__(self) -> GstSource:
@@ -138,9 +119,6 @@ class GstSource:
         self.close()
 
     # -- the capture thread --------------------------------------------------------------------
-
-    def _command(self) -> List[str]:
-        return ["gst-launch-1.0", "-q", *shlex.split(self.pipeline), "!", "fdsink", "fd=1", "sync=false"]
 
     def _run(self) -> None:
         backoff = self.reconnect_min_s
@@ -153,7 +131,7 @@ class GstSource:
                 break
             if not self.is_live:
                 with self._lock:
-                    if reason != "end of stream":
+                    if reason != END_OF_STREAM:
                         self._error = f"{describe(self.spec.location)} cannot be read: {reason}"
                     self._finished = True
                     self._lock.notify_all()
@@ -178,36 +156,32 @@ class GstSource:
             self._finished = True
             self._lock.notify_all()
 
-    def _run_child(self):
-        """Run one child process until it ends; returns (got any frame, why it ended)."""
-        self._stderr_tail.clear()
+    def _run_child(self) -> Tuple[bool, str]:
+        """One run of the pipeline until it ends; returns (got any frame, why it ended)."""
         try:
-            self._process = subprocess.Popen(self._command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                             bufsize=0)
-        except OSError as exc:
-            return False, f"gst-launch-1.0 failed to start ({exc})"
-        process = self._process
-        _grow_pipe(process.stdout, 4 * self.frame_bytes)
-        threading.Thread(target=self._drain_stderr, args=(process,), daemon=True).start()
+            reader = make_reader(self.reader, self.pipeline, self.width, self.height, self.is_live)
+        except ReaderUnavailableError as exc:
+            return False, str(exc)
+        self._stalled = False
         self._last_frame_at = time.monotonic()
-        got = self._read_frames(process)
-        self._kill()
-        code = process.wait()
+        self._run_reader = reader
+        if self._stop.is_set():  # close() came before this run existed
+            reader.abort()
+        reader.start()
+        got = self._read_frames(reader)
+        reason = reader.finish()
         if self._stop.is_set():
             return got, "stopped"
-        if getattr(process, "stalled", False):
+        if self._stalled:
             return got, f"no frame for {self.stall_timeout_s:.0f} s (stalled)"
-        if code == 0:
-            return got, "end of stream"
-        detail = " / ".join(self._stderr_tail) or f"exit code {code}"
-        return got, _CREDENTIALS.sub("://***@", detail)[:300]  # never log a camera password
+        if reason == END_OF_STREAM:
+            return got, reason
+        return got, _CREDENTIALS.sub("://***@", reason)[:300]  # never log a camera password
 
-    def _read_frames(self, process: subprocess.Popen) -> bool:
+    def _read_frames(self, reader: PipelineReader) -> bool:
         got = False
-        stream = process.stdout
-        assert stream is not None
         while not self._stop.is_set():
-            data = self._read_exact(stream, self.frame_bytes)
+            data = reader.read()
             if data is None:
                 return got
             now = time.monotonic()
@@ -234,52 +208,18 @@ class GstSource:
                 self._lock.notify_all()
         return got
 
-    def _free_buffer(self, size: int) -> np.ndarray:
-        """A frame buffer nobody uses any more, else a new one.
-
-        Fresh multi-megabyte buffers cost a page fault per 4 KiB; reusing them is what lets
-        720p frames keep up. A buffer is free when only this pool refers to it: every frame
-        image is a view of its buffer, so any frame still held keeps the count up."""
-        for buffer in self._pool:
-            if sys.getrefcount(buffer) <= 3:  # the pool's list, the loop variable, getrefcount's argument
-                return buffer
-        buffer = np.empty(size, dtype=np.uint8)
-        if len(self._pool) < _POOL_SIZE:
-            self._pool.append(buffer)
-        return buffer
-
-    def _read_exact(self, stream, size: int) -> Optional[np.ndarray]:
-        """One whole frame straight into a buffer (no copy, no memset), or None at the end."""
-        buffer = self._free_buffer(size)
-        view = memoryview(buffer)
-        filled = 0
-        while filled < size:
-            count = stream.readinto(view[filled:])
-            if not count:
-                return None  # end of stream, or a partial frame: the child ended or was killed
-            filled += count
-        return buffer
-
-    def _drain_stderr(self, process: subprocess.Popen) -> None:
-        assert process.stderr is not None
-        for line in iter(process.stderr.readline, b""):
-            text = line.decode("utf-8", "replace").strip()
-            if text:
-                self._stderr_tail.append(text)
-
     def _watch_for_stalls(self) -> None:
         while not self._stop.wait(0.2):
-            process = self._process
-            if process is None or process.poll() is not None or not self.is_live:
+            if not self.is_live or self._run_reader is None or self._stalled:
                 continue
             if time.monotonic() - self._last_frame_at > self.stall_timeout_s:
-                process.stalled = True  # type: ignore[attr-defined]
-                self._kill()
+                self._stalled = True
+                self._abort_run()
 
-    def _kill(self) -> None:
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.kill()  # a hung child does not get to negotiate
+    def _abort_run(self) -> None:
+        reader = self._run_reader
+        if reader is not None:
+            reader.abort()
 
     def _set_status(self, status: str, reason: str) -> None:
         if self.on_status is not None:

@@ -163,7 +163,8 @@ def _check_ranges(config: Config, source: str) -> None:
     need(buzzer.auto_stop_s > 0, "buzzer.auto_stop_s", "must be above 0")
     need(buzzer.pin_factory in ("default", "jetson", "mock"), "buzzer.pin_factory", "must be default, jetson or mock")
     capture = config.capture
-    need(capture.reader in ("auto", "gst", "opencv"), "capture.reader", "must be auto, gst or opencv")
+    readers = ("auto", "gst", "appsink", "opencv-gst", "gst-launch", "opencv")
+    need(capture.reader in readers, "capture.reader", "must be one of " + ", ".join(readers))
     need(16 <= capture.width <= 7680 and capture.width % 2 == 0, "capture.width", "must be even, 16 to 7680")
     need(16 <= capture.height <= 4320 and capture.height % 2 == 0, "capture.height", "must be even, 16 to 4320")
     need(1 <= capture.fps <= 120, "capture.fps", "must be between 1 and 120")

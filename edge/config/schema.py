@@ -155,7 +155,9 @@ class SpeechConfig:
 class CaptureConfig:
     """How frames are read (see README, "Cameras")."""
 
-    reader: str = "auto"  # auto | gst | opencv: auto reads plain file paths with OpenCV, the rest with GStreamer
+    # auto: plain file paths with OpenCV, the rest with the best GStreamer reader here | gst (best
+    # GStreamer reader) | appsink | opencv-gst | gst-launch | opencv (see edge/capture/gst_readers.py)
+    reader: str = "auto"
     width: int = 640  # frames are scaled to this size by the pipeline
     height: int = 480
     fps: int = 15  # rate of csi:// and test:// sources, and of file frames read through GStreamer

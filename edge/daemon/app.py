@@ -120,8 +120,8 @@ def run_cameras(config: Config, models: Models, router: EventRouter, cameras: Li
                                  on_status=functools.partial(router.camera_status, name))
             if not isinstance(source, GstSource):
                 source.close()
-                raise FallEdgeError(f"camera {name}: several cameras need GStreamer sources (capture.reader auto or "
-                                    f"gst, and gst-launch-1.0 installed)")
+                raise FallEdgeError(f"camera {name}: several cameras need GStreamer sources (set capture.reader "
+                                    f"to auto or gst, and install GStreamer: scripts/bootstrap.sh)")
             pipeline = FallPipeline(config, models.pose, models.detector, camera=name)
             streams.append(CameraStream(name, source, pipeline, FrameThinner(config.output.process_fps)))
         started = time.monotonic()
