@@ -29,8 +29,11 @@ setup(
         # libgirepository1.0-dev; 3.51 and newer need girepository-2.0, which Debian 12 lacks.
         # On a Jetson use JetPack's python3-gi instead.
         "gst": ["PyGObject>=3.42,<3.51"],
-        # TensorRT, torch2trt and trt_pose come with JetPack or from source on the device (see README).
+        # TensorRT comes with JetPack (python3-libnvinfer); pycuda or cuda-python moves the data.
         "jetson": ["pycuda>=2021.1"],
+        # The engine build script: checkpoints to ONNX (fall-edge build-engines). On a Jetson use
+        # NVIDIA's PyTorch wheel for the JetPack release instead of PyPI's.
+        "build": ["torch>=1.10", "onnx>=1.12"],
         "dev": ["pytest>=7", "ruff>=0.5", "scikit-image>=0.19"],
     },
     entry_points={"console_scripts": ["fall-edge=edge.cli:main"]},

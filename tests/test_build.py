@@ -1,0 +1,358 @@
+"""The engine build script's steps that run without TensorRT: the networks and their
+checkpoints, ONNX export with the parity check, calibration batches and cache, the engine
+sidecar checks, the precision fallback, and the CPU's INT8 ONNX."""
+
+import json
+import sys
+import types
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="PyTorch missing: scripts/bootstrap.sh --dev installs it")
+
+from edge.build.build_engines import BuildRequest, build  # noqa: E402
+from edge.build.calibration import CalibrationBatches, CalibrationCache, extract_frames  # noqa: E402
+from edge.build.checkpoints import load_checkpoint  # noqa: E402
+from edge.build.engine import choose_precision  # noqa: E402
+from edge.build.onnx_export import check_parity, export_onnx  # noqa: E402
+from edge.build.sidecar import EngineInfo, check_engine_fits, read_sidecar, sidecar_path, write_sidecar  # noqa: E402
+from edge.build.trt_pose_net import build_trt_pose, load_trt_pose  # noqa: E402
+from edge.build.yolov5_net import YoloV5, load_yolov5  # noqa: E402
+from edge.config import Config, DetectorConfig  # noqa: E402
+from edge.decoding.letterbox import letterbox  # noqa: E402
+from edge.decoding.preprocess import model_input  # noqa: E402
+from edge.decoding.yolo import decode_yolo  # noqa: E402
+from edge.errors import FallEdgeError, ModelError  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+needs_vtest = pytest.mark.skipif(not VTEST.exists(), reason="opencv-doc's vtest.avi missing (bootstrap installs it)")
+ROOT = Path(__file__).resolve().parents[1]
+FALL_MODEL = ROOT / "models" / "fall_yolov8s.onnx"
+
+# yolov5n's layer table (release 7.0), with 2 classes.
+YOLOV5N = {
+    "nc": 2, "depth_multiple": 0.33, "width_multiple": 0.25,
+    "anchors": [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]],
+    "backbone": [[-1, 1, "Conv", [64, 6, 2, 2]], [-1, 1, "Conv", [128, 3, 2]], [-1, 3, "C3", [128]],
+                 [-1, 1, "Conv", [256, 3, 2]], [-1, 6, "C3", [256]], [-1, 1, "Conv", [512, 3, 2]],
+                 [-1, 9, "C3", [512]], [-1, 1, "Conv", [1024, 3, 2]], [-1, 3, "C3", [1024]],
+                 [-1, 1, "SPPF", [1024, 5]]],
+    "head": [[-1, 1, "Conv", [512, 1, 1]], [-1, 1, "nn.Upsample", [None, 2, "nearest"]], [[-1, 6], 1, "Concat", [1]],
+             [-1, 3, "C3", [512, False]], [-1, 1, "Conv", [256, 1, 1]], [-1, 1, "nn.Upsample", [None, 2, "nearest"]],
+             [[-1, 4], 1, "Concat", [1]], [-1, 3, "C3", [256, False]], [-1, 1, "Conv", [256, 3, 2]],
+             [[-1, 14], 1, "Concat", [1]], [-1, 3, "C3", [512, False]], [-1, 1, "Conv", [512, 3, 2]],
+             [[-1, 10], 1, "Concat", [1]], [-1, 3, "C3", [1024, False]],
+             [[17, 20, 23], 1, "Detect", ["nc", "anchors"]]],
+}
+
+
+def reference_keys(name):
+    """name -> shape, as listed from the original code (trt_pose, yolov5) into tests/data."""
+    keys = {}
+    for line in (DATA / name).read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, shape = line.split(" ")
+            keys[key] = tuple(int(d) for d in shape.split(",") if d)
+    return keys
+
+
+def own_keys(model):
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def randomise_batchnorm(model, seed=0):
+    """Non-trivial running statistics, so a wrong BatchNorm mapping shows in the outputs."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.rand(module.running_mean.shape, generator=generator) * 0.4 - 0.2)
+            module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
+    return model
+
+
+def vtest_frames(count, step=40):
+    capture = cv2.VideoCapture(str(VTEST))
+    frames = []
+    while len(frames) < count:
+        capture.set(cv2.CAP_PROP_POS_FRAMES, len(frames) * step)
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
+# -- the networks ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", ["resnet18_baseline_att", "densenet121_baseline_att"])
+def test_trt_pose_parameter_names_match_trt_pose(arch):
+    """Every tensor of trt_pose's own model (listed from its code with torchvision) has the same
+    name and shape here, except the unused ImageNet classifier."""
+    theirs = reference_keys(f"trt_pose_{arch}_keys.txt")
+    ours = own_keys(build_trt_pose(arch))
+    unused = {k for k in theirs if k.startswith(("0.resnet.fc.", "0.densenet.classifier."))}
+    assert unused  # the classifier is in their checkpoints ...
+    assert {k: v for k, v in theirs.items() if k not in unused} == ours  # ... everything else matches
+
+
+def test_yolov5_parameter_names_match_yolov5():
+    theirs = reference_keys("yolov5s_nc2_keys.txt")
+    description = dict(YOLOV5N, depth_multiple=0.33, width_multiple=0.5)  # yolov5s
+    assert own_keys(YoloV5(description)) == theirs
+
+
+def test_trt_pose_checkpoint_loads_by_name(tmp_path):
+    source = randomise_batchnorm(build_trt_pose("resnet18_baseline_att"))
+    state = dict(source.state_dict())
+    state["0.resnet.fc.weight"], state["0.resnet.fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)
+    torch.save(state, tmp_path / "resnet18_baseline_att_224x224_A_epoch_249.pth")
+    loaded = load_trt_pose("resnet18_baseline_att", tmp_path / "resnet18_baseline_att_224x224_A_epoch_249.pth")
+    x = torch.rand(1, 3, 224, 224)
+    with torch.no_grad():
+        for ours, theirs in zip(loaded(x), source.eval()(x)):
+            assert torch.equal(ours, theirs)
+    with pytest.raises(ModelError, match="does not fit the Sequential network: missing"):
+        load_trt_pose("densenet121_baseline_att", tmp_path / "resnet18_baseline_att_224x224_A_epoch_249.pth")
+
+
+def test_old_torchvision_densenet_names_are_renamed(tmp_path):
+    source = build_trt_pose("densenet121_baseline_att")
+    old_style = {k.replace("denselayer1.norm1", "denselayer1.norm.1").replace("denselayer1.conv2",
+                                                                              "denselayer1.conv.2"): v
+                 for k, v in source.state_dict().items()}
+    assert any("norm.1" in k for k in old_style)
+    torch.save(old_style, tmp_path / "densenet121_baseline_att.pth")
+    load_trt_pose("densenet121_baseline_att", tmp_path / "densenet121_baseline_att.pth")
+
+
+def official_format_checkpoint(model, path):
+    """Save `model` the way yolov5's train.py does: the whole model pickled, its classes living in
+    the repository's `models.common` / `models.yolo` modules (registered here for the pickler)."""
+    saved = {}
+    for module_name in ("models", "models.common", "models.yolo"):
+        saved[module_name] = sys.modules.get(module_name)
+        sys.modules[module_name] = types.ModuleType(module_name)
+    try:
+        rehomed = {}
+        for layer in model.modules():
+            cls = type(layer)
+            if cls.__module__.startswith("edge."):
+                if cls not in rehomed:
+                    home = "models.yolo" if cls.__name__ in ("YoloV5", "Detect") else "models.common"
+                    name = "DetectionModel" if cls.__name__ == "YoloV5" else cls.__name__
+                    rehomed[cls] = type(name, (cls,), {"__module__": home, "__qualname__": name})
+                    setattr(sys.modules[home], name, rehomed[cls])
+                layer.__class__ = rehomed[cls]
+        model.yaml = YOLOV5N
+        model.names = {0: "Normal", 1: "Fall"}
+        torch.save({"epoch": -1, "model": model.half(), "ema": None, "optimizer": None, "opt": {"imgsz": 640}},
+                   path)
+    finally:
+        for module_name, module in saved.items():
+            if module is None:
+                sys.modules.pop(module_name, None)
+            else:
+                sys.modules[module_name] = module
+
+
+def test_yolov5_checkpoint_in_the_official_format_loads_without_yolov5(tmp_path):
+    original = randomise_batchnorm(YoloV5(YOLOV5N).eval())
+    x = torch.rand(1, 3, 320, 320)
+    half_weights = YoloV5(YOLOV5N).eval()
+    half_weights.load_state_dict({k: v.half().float() for k, v in original.state_dict().items()})
+    with torch.no_grad():
+        expected = half_weights(x)
+    official_format_checkpoint(original, tmp_path / "fall.pt")
+    with zipfile.ZipFile(tmp_path / "fall.pt") as archive:  # the classes are pickled by their yolov5 names
+        pickled = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    assert b"models.common" in pickled and b"DetectionModel" in pickled and b"edge.build" not in pickled
+    checkpoint = load_yolov5(tmp_path / "fall.pt")
+    assert checkpoint.class_names == ["Normal", "Fall"]
+    with torch.no_grad():
+        got = checkpoint.model(x)
+    assert got.shape == (1, 3 * (40 * 40 + 20 * 20 + 10 * 10), 7)
+    assert torch.allclose(got, expected, atol=1e-4)
+
+
+def test_a_checkpoint_that_runs_code_is_refused(tmp_path):
+    class Exploit:
+        def __reduce__(self):
+            import os
+
+            return (os.system, ("echo pwned",))
+
+    torch.save({"model": Exploit()}, tmp_path / "evil.pt")
+    with pytest.raises(ModelError, match="refusing to load (posix|os).system"):
+        load_checkpoint(tmp_path / "evil.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "evil.pt").read_bytes()[:50])
+    with pytest.raises(ModelError, match="cannot be read"):
+        load_checkpoint(tmp_path / "cut.pt")
+    with pytest.raises(ModelError, match="not found"):
+        load_checkpoint(tmp_path / "none.pt")
+
+
+# -- ONNX export and parity -------------------------------------------------------------------------
+
+@needs_vtest
+def test_yolov5_onnx_matches_pytorch_and_decodes(tmp_path):
+    model = randomise_batchnorm(YoloV5(YOLOV5N).eval())
+    onnx_path = export_onnx(model, (1, 3, 320, 320), tmp_path / "y.onnx", "images", ["output0"])
+    real = [model_input("yolo", frame, 320) for frame in vtest_frames(3)]
+    report = check_parity(model, onnx_path, random_inputs=2, real_inputs=real)
+    assert report.real_inputs == 3
+    assert report.worst() < 1e-3 * report.output_ranges[0]  # boxes are in pixels (up to ~600)
+    import onnxruntime
+
+    output = onnxruntime.InferenceSession(str(onnx_path)).run(None, {"images": real[0]})[0]
+    transform = letterbox(vtest_frames(1)[0], 320)[1]
+    detections = decode_yolo(output, ["Normal", "Fall"], transform, "yolov5", 0.0, 0.45, 768, 576)
+    assert detections and all(0 <= d.box.x1 <= d.box.x2 <= 768 for d in detections)
+
+
+@needs_vtest
+def test_trt_pose_onnx_matches_pytorch_and_runs_as_the_pose_model(tmp_path):
+    from edge.perception import PoseEstimator
+
+    model = randomise_batchnorm(build_trt_pose("resnet18_baseline_att"))
+    onnx_path = export_onnx(model, (1, 3, 224, 224), tmp_path / "pose.onnx", "input", ["cmap", "paf"])
+    report = check_parity(model, onnx_path, 1, [model_input("trt_pose", f, 224) for f in vtest_frames(2)])
+    assert report.worst() < 1e-4 and len(report.output_ranges) == 2
+    config = replace(Config().pose, type="onnxruntime", model=str(onnx_path), input_size=224)
+    pose = PoseEstimator.from_config(config, onnx_path)
+    assert pose.format == "trt_pose" and pose.input_size == 224
+    people = pose.estimate(vtest_frames(1)[0])  # random weights: any number of people, all well formed
+    assert all(p.keypoints.shape == (18, 3) for p in people)
+
+
+def test_build_script_without_tensorrt_stops_after_the_onnx(tmp_path):
+    source = build_trt_pose("resnet18_baseline_att")
+    torch.save(source.state_dict(), tmp_path / "resnet18_baseline_att.pth")
+    result = build(BuildRequest(source=tmp_path / "resnet18_baseline_att.pth", out=tmp_path / "pose_fp16.engine",
+                                onnx_only=True, parity_images=1))
+    assert result.kind == "trt_pose" and result.onnx == tmp_path / "pose_fp16.onnx" and result.onnx.is_file()
+    assert result.parity is not None and result.parity.worst() < 1e-4
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(ModelError, match="The ONNX is ready at .*pose_fp16.onnx"):
+            build(BuildRequest(source=result.onnx, out=tmp_path / "pose_fp16.engine"))
+    with pytest.raises(FallEdgeError, match="cannot tell the trt_pose architecture"):
+        torch.save(source.state_dict(), tmp_path / "pose.pth")
+        build(BuildRequest(source=tmp_path / "pose.pth", onnx_only=True))
+
+
+# -- calibration ----------------------------------------------------------------------------------
+
+@needs_vtest
+def test_calibration_batches_use_the_inference_preprocessing(tmp_path):
+    assert extract_frames([VTEST], tmp_path / "calib", every_s=2.0, limit=10) == 10
+    batches = CalibrationBatches(tmp_path / "calib", "yolo", (4, 3, 320, 320))
+    assert len(batches) == 2 and batches.nbytes == 4 * 3 * 320 * 320 * 4  # 10 images: 2 full batches of 4
+    first = batches.next_batch()
+    assert first.shape == (4, 3, 320, 320) and first.dtype == np.float32 and first.flags["C_CONTIGUOUS"]
+    image = cv2.imread(str(sorted((tmp_path / "calib").iterdir())[1]))
+    assert np.array_equal(first[1:2], model_input("yolo", image, 320))
+    assert batches.next_batch() is not None and batches.next_batch() is None
+    assert len(list(batches)) == 2  # iterating starts over
+    pose_batches = CalibrationBatches(tmp_path / "calib", "trt_pose", (1, 3, 224, 224), limit=3)
+    assert len(pose_batches) == 3 and abs(float(pose_batches.next_batch().mean())) < 2.0  # ImageNet-normalised
+    with pytest.raises(FallEdgeError, match="has 10 images; at least 16 needed"):
+        CalibrationBatches(tmp_path / "calib", "yolo", (16, 3, 320, 320))
+    with pytest.raises(FallEdgeError, match="not found: make one with `fall-edge calib-frames"):
+        CalibrationBatches(tmp_path / "none", "yolo", (1, 3, 320, 320))
+
+
+def test_calibration_cache_round_trip(tmp_path):
+    cache = CalibrationCache(tmp_path / "engines" / "y.calib")
+    assert cache.read() is None
+    cache.write(b"TRT-8601-EntropyCalibration2\ninput: 3c010a14\n")
+    assert cache.read() == b"TRT-8601-EntropyCalibration2\ninput: 3c010a14\n"
+    assert not list((tmp_path / "engines").glob("*.tmp"))
+
+
+# -- sidecars and precision -------------------------------------------------------------------------
+
+def sample_info(engine):
+    return EngineInfo(engine_file=str(engine), source_file="models/fall.onnx", source_sha256="a" * 64,
+                      onnx_sha256="a" * 64, kind="yolo", precision="fp16", requested_precision="int8",
+                      input_name="images", input_shape=[1, 3, 640, 640], output_names=["output0"],
+                      tensorrt_version="8.5.2.2", device_name="Orin", compute_capability="8.7",
+                      built_at="2026-11-22T00:00:00+00:00", notes=["no fast INT8"])
+
+
+def test_sidecar_round_trip_and_checks(tmp_path):
+    engine = tmp_path / "fall_fp16.engine"
+    write_sidecar(engine, sample_info(engine))
+    info = read_sidecar(engine)
+    assert info == sample_info(engine)
+    check_engine_fits(info, engine, "8.5.2.2", "Orin", "8.7")  # the same device: fine
+    with pytest.raises(ModelError, match="built with TensorRT 8.5.2.2, this device has 10.3.0: rebuild it on this "
+                                         "device: fall-edge build-engines --source models/fall.onnx"):
+        check_engine_fits(info, engine, "10.3.0", "Orin", "8.7")
+    with pytest.raises(ModelError, match=r"built for Orin \(sm 8.7\), this device is NVIDIA Tegra X1 \(sm 5.3\)"):
+        check_engine_fits(info, engine, "8.5.2.2", "NVIDIA Tegra X1", "5.3")
+    with pytest.raises(ModelError, match="another version of its ONNX"):
+        check_engine_fits(info, engine, "8.5.2.2", "Orin", "8.7", onnx_sha256="b" * 64)
+    data = json.loads(sidecar_path(engine).read_text())
+    del data["tensorrt_version"]
+    sidecar_path(engine).write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="lacks tensorrt_version"):
+        read_sidecar(engine)
+    with pytest.raises(ModelError, match="has no other.engine.json"):
+        read_sidecar(tmp_path / "other.engine")
+
+
+def test_precision_falls_back_where_the_gpu_is_slow():
+    assert choose_precision("int8", fast_fp16=True, fast_int8=True) == ("int8", [])
+    precision, notes = choose_precision("int8", fast_fp16=True, fast_int8=False)  # Jetson Nano
+    assert precision == "fp16" and "no fast INT8" in notes[0]
+    assert choose_precision("fp16", fast_fp16=False, fast_int8=False)[0] == "fp32"
+    with pytest.raises(ModelError, match="not one of fp32, fp16, int8"):
+        choose_precision("int4", True, True)
+
+
+def test_a_missing_engine_names_the_build_command(tmp_path):
+    from edge.daemon.runner import load_models
+
+    config = Config()
+    config.detector = replace(DetectorConfig(), type="tensorrt", model=str(tmp_path / "fall.engine"))
+    with pytest.raises(ModelError, match="fall.engine is missing: build it on this device with `fall-edge "
+                                         "build-engines`"):
+        config.pose.type = "litert"
+        load_models(config)
+
+
+# -- the CPU's INT8 ONNX ----------------------------------------------------------------------------
+
+@needs_vtest
+@pytest.mark.skipif(not FALL_MODEL.exists(), reason="models/ not fetched (fall-edge fetch-models)")
+def test_int8_onnx_keeps_the_detections_of_the_float_model(tmp_path):
+    from edge.build.compare import match
+    from edge.build.quantize import quantize_onnx
+    from edge.perception import Detector
+
+    extract_frames([VTEST], tmp_path / "calib", every_s=4.0, limit=8)
+    out = quantize_onnx(FALL_MODEL, tmp_path / "fall_int8.onnx", tmp_path / "calib", "yolo", ["/model.22/"])
+    import onnx
+
+    nodes = onnx.load(str(out)).graph.node
+    assert sum(n.op_type == "QuantizeLinear" for n in nodes) > 50
+    head = [n for n in nodes if n.name.startswith("/model.22/") and n.op_type == "Conv"]
+    assert head  # the head stays in float: its convolutions read dequantized weights
+    reference = Detector.from_config(DetectorConfig(), FALL_MODEL)
+    candidate = Detector.from_config(replace(DetectorConfig(), model=str(out)), out)
+    found = matched = 0
+    for frame in vtest_frames(4, step=150):  # frames the calibration did not see exactly
+        expected, got = reference.detect(frame), candidate.detect(frame)
+        found += len(expected)
+        matched += len(match(expected, got))
+    assert found >= 4 and matched >= 0.7 * found
+    with pytest.raises(FallEdgeError, match="no node of .* starts with /nothing/"):
+        quantize_onnx(FALL_MODEL, tmp_path / "x.onnx", tmp_path / "calib", "yolo", ["/nothing/"])
