@@ -74,3 +74,9 @@ def test_out_of_range_values_name_the_key(raw, message):
     with pytest.raises(ConfigError) as error:
         config_from_dict(raw)
     assert message in str(error.value)
+
+
+def test_the_jetson_example_config_is_valid():
+    config = load_config(ROOT / "configs" / "jetson.yaml")
+    assert config.detector.type == "tensorrt" and config.pose.type == "tensorrt"
+    assert config.detector.build_precision == "int8" and config.detector.build_calibration_dir == "calib"

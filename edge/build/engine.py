@@ -98,7 +98,8 @@ def _progress_monitor(trt: Any) -> Optional[Any]:
             trt.IProgressMonitor.__init__(self)
 
         def phase_start(self, phase_name: str, parent_phase: Optional[str], num_steps: int) -> None:
-            sys.stderr.write(f"  {phase_name} ({num_steps} steps)\n")
+            if parent_phase is None:  # nested phases are many and short; the top level tells enough
+                sys.stderr.write(f"  {phase_name} ({num_steps} steps)\n")
 
         def step_complete(self, phase_name: str, step: int) -> bool:
             return True  # False would cancel the build
