@@ -14,6 +14,7 @@ import functools
 import logging
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Dict, Iterable, Mapping
@@ -74,6 +75,7 @@ def load_checkpoint(path: Path) -> Any:
 
     if not Path(path).is_file():
         raise ModelError(f"checkpoint {path} not found: check the path")
+    _check_archive(Path(path))
     try:
         return torch.load(str(path), map_location="cpu", pickle_module=_pickle_module(), weights_only=False)
     except pickle.UnpicklingError as exc:
@@ -81,6 +83,22 @@ def load_checkpoint(path: Path) -> Any:
     except (RuntimeError, EOFError, ValueError) as exc:
         raise ModelError(f"checkpoint {path} cannot be read ({str(exc).splitlines()[0][:160]}): "
                          f"it may be truncated or not a PyTorch file") from None
+
+
+def _check_archive(path: Path) -> None:
+    """Checkpoints since PyTorch 1.6 are zip archives. A truncated or corrupt one can abort the
+    whole process inside torch's C++ reader, so it is checked here first (CRC of every member)."""
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"PK\x03\x04":
+            return  # the older plain-pickle format: read by Python, errors are exceptions
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelError(f"checkpoint {path} cannot be read ({exc}): it is truncated or corrupt; "
+                         f"download it again") from None
+    if damaged is not None:
+        raise ModelError(f"checkpoint {path} is corrupt ({damaged} fails its CRC): download it again")
 
 
 def load_by_name(model: Any, state: Mapping[str, Any], source: str, ignore: Iterable[str] = (),

@@ -13,6 +13,7 @@ GstSource (gst_source.py) does the reconnecting, queueing and time stamps on top
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import shlex
 import shutil
@@ -79,6 +80,7 @@ def _gst() -> Any:
     """The Gst module, initialised once; ReaderUnavailableError when PyGObject or its typelibs are missing."""
     with _gst_lock:
         if "Gst" not in _gst_module:
+            _keep_gcc_unwinder()
             try:
                 import gi
 
@@ -92,6 +94,17 @@ def _gst() -> Any:
             Gst.init(None)
             _gst_module["Gst"] = Gst
         return _gst_module["Gst"]
+
+
+def _keep_gcc_unwinder() -> None:
+    """Debian's libgstreamer links libunwind, whose _Unwind_* symbols then take over C++
+    exception unwinding for every library loaded later: PyTorch's ONNX export aborted the
+    process (seen here with torch 2.13 after an ONNX Runtime session). Putting GCC's own
+    unwinder into the global symbol scope first keeps C++ exceptions working."""
+    try:
+        ctypes.CDLL("libgcc_s.so.1", mode=ctypes.RTLD_GLOBAL)
+    except OSError:
+        pass  # not glibc/GCC: nothing to protect
 
 
 class AppsinkReader(PipelineReader):
