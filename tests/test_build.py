@@ -388,3 +388,31 @@ def test_exports_still_work_once_gstreamer_is_loaded(tmp_path):
         "print('exported')\n")
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "exported" in result.stdout, result.stderr[-500:]
+
+
+def test_the_daemon_builds_a_missing_engine_from_build_from(tmp_path):
+    """With build_from set, a missing engine is built at start; without TensorRT (here) the
+    build gets as far as the ONNX and stops with one clear error."""
+    from edge.daemon.runner import engine_path
+
+    torch.save(build_trt_pose("resnet18_baseline_att").state_dict(), tmp_path / "resnet18_baseline_att.pth")
+    pose = replace(Config().pose, type="tensorrt", model=str(tmp_path / "engines" / "pose_fp16.engine"),
+                   build_from=str(tmp_path / "resnet18_baseline_att.pth"))
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(ModelError, match="TensorRT is not installed here.*The ONNX is ready at"):
+            engine_path(pose, "pose")
+        assert (tmp_path / "engines" / "pose_fp16.onnx").is_file()
+    litert = replace(Config().pose, build_from="anything.pth")  # not tensorrt: never built
+    assert engine_path(litert, "pose").name == "movenet_multipose_lightning.tflite"
+
+
+def test_build_engines_cli_errors_are_one_line(tmp_path):
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-m", "edge", "build-engines", "--source", str(tmp_path / "x.pt")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"fall-edge: error: {tmp_path / 'x.pt'} not found: pass the .pt, "
+                                                  f".pth or .onnx to build from"]
