@@ -11,6 +11,7 @@ The real network is then rebuilt by this project and filled by parameter name.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import pickle
 import re
@@ -76,8 +77,11 @@ def load_checkpoint(path: Path) -> Any:
     if not Path(path).is_file():
         raise ModelError(f"checkpoint {path} not found: check the path")
     _check_archive(Path(path))
+    # weights_only=False lets our restricted unpickler decide (torch 2.6 made True the default);
+    # PyTorch before 1.13 (JetPack 4.6) has no such argument.
+    options = {"weights_only": False} if "weights_only" in inspect.signature(torch.load).parameters else {}
     try:
-        return torch.load(str(path), map_location="cpu", pickle_module=_pickle_module(), weights_only=False)
+        return torch.load(str(path), map_location="cpu", pickle_module=_pickle_module(), **options)
     except pickle.UnpicklingError as exc:
         raise ModelError(f"checkpoint {path}: {exc}") from None
     except (RuntimeError, EOFError, ValueError) as exc:

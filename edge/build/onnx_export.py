@@ -3,6 +3,7 @@ that ONNX Runtime gives the same outputs as PyTorch on random and real inputs.""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -41,10 +42,13 @@ def export_onnx(model, input_shape: Tuple[int, ...], path: Path, input_name: str
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     example = torch.zeros(*input_shape)
+    options = {}
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        options["dynamo"] = False  # the TorchScript exporter: static shapes, no onnxscript needed
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on Python-side shape arithmetic
         torch.onnx.export(model, (example,), str(path), input_names=[input_name], output_names=list(output_names),
-                          opset_version=opset, do_constant_folding=True, dynamo=False)
+                          opset_version=opset, do_constant_folding=True, **options)
     _check_onnx(path)
     logger.info("exported %s (opset %d, input %s %s)", path, opset, input_name, list(input_shape))
     return path
