@@ -64,6 +64,12 @@ class PipelineReader(ABC):
         """Make read() return None soon (thread-safe)."""
         self._aborted.set()
 
+    @property
+    def appsink_queue(self) -> str:
+        """Live: GStreamer itself keeps only the newest frame. Files: a short queue that blocks
+        the decoder (back-pressure), so no frame is lost."""
+        return "max-buffers=1 drop=true" if self.live else "max-buffers=8 drop=false"
+
     def _wrong_size(self, got: str) -> None:
         # A pipeline whose caps changed under us (a camera mode switch, an expert's gst: string)
         # is restarted rather than fed to the models as garbage.
@@ -124,10 +130,7 @@ class AppsinkReader(PipelineReader):
 
     def start(self) -> None:
         gst = self._gst
-        # Live: GStreamer itself keeps only the newest frame. Files: a short queue that blocks
-        # the decoder (back-pressure), so no frame is lost.
-        queue = "max-buffers=1 drop=true" if self.live else "max-buffers=8 drop=false"
-        description = f"{self.pipeline} ! appsink name={_SINK_NAME} sync=false {queue}"
+        description = f"{self.pipeline} ! appsink name={_SINK_NAME} sync=false {self.appsink_queue}"
         try:
             self._pipeline = gst.parse_launch(description)
         except Exception as exc:  # GLib.Error: a missing element or a syntax error
@@ -220,17 +223,14 @@ class OpenCVGstReader(PipelineReader):
 
     def __init__(self, pipeline: str, width: int, height: int, live: bool) -> None:
         super().__init__(pipeline, width, height, live)
-        if not opencv_has_gstreamer():
-            raise ReaderUnavailableError("the installed OpenCV has no GStreamer (PyPI's wheels have none): use "
-                                         "capture.reader appsink or gst-launch, or JetPack's python3-opencv")
         self._capture: Any = None
         self._eos = False
 
     def start(self) -> None:
         import cv2
 
-        queue = "max-buffers=1 drop=true" if self.live else "max-buffers=8 drop=false"
-        self._capture = cv2.VideoCapture(f"{self.pipeline} ! appsink sync=false {queue}", cv2.CAP_GSTREAMER)
+        self._capture = cv2.VideoCapture(f"{self.pipeline} ! appsink sync=false {self.appsink_queue}",
+                                         cv2.CAP_GSTREAMER)
         if not self._capture.isOpened():
             self._failure = "OpenCV could not open the pipeline (run it with gst-launch-1.0 to see why)"
 
@@ -277,9 +277,6 @@ class GstLaunchReader(PipelineReader):
 
     def __init__(self, pipeline: str, width: int, height: int, live: bool) -> None:
         super().__init__(pipeline, width, height, live)
-        if not gst_launch_available():
-            raise ReaderUnavailableError("gst-launch-1.0 not found: apt-get install gstreamer1.0-tools "
-                                         "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav")
         self._process: Optional[subprocess.Popen] = None
         self._stderr_tail: Deque[str] = deque(maxlen=5)
         self._pool: List[np.ndarray] = []
@@ -357,17 +354,20 @@ _CLASSES = {"appsink": AppsinkReader, "opencv-gst": OpenCVGstReader, "gst-launch
 
 
 def reader_available(kind: str) -> str:
-    """'' when the reader can run here, else the one-line reason with the fix."""
-    try:
-        if kind == "appsink":
+    """'' when the reader can run here, else the one-line reason with the fix. The one place
+    that checks: GstSource picks its reader once (pick_reader), every run then just makes it."""
+    if kind == "appsink":
+        try:
             _gst()
-        elif kind == "opencv-gst":
-            if not opencv_has_gstreamer():
-                return "the installed OpenCV has no GStreamer"
-        elif not gst_launch_available():
-            return "gst-launch-1.0 not found: apt-get install gstreamer1.0-tools"
-    except ReaderUnavailableError as exc:
-        return str(exc)
+        except ReaderUnavailableError as exc:
+            return str(exc)
+    elif kind == "opencv-gst":
+        if not opencv_has_gstreamer():
+            return ("the installed OpenCV has no GStreamer (PyPI's wheels have none): use capture.reader "
+                    "appsink or gst-launch, or install JetPack's python3-opencv")
+    elif not gst_launch_available():
+        return ("gst-launch-1.0 not found: apt-get install gstreamer1.0-tools gstreamer1.0-plugins-good "
+                "gstreamer1.0-plugins-bad gstreamer1.0-libav")
     return ""
 
 

@@ -43,7 +43,6 @@ class GstSource:
             raise SourceError(str(exc)) from None
         self.spec = spec
         self.width, self.height, self.fps = width, height, fps
-        self.frame_bytes = width * height * 3
         self.is_live = spec.is_live
         self.name = name
         self.stall_timeout_s = stall_timeout_s
@@ -158,10 +157,7 @@ class GstSource:
 
     def _run_child(self) -> Tuple[bool, str]:
         """One run of the pipeline until it ends; returns (got any frame, why it ended)."""
-        try:
-            reader = make_reader(self.reader, self.pipeline, self.width, self.height, self.is_live)
-        except ReaderUnavailableError as exc:
-            return False, str(exc)
+        reader = make_reader(self.reader, self.pipeline, self.width, self.height, self.is_live)
         self._stalled = False
         self._last_frame_at = time.monotonic()
         self._run_reader = reader

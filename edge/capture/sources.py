@@ -77,7 +77,6 @@ def build_pipeline(spec: SourceSpec, width: int, height: int, fps: int, jetson: 
     # No videorate on cameras: RTSP streams often have no fixed rate (videorate then fails to
     # negotiate or aborts). The reader keeps only the newest frame and the daemon thins to
     # output.process_fps, which bounds the work the same way.
-    rate = ""
     if jetson:
         # Scale and convert on the VIC in NVMM memory; only the last BGRx->BGR step is on the CPU.
         to_bgr = (f"nvvidconv ! video/x-raw,format=BGRx,width={width},height={height} ! "
@@ -90,12 +89,12 @@ def build_pipeline(spec: SourceSpec, width: int, height: int, fps: int, jetson: 
         return (f"nvarguscamerasrc sensor-id={int(spec.location)} ! "
                 f"video/x-raw(memory:NVMM),width={width},height={height},framerate={fps}/1 ! {to_bgr}")
     if spec.kind == "v4l2":
-        return f"v4l2src device={_q(spec.location)} ! {rate}{to_bgr}"
+        return f"v4l2src device={_q(spec.location)} ! {to_bgr}"
     if spec.kind == "rtsp":
         depay = "rtph264depay ! h264parse ! "
         decode = "nvv4l2decoder ! " if jetson else "avdec_h264 ! "
         return (f"rtspsrc location={_q(spec.location)} latency=200 protocols=tcp drop-on-latency=true ! "
-                f"{depay}{decode}{rate}{to_bgr}")
+                f"{depay}{decode}{to_bgr}")
     if spec.kind == "file":
         path = Path(spec.location).expanduser()
         if not path.is_file():
