@@ -278,9 +278,9 @@ def test_calibration_batches_use_the_inference_preprocessing(tmp_path):
 
 def test_calibration_cache_round_trip(tmp_path):
     cache = CalibrationCache(tmp_path / "engines" / "y.calib")
-    assert cache.read() is None
+    assert cache.read() is None and not cache.exists()
     cache.write(b"TRT-8601-EntropyCalibration2\ninput: 3c010a14\n")
-    assert cache.read() == b"TRT-8601-EntropyCalibration2\ninput: 3c010a14\n"
+    assert cache.exists() and cache.read() == b"TRT-8601-EntropyCalibration2\ninput: 3c010a14\n"
     assert not list((tmp_path / "engines").glob("*.tmp"))
 
 

@@ -88,8 +88,11 @@ class CalibrationCache:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
+    def exists(self) -> bool:
+        return self.path.is_file() and self.path.stat().st_size > 0
+
     def read(self) -> Optional[bytes]:
-        if self.path.is_file() and self.path.stat().st_size > 0:
+        if self.exists():
             logger.info("reusing the calibration cache %s", self.path)
             return self.path.read_bytes()
         return None

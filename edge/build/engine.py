@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 from edge.build.calibration import CalibrationBatches, CalibrationCache, make_entropy_calibrator
-from edge.build.sidecar import EngineInfo, sha256_of, write_sidecar
+from edge.build.sidecar import EngineInfo, write_sidecar
 from edge.errors import ModelError
+from edge.modelstore.fetch import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def build_engine(onnx_path: Path, engine_path: Path, requested_precision: str, k
         config.set_flag(trt.BuilderFlag.FP16)  # INT8 engines keep FP16 for layers INT8 cannot run
     if precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
-        if cache.read() is None and calibration_dir is None:
+        if not cache.exists() and calibration_dir is None:
             raise ModelError(f"INT8 needs calibration images (--calib-dir) or an existing cache {cache.path}")
         batches = CalibrationBatches(calibration_dir, kind, tuple(input_shape), calibration_limit) \
             if calibration_dir is not None else None
@@ -169,9 +170,12 @@ def build_engine(onnx_path: Path, engine_path: Path, requested_precision: str, k
                          f"(a larger --workspace-mb often helps)")
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     engine_path.write_bytes(bytes(serialized))
+    onnx_sha256 = sha256_of(Path(onnx_path))
+    built_from_onnx = Path(source_file).resolve() == Path(onnx_path).resolve()  # no need to hash it twice
+    source_sha256 = onnx_sha256 if built_from_onnx else sha256_of(Path(source_file))
     info = EngineInfo(
-        engine_file=str(engine_path), source_file=str(source_file), source_sha256=sha256_of(source_file),
-        onnx_sha256=sha256_of(onnx_path), kind=kind, precision=precision, requested_precision=requested_precision,
+        engine_file=str(engine_path), source_file=str(source_file), source_sha256=source_sha256,
+        onnx_sha256=onnx_sha256, kind=kind, precision=precision, requested_precision=requested_precision,
         input_name=model_input.name, input_shape=input_shape, output_names=output_names,
         tensorrt_version=str(trt.__version__), device_name=device_name, compute_capability=compute_capability,
         built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -4,7 +4,6 @@ so the daemon checks this before loading one and says how to rebuild it."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -39,14 +38,6 @@ class EngineInfo:
 
 def sidecar_path(engine: Path) -> Path:
     return Path(str(engine) + SIDECAR_SUFFIX)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_sidecar(engine: Path, info: EngineInfo) -> Path:
