@@ -15,20 +15,16 @@ import cv2
 import numpy as np
 
 from edge.config import DetectorConfig
-from edge.decoding.yolo import iou_matrix
+from edge.decoding.yolo import boxes_array, iou_matrix
 from edge.perception import Detector
 from edge.types import Detection
-
-
-def _boxes(detections: List[Detection]) -> np.ndarray:
-    return np.array([[d.box.x1, d.box.y1, d.box.x2, d.box.y2] for d in detections], dtype=np.float32).reshape(-1, 4)
 
 
 def match(reference: List[Detection], candidate: List[Detection], min_iou: float = 0.5) -> List[tuple]:
     """Greedy pairs (reference, candidate) of the same class with IoU >= min_iou, best first."""
     if not reference or not candidate:
         return []
-    ious = iou_matrix(_boxes(reference), _boxes(candidate))
+    ious = iou_matrix(boxes_array([d.box for d in reference]), boxes_array([d.box for d in candidate]))
     pairs = []
     used_r, used_c = set(), set()
     for flat in np.argsort(-ious, axis=None):

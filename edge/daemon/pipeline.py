@@ -21,7 +21,7 @@ from scipy.optimize import linear_sum_assignment
 
 from edge.config import Config
 from edge.decoding.letterbox import ensure_bgr, square_crop_box
-from edge.decoding.yolo import iou_matrix, nms
+from edge.decoding.yolo import boxes_array, iou_matrix, nms
 from edge.fall.features import posture_features
 from edge.fall.state_machine import FallState, Transition
 from edge.perception import Detector, PoseEstimator
@@ -49,16 +49,12 @@ def iso_utc(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _boxes_array(boxes: List[Box]) -> np.ndarray:
-    return np.array([[b.x1, b.y1, b.x2, b.y2] for b in boxes], dtype=np.float64).reshape(-1, 4)
-
-
 def person_boxes(detections: List[Detection], fall_class_id: int) -> List[Detection]:
     """One box per person: class-aware NMS keeps a Normal and a Fall box on the same body;
     merge them and carry the highest Fall score into the kept box's class_scores."""
     if not detections:
         return []
-    boxes = _boxes_array([d.box for d in detections])
+    boxes = boxes_array([d.box for d in detections])
     scores = np.array([d.score for d in detections])
     keep = nms(boxes, scores, _SAME_PERSON_IOU)
     overlaps = iou_matrix(boxes[keep], boxes)
@@ -78,7 +74,7 @@ def merge_observations(people: List[Person], detections: List[Detection]) -> Lis
     observations: List[Observation] = []
     paired_people, paired_dets = set(), set()
     if people and detections:
-        iou = iou_matrix(_boxes_array([p.box for p in people]), _boxes_array([d.box for d in detections]))
+        iou = iou_matrix(boxes_array([p.box for p in people]), boxes_array([d.box for d in detections]))
         rows, cols = linear_sum_assignment(-iou)
         for row, col in zip(rows, cols):
             if iou[row, col] >= _MATCH_IOU:
@@ -156,7 +152,7 @@ class FallPipeline:
     def _best_match(box: Box, people: List[Person]) -> Optional[Person]:
         if not people:
             return None
-        iou = iou_matrix(_boxes_array([box]), _boxes_array([p.box for p in people]))[0]
+        iou = iou_matrix(boxes_array([box]), boxes_array([p.box for p in people]))[0]
         best = int(iou.argmax())
         return people[best] if iou[best] >= _MATCH_IOU else None
 
@@ -196,7 +192,7 @@ class FallPipeline:
         if not tracks:
             return
         fall_scores = np.array([d.class_scores[self.detector.fall_class_id] for d in detections])
-        overlaps = iou_matrix(_boxes_array([t.box for t in tracks]), _boxes_array([d.box for d in detections]))
+        overlaps = iou_matrix(boxes_array([t.box for t in tracks]), boxes_array([d.box for d in detections]))
         for track, row in zip(tracks, overlaps):
             covering = fall_scores[row >= _MATCH_IOU]
             track.set_detector_score(float(covering.max()) if covering.size else 0.0, time_s)

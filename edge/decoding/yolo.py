@@ -39,6 +39,11 @@ def candidates(output: np.ndarray, num_classes: int, layout: str) -> np.ndarray:
     raise ValueError(f"unknown YOLO layout '{layout}': use yolov8, yolov5 or auto")
 
 
+def boxes_array(boxes: Sequence[Box]) -> np.ndarray:
+    """[N, 4] float64 (x1, y1, x2, y2), the input iou_matrix takes; [0, 4] for no boxes."""
+    return np.array([[b.x1, b.y1, b.x2, b.y2] for b in boxes], dtype=np.float64).reshape(-1, 4)
+
+
 def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     """IoU of every box in a [N,4] against every box in b [M,4] (x1, y1, x2, y2)."""
     tl = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])

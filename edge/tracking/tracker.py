@@ -16,7 +16,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from edge.config import FallConfig, TrackerConfig
-from edge.decoding.yolo import iou_matrix
+from edge.decoding.yolo import boxes_array, iou_matrix
 from edge.fall.state_machine import FallStateMachine
 from edge.types import Box, Observation, Person
 
@@ -65,8 +65,7 @@ def association_cost(track_boxes: List[Box], obs_boxes: List[Box], iou_threshold
     """
     if not track_boxes or not obs_boxes:
         return np.zeros((len(track_boxes), len(obs_boxes)))
-    a = np.array([[b.x1, b.y1, b.x2, b.y2] for b in track_boxes], dtype=np.float64)
-    b = np.array([[o.x1, o.y1, o.x2, o.y2] for o in obs_boxes], dtype=np.float64)
+    a, b = boxes_array(track_boxes), boxes_array(obs_boxes)
     iou = iou_matrix(a, b)
     centres_a = (a[:, :2] + a[:, 2:]) / 2
     centres_b = (b[:, :2] + b[:, 2:]) / 2
