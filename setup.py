@@ -20,6 +20,8 @@ setup(
         "scipy>=1.5",
         "paho-mqtt>=2.0",
         "gpiozero>=1.6",
+        # Progress bars for eval (4.64 is the last release that still installs on Python 3.6).
+        "tqdm>=4.62",
     ],
     extras_require={
         # The embedded default: ONNX Runtime for the detector, LiteRT for MoveNet.

@@ -26,13 +26,18 @@ def _rotate(point: Tuple[float, float], pivot: Tuple[float, float], degrees: flo
 
 
 def pose(body_tilt_deg: float = 0.0, torso_bend_deg: float = 0.0, hip_drop: float = 0.0,
-         knee_forward: float = 0.0, centre_x: float = CENTRE_X, score: float = 0.8) -> np.ndarray:
+         knee_forward: float = 0.0, centre_x: float = CENTRE_X, score: float = 0.8,
+         toward_camera: float = 0.0, foot_y: float = FOOT_Y) -> np.ndarray:
     """18 keypoints (x, y, score).
 
     body_tilt_deg: the whole body rotated about the ankles (a fall tips over like this).
     torso_bend_deg: the upper body bent forward at the hips (bending to the floor).
     hip_drop: hips lowered by this share of the height, legs folding (sitting, squatting).
     knee_forward: knees pushed forward by this share of the height (sitting).
+    toward_camera: the body tipped along the camera's line of sight, 0 (standing) to 1 (flat):
+        seen from a high camera the body keeps its vertical torso in the image but its height
+        shrinks towards the feet (to a third at about 0.67).
+    foot_y: where the feet stand in the image.
     """
     h = HEIGHT
     ankle = (centre_x, FOOT_Y)
@@ -55,7 +60,8 @@ def pose(body_tilt_deg: float = 0.0, torso_bend_deg: float = 0.0, hip_drop: floa
     keypoints = np.zeros((18, 3), np.float32)
     for name, xy in points.items():
         x, y = _rotate(xy, ankle, body_tilt_deg)
-        keypoints[KP[name]] = (x, y, score)
+        y = FOOT_Y + (y - FOOT_Y) * (1.0 - toward_camera)  # foreshortened towards the feet
+        keypoints[KP[name]] = (x, y + foot_y - FOOT_Y, score)
     return keypoints
 
 

@@ -21,7 +21,7 @@ def feed(machine: FallStateMachine, poses: List[dict], detector_fall_score=None,
     for index, arguments in enumerate(poses):
         keypoints = pose(**arguments)
         box = box_of(keypoints)
-        features = posture_features(keypoints, box, detector_fall_score, 0.2, machine.config)
+        features = posture_features(keypoints, box, detector_fall_score, 0.2)
         events += machine.update(index / FPS, features, box.height, detector_seen(index / FPS))
     return events
 
@@ -145,7 +145,7 @@ def test_detector_must_have_looked_before_a_fall_is_confirmed():
     assert feed(machine, sequence, detector_seen=lambda time_s: 0.0) == []
     assert machine.state == FallState.FALLING
     keypoints = pose(body_tilt_deg=88)
-    features = posture_features(keypoints, box_of(keypoints), 0.8, 0.2, config)
+    features = posture_features(keypoints, box_of(keypoints), 0.8, 0.2)
     time_s = len(sequence) / FPS
     assert [e.type for e in machine.update(time_s, features, 50.0, detector_seen_since=time_s)] == ["fall_detected"]
 
@@ -171,7 +171,7 @@ def test_fall_is_confirmed_when_the_skeleton_is_lost_on_the_floor():
     lying_box = box_of(pose(body_tilt_deg=88))
     for step in range(1, 15):  # box only: no keypoints, the detector says Fall
         time_s = (len(sequence) + step) / FPS
-        features = posture_features(None, lying_box, 0.8, 0.2, config)
+        features = posture_features(None, lying_box, 0.8, 0.2)
         types += [e.type for e in machine.update(time_s, features, lying_box.height, detector_seen_since=time_s)]
     assert types == ["fall_detected"]
 
@@ -184,6 +184,67 @@ def test_a_box_without_any_skeleton_never_falls():
     types = []
     for step in range(40):
         box = standing if step < 20 else lying
-        features = posture_features(None, box, 0.1 if step < 20 else 0.8, 0.2, config)
+        features = posture_features(None, box, 0.1 if step < 20 else 0.8, 0.2)
         types += [e.type for e in machine.update(step / FPS, features, box.height, detector_seen_since=step / FPS)]
-    assert types == [] and machine.state == FallState.FALLING
+    # A box says nothing about standing either: no upright baseline forms, so no candidate at all.
+    assert types == [] and machine.state in (FallState.UNKNOWN, FallState.LYING) and machine.baseline is None
+
+
+# -- issue 21: falls that the torso angle alone does not show ----------------------------------
+
+
+def test_foreshortened_fall_towards_a_high_camera_is_detected():
+    """The torso stays under 25 degrees from vertical in the image while the body's height falls
+    to a third and the hips drop fast: a fall along the camera's line of sight."""
+    toward = ramp(0.7, FPS, toward_camera=0.67) + hold(5.0, FPS, toward_camera=0.67)
+    types, machine, events = run(STAND + toward, detector_fall_score=0.7)
+    assert max(torso_angle_deg(pose(toward_camera=0.67 * i / 7), 0.2) for i in range(8)) < 25
+    assert types == ["fall_detected", "alarm"]
+    assert machine.cues.height_ratio == pytest.approx(1 / 3, abs=0.05)
+    assert events[0].time_s - 2.7 < 1.0  # confirmed within a second of reaching the floor
+
+
+def test_squat_and_fast_sit_keep_a_short_body_but_stay_silent():
+    """Height collapse alone is not a fall: a deep squat (detector says Fall) and sitting down
+    fast both halve the body's height with an upright torso."""
+    squat = ramp(0.4, FPS, hip_drop=0.35, knee_forward=0.15) + hold(1.5, FPS, hip_drop=0.35, knee_forward=0.15)
+    assert run(STAND + squat + STAND, detector_fall_score=0.75)[0] == []
+    sit = ramp(0.3, FPS, hip_drop=0.3, knee_forward=0.2) + hold(8.0, FPS, hip_drop=0.3, knee_forward=0.2)
+    assert run(STAND + sit, detector_fall_score=0.3)[0] == []
+
+
+def test_fall_with_a_very_short_lead_in():
+    """The stream starts 0.4 s before the fall (or the person walks in and falls at once)."""
+    lead_in = hold(0.4, FPS)
+    assert run(lead_in + fall() + lie(5.0))[0] == ["fall_detected", "alarm"]
+
+
+def test_lost_right_after_a_fast_descent_away_from_the_border_is_a_fall():
+    """A small or dim person vanishes from both models once on the floor: the fast descent that
+    ended in the lost track is the evidence, decided within the alarm hold."""
+    config = FallConfig()
+    machine = FallStateMachine(config)
+    half_way = ramp(0.4, FPS, body_tilt_deg=60)
+    types = [e.type for e in feed(machine, STAND + half_way, 0.0, detector_seen=lambda t: t)]
+    last_seen = (len(STAND) + len(half_way) - 1) / FPS
+    assert machine.keep_when_lost
+    for step in range(1, 60):
+        types += [e.type for e in machine.update(last_seen + step / FPS, None, 100.0, detector_seen_since=last_seen)]
+    assert types == ["fall_detected", "alarm"]
+    # ... but not when the person was last seen at the edge of the picture: they may have left it.
+    machine = FallStateMachine(config)
+    types = [e.type for e in feed(machine, STAND + half_way, 0.0, detector_seen=lambda t: t)]
+    for step in range(1, 60):
+        types += [e.type for e in machine.update(last_seen + step / FPS, None, 100.0, last_seen, at_border=True)]
+    assert types == []
+
+
+def test_walking_out_of_sight_is_not_a_fall():
+    """A person who walks behind a wall (no descent) and is lost never raises anything."""
+    config = FallConfig()
+    machine = FallStateMachine(config)
+    walk = [{"centre_x": 320 + 10 * i} for i in range(20)]
+    types = [e.type for e in feed(machine, STAND + walk)]
+    for step in range(1, 60):
+        types += [e.type for e in machine.update(4.0 + step / FPS, None, 300.0)]
+    assert types == [] and not machine.keep_when_lost

@@ -1,7 +1,7 @@
 """The tracker keeps one id through a fall and never lets a detector box steal a person's track."""
 
 import numpy as np
-from skeletons import box_of, pose
+from skeletons import CENTRE_X, box_of, pose
 
 from edge.config import FallConfig, TrackerConfig
 from edge.tracking.tracker import Tracker
@@ -63,3 +63,60 @@ def test_observations_far_apart_start_new_tracks():
     tracks = tracker.update([person_at(centre_x=600)], 0.1)
     assert sorted(t.track_id for t in tracks) == [1, 2]
     assert np.isclose(tracks[1].box.center[0], 600, atol=60)
+
+
+def run_falls(tracker: Tracker, frames: list, fps: float = 10.0) -> list:
+    """Observations per frame through the real tracker and every track's fall state machine."""
+    events = []
+    for index, observations in enumerate(frames):
+        time_s = index / fps
+        tracker.update(observations, time_s)
+        events += [(track.track_id, t.type)
+                   for track, t in tracker.advance_falls(time_s, 0.2, detector_enabled=False, frame_size=(640, 640))]
+    return events
+
+
+def stumble_towards_the_camera() -> list:
+    """Stands 2 s, starts to tip over, is lost by the pose model for 0.3 s, and is found lying
+    foreshortened closer to the camera: too far from the last box for IoU or the centre rule."""
+    standing = [[person_at()] for _ in range(20)]
+    tipping = [[person_at(body_tilt_deg=35 * (i + 1) / 3)] for i in range(3)]
+    lost = [[] for _ in range(3)]
+    lying = [[person_at(toward_camera=0.75, foot_y=540.0)] for _ in range(60)]
+    return standing + tipping + lost + lying
+
+
+def test_a_fall_survives_the_identity_switch_to_a_new_track_on_the_floor():
+    frames = stumble_towards_the_camera()
+    tracker = Tracker(TrackerConfig(), FallConfig())
+    events = run_falls(tracker, frames)
+    assert events == [(1, "fall_detected"), (1, "alarm")]  # one chain, on the track that stood
+    assert [t.track_id for t in tracker.tracks] == [1] and tracker.tracks[0].handovers == 1
+    # Without the handover the person on the floor is a new track with no baseline: no alarm.
+    no_handover = Tracker(TrackerConfig(handover_reach=0.0), FallConfig())
+    assert run_falls(no_handover, frames) == []
+    assert {t.track_id for t in no_handover.tracks} == {2}
+
+
+def test_a_second_person_standing_nearby_does_not_inherit_a_fall():
+    """Someone standing (as tall as the person who left) is never handed another's history."""
+    tracker = Tracker(TrackerConfig(), FallConfig())
+    frames = [[person_at()] for _ in range(20)] + [[] for _ in range(3)]
+    frames += [[person_at(centre_x=570, hip_drop=0.05)] for _ in range(30)]  # within reach, too tall
+    run_falls(tracker, frames)
+    assert {t.track_id for t in tracker.tracks} == {2}
+
+
+def test_one_person_found_twice_keeps_only_the_longer_track():
+    """The whole-frame pass and a crop pass can each hand the same skeleton to a different track;
+    the younger duplicate would otherwise drift onto a mat or chair at the person's feet."""
+    tracker = Tracker(TrackerConfig(), FallConfig())
+    walker, other = person_at(), person_at(centre_x=CENTRE_X + 300)
+    for step in range(5):
+        tracker.update([walker, other], step / 10)
+    # A second, younger track picks up the same person (as a crop pass would).
+    duplicate = tracker._start(person_at(centre_x=CENTRE_X + 3), 0.5)
+    tracker.update([walker, other], 0.5)
+    duplicate.observe(person_at(centre_x=CENTRE_X + 3), 0.5)
+    tracker.drop_duplicates(0.5)
+    assert sorted(t.track_id for t in tracker.tracks) == [1, 2]  # the person across the room stays

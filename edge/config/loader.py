@@ -126,12 +126,20 @@ def _check_ranges(config: Config, source: str) -> None:
     need(config.tracker.max_age_s > 0, "tracker.max_age_s", "must be above 0")
     need(config.tracker.down_max_age_s >= config.tracker.max_age_s, "tracker.down_max_age_s",
          "must be at least tracker.max_age_s")
+    need(config.tracker.handover_s >= 0, "tracker.handover_s", "must be 0 (no handover) or more")
+    need(config.tracker.handover_reach >= 0, "tracker.handover_reach", "must be 0 or more")
     fall = config.fall
     need(fall.torso_angle_low_deg < fall.torso_angle_high_deg, "fall.torso_angle_low_deg",
          "must be below fall.torso_angle_high_deg")
     need(fall.aspect_low < fall.aspect_high, "fall.aspect_low", "must be below fall.aspect_high")
-    for key in ("weight_torso_angle", "weight_aspect", "weight_detector"):
+    for key in ("weight_torso_angle", "weight_aspect", "weight_detector", "weight_collapse", "weight_descent"):
         need(getattr(fall, key) >= 0, f"fall.{key}", "must be 0 or more")
+    need(0 < fall.collapse_full_ratio < fall.collapse_start_ratio <= 1.5, "fall.collapse_full_ratio",
+         "must be above 0 and below fall.collapse_start_ratio (at most 1.5)")
+    need(0 < fall.foreshortened_below <= 1, "fall.foreshortened_below", "must be above 0 and at most 1")
+    need(fall.detector_boost_foreshortened >= 1, "fall.detector_boost_foreshortened", "must be at least 1")
+    need(fall.descent_full > fall.min_descent, "fall.descent_full", "must be above fall.min_descent")
+    need(fall.fast_descent_speed > 0, "fall.fast_descent_speed", "must be above 0")
     need(fall.weight_torso_angle + fall.weight_aspect > 0, "fall.weight_torso_angle",
          "and fall.weight_aspect cannot both be 0")
     for key in ("lying_enter", "lying_exit", "upright_below"):
@@ -139,7 +147,7 @@ def _check_ranges(config: Config, source: str) -> None:
     need(fall.lying_exit < fall.lying_enter, "fall.lying_exit", "must be below fall.lying_enter (hysteresis)")
     need(fall.upright_below <= fall.lying_exit, "fall.upright_below", "must not exceed fall.lying_exit")
     for key in ("min_upright_s", "fall_window_s", "min_descent", "confirm_s", "alarm_hold_s", "recover_s",
-                "detector_max_age_s"):
+                "detector_max_age_s", "lost_confirm_s", "lost_min_descent"):
         need(getattr(fall, key) >= 0, f"fall.{key}", "must be 0 or more")
     need(config.output.process_fps >= 0, "output.process_fps", "must be 0 (every frame) or more")
     need(_topic_level(config.output.camera), "output.camera", "must be a name without / + # or spaces at the ends")

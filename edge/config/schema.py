@@ -64,6 +64,10 @@ class TrackerConfig:
     iou_threshold: float = 0.2  # below this overlap an observation starts a new track
     max_age_s: float = 1.5  # a track not seen for this long is dropped
     down_max_age_s: float = 20.0  # ... unless it was last seen lying down
+    # A skeleton that appears low within handover_reach upright heights of where a track stood or
+    # was falling at most handover_s ago continues that track (the pose model lost them mid-fall).
+    handover_s: float = 2.0
+    handover_reach: float = 1.2
     min_hits: int = 2  # observations before a track is reported
 
 
@@ -79,12 +83,26 @@ class FallConfig:
     weight_torso_angle: float = 0.4
     weight_aspect: float = 0.3
     weight_detector: float = 0.3
+    # Height collapse: the body's height against the same person's upright height (a fall towards
+    # or away from the camera shrinks the body without tilting the torso in the image).
+    weight_collapse: float = 0.4
+    collapse_start_ratio: float = 0.7  # the collapse cue is 0 at this share of the upright height ...
+    collapse_full_ratio: float = 0.4  # ... and 1 at this share
+    # Hip drop against the same person standing: hips far below where they stand are not upright
+    # (a fall towards a frontal camera can leave every other cue ambiguous).
+    weight_descent: float = 0.4
+    descent_full: float = 1.0  # the descent cue is 0 at min_descent and 1 at this many torso lengths
+    foreshortened_below: float = 0.6  # torso shorter than this share of its upright length: its angle is ignored
+    detector_boost_foreshortened: float = 2.0  # ... and the detector's weight is multiplied by this
     lying_enter: float = 0.55  # hysteresis: enter "down" above this ...
     lying_exit: float = 0.35  # ... and leave it below this
     upright_below: float = 0.35  # posture score that counts as an upright baseline
     min_upright_s: float = 0.4  # upright for this long before a fall can count
     fall_window_s: float = 3.0  # upright -> down must happen within this window
     min_descent: float = 0.35  # hip drop, in upright torso lengths
+    fast_descent_speed: float = 1.5  # hips dropping this fast (torso lengths/s) make a fall candidate
+    lost_confirm_s: float = 1.0  # a candidate lost this long right after a fast descent is a fall ...
+    lost_min_descent: float = 0.75  # ... if its hips had dropped this far
     confirm_s: float = 0.4  # lying this long confirms the fall (fall_detected)
     alarm_hold_s: float = 3.0  # still down this long after the fall: alarm
     recover_s: float = 1.5  # upright this long after a fall: recovered

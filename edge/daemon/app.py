@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from edge.alarms.controller import LocalAlarm
 from edge.capture import GstSource, open_source
@@ -27,6 +27,7 @@ from edge.daemon.runner import (
 )
 from edge.daemon.service import EventRouter
 from edge.errors import FallEdgeError
+from edge.viz.trace import TraceWriter
 
 
 class StopRequestedError(Exception):
@@ -79,6 +80,7 @@ class RunOptions:
     realtime: bool = False
     save_video: Optional[Path] = None
     show: bool = False
+    trace_dir: Optional[Path] = None  # one JSON line per frame and track, per camera (diagnosis)
 
 
 def _summary(frames: int, started: float, cameras: int, events: int) -> None:
@@ -97,7 +99,8 @@ def run_one_camera(config: Config, models: Models, router: EventRouter, name: st
         if options.save_video:
             fps = config.output.process_fps or video.fps
             writer = VideoWriterSink(options.save_video, min(fps, video.fps))
-        sink = chain(writer, WindowSink() if options.show else None, router.handle)
+        trace = TraceWriter(options.trace_dir, name) if options.trace_dir else None
+        sink = chain(writer, WindowSink() if options.show else None, trace, router.handle)
         assert sink is not None
         started = time.monotonic()
         try:
@@ -105,15 +108,18 @@ def run_one_camera(config: Config, models: Models, router: EventRouter, name: st
                 sink(result)
                 router.maybe_send_health([pipeline], cameras={name: capture_stats(video)})
         finally:
-            if writer is not None:
-                writer.close()
+            for closing in (writer, trace):
+                if closing is not None:
+                    closing.close()
     _summary(pipeline.frames_processed, started, 1, router.events_sent)
     return pipeline
 
 
-def run_cameras(config: Config, models: Models, router: EventRouter, cameras: List[Tuple[str, str]]) -> None:
+def run_cameras(config: Config, models: Models, router: EventRouter, cameras: List[Tuple[str, str]],
+                trace_dir: Optional[Path] = None) -> None:
     """Several cameras: a capture worker each, one inference loop over all of them."""
     streams: List[CameraStream] = []
+    traces: Dict[str, TraceWriter] = {}
     try:
         for name, text in cameras:
             source = open_source(text, config.capture, name=name,
@@ -124,8 +130,12 @@ def run_cameras(config: Config, models: Models, router: EventRouter, cameras: Li
                                     f"to auto or gst, and install GStreamer: scripts/bootstrap.sh)")
             pipeline = FallPipeline(config, models.pose, models.detector, camera=name)
             streams.append(CameraStream(name, source, pipeline, FrameThinner(config.output.process_fps)))
+            if trace_dir is not None:
+                traces[pipeline.camera] = TraceWriter(trace_dir, name)
         started = time.monotonic()
         for result in process_cameras(streams):
+            if result.camera in traces:
+                traces[result.camera](result)
             router.handle(result)
             router.maybe_send_health([s.pipeline for s in streams],
                                      cameras={s.name: capture_stats(s.source) for s in streams})
@@ -133,3 +143,5 @@ def run_cameras(config: Config, models: Models, router: EventRouter, cameras: Li
     finally:
         for stream in streams:
             stream.source.close()
+        for trace in traces.values():
+            trace.close()

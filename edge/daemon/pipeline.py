@@ -14,7 +14,7 @@ import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Deque, Dict, List, Optional
+from typing import Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -22,7 +22,6 @@ from scipy.optimize import linear_sum_assignment
 from edge.config import Config
 from edge.decoding.letterbox import ensure_bgr, square_crop_box
 from edge.decoding.yolo import boxes_array, iou_matrix, nms
-from edge.fall.features import posture_features
 from edge.fall.state_machine import FallState, Transition
 from edge.perception import Detector, PoseEstimator
 from edge.tracking.tracker import Track, Tracker
@@ -43,6 +42,7 @@ class FrameResult:
     events: List[FallEvent]
     detector_ran: bool
     crops: List[Box] = field(default_factory=list)
+    camera: str = ""
 
 
 def iso_utc(moment: datetime) -> str:
@@ -178,13 +178,16 @@ class FallPipeline:
             self._score_tracks_with_detector(tracks, detections, time_s)
         self._timed("tracking", started)
         crops = self._refine_with_crops(image, tracks, time_s)
+        self.tracker.drop_duplicates(time_s)
+        tracks = self.tracker.tracks
 
         started = time.perf_counter()
-        events = self._update_fall_states(tracks, time_s)
+        events = self._update_fall_states(time_s, (image.shape[1], image.shape[0]))
         self._timed("fall_logic", started)
         self.frames_processed += 1
         self._timed("total", started_frame)
-        return FrameResult(frame=frame, tracks=list(tracks), events=events, detector_ran=run_detector, crops=crops)
+        return FrameResult(frame=frame, tracks=list(tracks), events=events, detector_ran=run_detector, crops=crops,
+                           camera=self.camera)
 
     def _score_tracks_with_detector(self, tracks: List[Track], detections: List[Detection], time_s: float) -> None:
         """Every track the detector looked at gets its Fall score (0 when no box covers it)."""
@@ -197,28 +200,15 @@ class FallPipeline:
             covering = fall_scores[row >= _MATCH_IOU]
             track.set_detector_score(float(covering.max()) if covering.size else 0.0, time_s)
 
-    def _update_fall_states(self, tracks: List[Track], time_s: float) -> List[FallEvent]:
-        cfg = self.config
-        events: List[FallEvent] = []
-        for track in tracks:
-            features = None
-            if track.observed_this_frame:
-                detector_score = None
-                if (track.detector_time_s is not None
-                        and time_s - track.detector_time_s <= cfg.fall.detector_max_age_s):
-                    detector_score = track.detector_fall_score
-                keypoints = track.person.keypoints if track.person_time_s == time_s and track.person else None
-                features = posture_features(keypoints, track.box, detector_score,
-                                            cfg.pose.min_keypoint_score, cfg.fall)
-            was = track.fall.state
-            detector_seen = track.detector_time_s if self.detector is not None else None
-            if detector_seen is None and self.detector is not None:
-                detector_seen = float("-inf")
-            transitions = track.fall.update(time_s, features, track.box.height, detector_seen)
-            if was != FallState.FALLING and track.fall.state == FallState.FALLING and cfg.detector.on_fall_candidate:
-                self._detector_due = True
-            events += [self._event(track, transition) for transition in transitions]
-        return events
+    def _update_fall_states(self, time_s: float, frame_size: Tuple[int, int]) -> List[FallEvent]:
+        before = {track.track_id: track.fall.state for track in self.tracker.tracks}
+        transitions = self.tracker.advance_falls(time_s, self.config.pose.min_keypoint_score,
+                                                 self.detector is not None, frame_size)
+        if self.config.detector.on_fall_candidate and any(
+                track.fall.state == FallState.FALLING and before.get(track.track_id) != FallState.FALLING
+                for track in self.tracker.tracks):
+            self._detector_due = True
+        return [self._event(track, transition) for track, transition in transitions]
 
     def _event(self, track: Track, transition: Transition) -> FallEvent:
         features = transition.features
@@ -250,7 +240,7 @@ class FallPipeline:
             started_at=started_at,
             detector_label=detector_label,
             keypoints=keypoints,
-            extra={"hip_descent": track.fall.max_descent, "descent_speed": track.fall.descent_speed},
+            extra={"hip_descent": track.fall.max_descent, "descent_speed": track.fall.peak_descent_speed},
         )
         logger.info("t=%.2f %s track %d conf %.2f", event.stream_time_s, event.type, event.track_id,
                     event.confidence)

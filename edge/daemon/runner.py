@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Union
 
 import cv2
 
@@ -16,6 +16,7 @@ from edge.config import Config, DetectorConfig, PoseConfig
 from edge.daemon.pipeline import FallPipeline, FrameResult
 from edge.errors import SourceError
 from edge.perception import Detector, PoseEstimator
+from edge.types import Frame
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +79,19 @@ class FrameThinner:
         return True
 
 
+def process_frames(pipeline: FallPipeline, frames: Iterable[Frame], process_fps: float,
+                   prepare: Optional[Callable[[Frame], Frame]] = None) -> Iterator[FrameResult]:
+    """Run the pipeline over frames, thinned to process_fps (0: every frame); `prepare` changes
+    each frame that is kept (eval's variants) before the pipeline sees it."""
+    thinner = FrameThinner(process_fps)
+    for frame in frames:
+        if thinner.take(frame.time_s):
+            yield pipeline.process(prepare(frame) if prepare is not None else frame)
+
+
 def process_video(pipeline: FallPipeline, video: VideoSource, process_fps: float) -> Iterator[FrameResult]:
     """Run the pipeline over a source, thinned to process_fps (0: every frame)."""
-    thinner = FrameThinner(process_fps)
-    for frame in video.frames():
-        if thinner.take(frame.time_s):
-            yield pipeline.process(frame)
+    return process_frames(pipeline, video.frames(), process_fps)
 
 
 @dataclass

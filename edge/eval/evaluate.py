@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import csv
+import functools
 import logging
+import multiprocessing
+import os
 import statistics
 import sys
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+from tqdm import tqdm
 
 from edge.capture.opencv_source import VideoSource
 from edge.config import Config
 from edge.daemon.pipeline import FallPipeline
-from edge.daemon.runner import Models, process_video
+from edge.daemon.runner import Models, VideoWriterSink, load_models, process_frames
 from edge.errors import FallEdgeError
+from edge.eval.compare import matches_only
+from edge.eval.variants import VariantPlan, needs_sketch, plan_variant, select_frames, sketch_clip, transform_frame
+from edge.perception.output_cache import OutputCache, fingerprint
+from edge.viz.trace import TraceWriter
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +50,10 @@ class ClipResult:
     delay_s: Optional[float]  # first in-time event minus the labelled fall start
     alarm_s: Optional[float]  # first `alarm` event (still down after the hold)
     events: List[Dict[str, object]] = field(default_factory=list)
+    variant: str = "plain"
+    note: str = ""  # what a variant could not do on this clip
+    cache_hits: int = 0  # model calls answered from the output cache ...
+    cache_misses: int = 0  # ... and those the models ran
 
 
 @dataclass
@@ -135,50 +149,277 @@ def summarise(results: List[ClipResult]) -> Summary:
                    median_delay_s=round(statistics.median(delays), 3) if delays else None)
 
 
-def evaluate(config: Config, models: Models, clips_dir: Path, labels: Dict[str, ClipLabel],
-             pad_end_s: float) -> List[ClipResult]:
-    if not clips_dir.is_dir():
-        raise FallEdgeError(f"clips folder {clips_dir} not found: pass a folder of videos")
-    videos = sorted(p for p in clips_dir.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
-    unlabelled = [p.name for p in videos if p.name not in labels]
-    if unlabelled:
-        logger.warning("no label for %s; skipped", ", ".join(unlabelled))
-    videos = [p for p in videos if p.name in labels]
-    if not videos:
-        raise FallEdgeError(f"no labelled videos in {clips_dir}: check the labels' file names")
-    results: List[ClipResult] = []
-    for number, video_path in enumerate(videos, start=1):
-        sys.stderr.write(f"[{number}/{len(videos)}] {video_path.name} ...\n")
-        sys.stderr.flush()
-        pipeline = FallPipeline(config, models.pose, models.detector, camera=video_path.stem)
-        with VideoSource(str(video_path), pad_end_s=pad_end_s) as video:
-            events = [e.to_dict() for result in process_video(pipeline, video, config.output.process_fps)
-                      for e in result.events]
-        results.append(score_clip(labels[video_path.name], events))
-    return results
+@dataclass(frozen=True)
+class EvalJob:
+    """One clip under one variant."""
+
+    clip: Path
+    label: ClipLabel
+    variant: str = "plain"
+
+    @property
+    def name(self) -> str:
+        return self.clip.stem if self.variant == "plain" else f"{self.clip.stem}.{self.variant}"
+
+
+@dataclass
+class EvalOptions:
+    pad_end_s: float = 6.0
+    cache_dir: Optional[Path] = None  # model outputs kept here between runs (perception/output_cache.py)
+    trace_dir: Optional[Path] = None  # one JSON-lines trace per clip and variant
+    video_dir: Optional[Path] = None  # one drawn video per clip and variant
+
+
+def list_jobs(clip_dirs: Sequence[Path], labels_path: Optional[Path], variants: Sequence[str]) -> List[EvalJob]:
+    """Every labelled clip of every folder, under every variant (plain first)."""
+    if labels_path is not None and len(clip_dirs) > 1:
+        raise FallEdgeError("--labels names one folder's labels: give one clips folder with it, "
+                            "or put a MANIFEST.tsv in each folder")
+    jobs: List[EvalJob] = []
+    seen: Dict[str, Path] = {}
+    for clips_dir in clip_dirs:
+        if not clips_dir.is_dir():
+            raise FallEdgeError(f"clips folder {clips_dir} not found: pass a folder of videos")
+        labels = find_labels(clips_dir, labels_path)
+        videos = sorted(p for p in clips_dir.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+        unlabelled = [p.name for p in videos if p.name not in labels]
+        if unlabelled:
+            logger.warning("no label for %s; skipped", ", ".join(unlabelled))
+        videos = [p for p in videos if p.name in labels]
+        if not videos:
+            raise FallEdgeError(f"no labelled videos in {clips_dir}: check the labels' file names")
+        for video in videos:
+            if video.name in seen:
+                raise FallEdgeError(f"clip {video.name} is in both {seen[video.name].parent} and {clips_dir}: "
+                                    f"rename one, results are reported by file name")
+            seen[video.name] = video
+            jobs += [EvalJob(video, labels[video.name], variant) for variant in variants]
+    return jobs
+
+
+def select_jobs(jobs: Sequence[EvalJob], only: Sequence[str] = (),
+                cases: Optional[Set[Tuple[str, str]]] = None) -> List[EvalJob]:
+    """--only GLOB (any of them matches the file name, its stem or 'stem.variant') and
+    --rerun-failures (only the (file, variant) cases given)."""
+    chosen = [j for j in jobs if (not only or matches_only(j.clip.name, j.variant, only))
+              and (cases is None or (j.clip.name, j.variant) in cases)]
+    if not chosen:
+        what = f"--only {' '.join(only)}" if only else "--rerun-failures"
+        raise FallEdgeError(f"{what} selects no clip: check the names (a glob on the file name, its stem "
+                            f"or stem.variant, e.g. 'upfall_*' or '*.dim')")
+    return chosen
+
+
+def _plan(job: EvalJob, models: Models, pad_end_s: float) -> VariantPlan:
+    detector = models.detector
+    fall_class_id = detector.fall_class_id if detector is not None else -1
+
+    def detect(image):
+        return detector.detect(image) if detector is not None else []
+
+    sketch = None
+    with VideoSource(str(job.clip)) as video:
+        duration = video.frame_count / video.fps if video.frame_count else 0.0
+        if needs_sketch(job.variant):
+            sketch = sketch_clip(video.frames(), video.fps, job.label.fall_start_s, video.frame_count)
+            duration = sketch.duration_s
+    return plan_variant(job.variant, sketch, duration, job.label.fall_start_s, detect, fall_class_id)
+
+
+def _cache_stats(models: Models) -> Tuple[int, int]:
+    caches = [m.output_cache for m in (models.pose, models.detector) if m is not None and m.output_cache is not None]
+    return sum(c.hits for c in caches), sum(c.misses for c in caches)
+
+
+def run_job(job: EvalJob, config: Config, models: Models, options: EvalOptions) -> ClipResult:
+    """Run the pipeline over one clip (as its variant shows it) and score the events."""
+    hits_before, misses_before = _cache_stats(models)
+    plan = _plan(job, models, options.pad_end_s)
+    pipeline = FallPipeline(config, models.pose, models.detector, camera=job.clip.stem)
+    sinks = []
+    if options.trace_dir is not None:
+        sinks.append(TraceWriter(options.trace_dir, job.name))
+    if options.video_dir is not None:
+        sinks.append(VideoWriterSink(options.video_dir / f"{job.name}.mp4", config.output.process_fps or 10.0))
+    events: List[Dict[str, object]] = []
+    try:
+        with VideoSource(str(job.clip), pad_end_s=options.pad_end_s) as video:
+            frames = select_frames(plan, video.frames())
+            prepare = functools.partial(transform_frame, plan)
+            for result in process_frames(pipeline, frames, config.output.process_fps, prepare):
+                events += [e.to_dict() for e in result.events]
+                for sink in sinks:
+                    sink(result)
+    finally:
+        for sink in sinks:
+            sink.close()
+    label = ClipLabel(job.label.file, job.label.fall, plan.label_start(job.label.fall_start_s))
+    result = score_clip(label, events)
+    result.variant, result.note = job.variant, plan.note
+    hits, misses = _cache_stats(models)
+    result.cache_hits, result.cache_misses = hits - hits_before, misses - misses_before
+    return result
+
+
+def attach_output_cache(models: Models, cache_dir: Optional[Path]) -> None:
+    if cache_dir is None:
+        return
+    models.pose.output_cache = OutputCache(cache_dir, fingerprint(models.pose.cache_identity()))
+    if models.detector is not None:
+        models.detector.output_cache = OutputCache(cache_dir, fingerprint(models.detector.cache_identity()))
+
+
+# A worker process's models and settings (spawned workers load their own: model sessions do
+# not survive a fork safely).
+_WORKER: Dict[str, object] = {}
+
+
+def _worker_init(config: Config, options: EvalOptions) -> None:
+    logging.getLogger().setLevel(logging.WARNING)
+    models = load_models(config)
+    attach_output_cache(models, options.cache_dir)
+    _WORKER.update(config=config, models=models, options=options)
+
+
+def _worker_run(job: EvalJob) -> ClipResult:
+    models = _WORKER["models"]
+    assert isinstance(models, Models)
+    return run_job(job, _WORKER["config"], models, _WORKER["options"])  # type: ignore[arg-type]
+
+
+def threads_per_job(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
+def evaluate(config: Config, eval_jobs: Sequence[EvalJob], options: EvalOptions, jobs: int = 1,
+             models: Optional[Models] = None) -> List[ClipResult]:
+    """Run every job, `jobs` at a time (worker processes, each with its share of the CPU
+    threads); results come back in the order of eval_jobs."""
+    results: Dict[int, ClipResult] = {}
+    # The longest clips first, so parallel workers finish together.
+    order = sorted(range(len(eval_jobs)), key=lambda i: -eval_jobs[i].clip.stat().st_size)
+    with tqdm(total=len(eval_jobs), unit="clip", desc="eval", file=sys.stderr, dynamic_ncols=True) as progress:
+        if jobs <= 1:
+            if models is None:
+                models = load_models(config)
+                attach_output_cache(models, options.cache_dir)
+            for index in order:
+                progress.set_postfix_str(eval_jobs[index].name, refresh=True)
+                results[index] = run_job(eval_jobs[index], config, models, options)
+                progress.update()
+        else:
+            threads = threads_per_job(jobs)
+            worker_config = replace(config, detector=replace(config.detector, threads=threads),
+                                    pose=replace(config.pose, threads=threads))
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init,
+                                     initargs=(worker_config, options)) as pool:
+                futures = {pool.submit(_worker_run, eval_jobs[index]): index for index in order}
+                try:
+                    for future in as_completed(futures):
+                        index = futures[future]
+                        results[index] = future.result()
+                        progress.set_postfix_str(eval_jobs[index].name, refresh=False)
+                        progress.update()
+                except BaseException:
+                    for future in futures:  # one failure stops the run: nothing more is started
+                        future.cancel()
+                    raise
+    return [results[i] for i in range(len(eval_jobs))]
+
+
+def _cell(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def format_table(results: List[ClipResult], summary: Summary) -> str:
-    def cell(value: Optional[float]) -> str:
-        return "-" if value is None else f"{value:.2f}"
-
-    lines = [f"{'clip':<28} {'label':<6} {'start':>6} {'result':<12} {'first':>6} {'delay':>6} {'alarm':>6}"]
+    """One variant: a row per clip with its first event, delay and alarm."""
+    width = max([28] + [len(r.file) for r in results])
+    lines = [f"{'clip':<{width}} {'label':<6} {'start':>6} {'result':<12} {'first':>6} {'delay':>6} {'alarm':>6}"]
     for r in results:
-        if r.label == "fall":
-            outcome = "detected" if r.detected else "MISSED"
-            if r.false_alarm:
-                outcome += "+early"
-        else:
-            outcome = "FALSE ALARM" if r.false_alarm else "ok"
-        lines.append(f"{r.file:<28} {r.label:<6} {cell(r.fall_start_s):>6} {outcome:<12} "
-                     f"{cell(r.first_event_s):>6} {cell(r.delay_s):>6} {cell(r.alarm_s):>6}")
-    lines.append(
-        f"precision {summary.precision:.3f}  recall {summary.recall:.3f}  f1 {summary.f1:.3f}  "
-        f"median delay {cell(summary.median_delay_s)} s  "
-        f"(TP {summary.true_positives}, FP {summary.false_positives}, FN {summary.false_negatives})"
-    )
+        lines.append(f"{r.file:<{width}} {r.label:<6} {_cell(r.fall_start_s):>6} {outcome(r):<12} "
+                     f"{_cell(r.first_event_s):>6} {_cell(r.delay_s):>6} {_cell(r.alarm_s):>6}")
+    lines.append(summary_line(summary))
     return "\n".join(lines)
 
 
-def results_json(results: List[ClipResult], summary: Summary) -> Dict[str, object]:
-    return {"clips": [asdict(r) for r in results], "summary": asdict(summary)}
+def outcome(result: ClipResult) -> str:
+    if result.label == "fall":
+        text = "detected" if result.detected else "MISSED"
+        return text + "+early" if result.false_alarm else text
+    return "FALSE ALARM" if result.false_alarm else "ok"
+
+
+def summary_line(summary: Summary) -> str:
+    return (f"precision {summary.precision:.3f}  recall {summary.recall:.3f}  f1 {summary.f1:.3f}  "
+            f"median delay {_cell(summary.median_delay_s)} s  "
+            f"(TP {summary.true_positives}, FP {summary.false_positives}, FN {summary.false_negatives})")
+
+
+def by_variant(results: List[ClipResult]) -> Dict[str, List[ClipResult]]:
+    grouped: Dict[str, List[ClipResult]] = {}
+    for result in results:
+        grouped.setdefault(result.variant, []).append(result)
+    return grouped
+
+
+def _variant_cell(result: ClipResult) -> str:
+    """'0.85' (delay of a detected fall), 'MISS', 'ok', 'FA 3.2' (false alarm at 3.2 s)."""
+    if result.label == "fall":
+        text = _cell(result.delay_s) if result.detected else "MISS"
+        return text + "!" if result.false_alarm else text
+    return f"FA {result.first_event_s:.1f}" if result.false_alarm else "ok"
+
+
+def format_variant_table(results: List[ClipResult]) -> str:
+    """Several variants: a row per clip, a column per variant, a summary line per variant."""
+    grouped = by_variant(results)
+    names = list(grouped)
+    rows: Dict[str, Dict[str, ClipResult]] = {}
+    for result in results:
+        rows.setdefault(result.file, {})[result.variant] = result
+    width = max([28] + [len(name) for name in rows])
+    lines = [f"{'clip':<{width}} {'label':<6} {'start':>6} " + " ".join(f"{n:>8}" for n in names)]
+    for file, cells in rows.items():
+        first = next(iter(cells.values()))
+        start = first.fall_start_s if first.variant != "cut" else None
+        lines.append(f"{file:<{width}} {first.label:<6} {_cell(start):>6} "
+                     + " ".join(f"{_variant_cell(cells[n]) if n in cells else '':>8}" for n in names))
+    lines.append("(fall clips: delay in s from the labelled start, MISS, '!' an event over 1 s early; "
+                 "nofall clips: ok or FA at the first event's time)")
+    for name in names:
+        lines.append(f"{name:<8} " + summary_line(summarise(grouped[name])))
+    notes = [f"{r.file} [{r.variant}]: {r.note}" for r in results if r.note]
+    lines += ["notes:"] + [f"  {n}" for n in notes] if notes else []
+    return "\n".join(lines)
+
+
+def cache_line(results: Sequence[ClipResult], cache_dir: Optional[Path], size_bytes: int) -> str:
+    hits, misses = sum(r.cache_hits for r in results), sum(r.cache_misses for r in results)
+    if cache_dir is None:
+        return "model cache off (--no-cache): every model call ran"
+    share = 100.0 * hits / (hits + misses) if hits + misses else 0.0
+    return (f"model cache {cache_dir}: {hits} hits, {misses} misses ({share:.1f}% from the cache), "
+            f"{size_bytes / 2**20:.0f} MB on disk")
+
+
+def format_report(results: List[ClipResult]) -> str:
+    grouped = by_variant(results)
+    if len(grouped) == 1:
+        only = next(iter(grouped.values()))
+        return format_table(only, summarise(only))
+    return format_variant_table(results)
+
+
+def results_json(results: List[ClipResult], summary: Optional[Summary] = None,
+                 meta: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+    """The plain variant (or the only one) at the top level, every variant under "variants";
+    meta says what it was measured with (compare.run_metadata)."""
+    grouped = by_variant(results)
+    main = grouped.get("plain") or next(iter(grouped.values()))
+    report: Dict[str, object] = {"meta": meta or {}, "clips": [asdict(r) for r in main],
+                                 "summary": asdict(summary or summarise(main))}
+    if len(grouped) > 1:
+        report["variants"] = {name: {"clips": [asdict(r) for r in rows], "summary": asdict(summarise(rows))}
+                              for name, rows in grouped.items()}
+    return report

@@ -1,4 +1,4 @@
-"""Pure geometry on one skeleton: the cues the fall logic reads."""
+"""Pure geometry on one skeleton, and the lying score that combines the cues the fall logic reads."""
 
 from __future__ import annotations
 
@@ -18,15 +18,19 @@ _MIN_POINTS_FOR_EXTENT = 5
 
 @dataclass
 class PostureFeatures:
-    """What one observation of a track says about its posture."""
+    """What one observation of a track says about its posture, in frame pixels."""
 
     torso_angle_deg: Optional[float]  # 0 = upright, 90 = horizontal, 180 = head down
     aspect_ratio: float  # width / height of the body's extent
     hip_y: float  # hip midpoint (or box centre) in frame pixels, y grows downwards
     torso_length: Optional[float]  # neck to hip midpoint, pixels
-    keypoint_confidence: float  # mean keypoint score, 0..1
+    extent: Box  # the confident keypoints' box, or the observation's box
     detector_fall_score: Optional[float]  # the detector's Fall score on this person, if recent
-    lying_score: float  # 0 = clearly upright ... 1 = clearly lying
+    has_skeleton: bool = False  # enough confident keypoints to outline the body (not a bare box)
+
+    @property
+    def has_torso(self) -> bool:
+        return self.torso_angle_deg is not None
 
 
 def _mean_point(keypoints: np.ndarray, indices: Sequence[int], min_score: float) -> Optional[np.ndarray]:
@@ -59,13 +63,17 @@ def torso_length(keypoints: np.ndarray, min_score: float) -> Optional[float]:
     return float(np.hypot(*(hip - neck)))
 
 
+def outlines_body(keypoints: Optional[np.ndarray], min_score: float) -> bool:
+    """Enough confident keypoints to outline the body."""
+    return keypoints is not None and int(np.count_nonzero(keypoints[:, 2] >= min_score)) >= _MIN_POINTS_FOR_EXTENT
+
+
 def body_extent(keypoints: Optional[np.ndarray], box: Box, min_score: float) -> Box:
     """The box around the confident keypoints, or the detector/pose box when too few are seen."""
-    if keypoints is not None:
+    if keypoints is not None and outlines_body(keypoints, min_score):
         confident = keypoints[keypoints[:, 2] >= min_score, :2]
-        if len(confident) >= _MIN_POINTS_FOR_EXTENT:
-            (x1, y1), (x2, y2) = confident.min(axis=0), confident.max(axis=0)
-            return Box(float(x1), float(y1), float(x2), float(y2))
+        (x1, y1), (x2, y2) = confident.min(axis=0), confident.max(axis=0)
+        return Box(float(x1), float(y1), float(x2), float(y2))
     return box
 
 
@@ -80,22 +88,56 @@ def ramp(value: float, low: float, high: float) -> float:
     return min(1.0, max(0.0, (value - low) / (high - low)))
 
 
+def collapse_cue(height_ratio: float, config: FallConfig) -> float:
+    """0 while the body is as tall as when the person stood, 1 once it has collapsed."""
+    return ramp(-height_ratio, -config.collapse_start_ratio, -config.collapse_full_ratio)
+
+
+def is_foreshortened(torso_ratio: Optional[float], config: FallConfig) -> bool:
+    """The torso looks much shorter than when the person stood: it points along the camera's line
+    of sight, so its angle in the image says nothing about lying or standing."""
+    return torso_ratio is not None and torso_ratio < config.foreshortened_below
+
+
+def descent_cue(descent: float, config: FallConfig) -> float:
+    """0 while the hips are within min_descent of where the person stands, 1 at descent_full."""
+    return ramp(descent, config.min_descent, config.descent_full)
+
+
+def torso_upright(torso_angle: Optional[float], torso_ratio: Optional[float], config: FallConfig) -> bool:
+    """A full-length torso close to vertical: sitting, kneeling or standing, not lying. (A
+    foreshortened torso may look vertical while it points at the camera, so it never counts.)"""
+    return (torso_angle is not None and torso_angle < config.torso_angle_low_deg
+            and not is_foreshortened(torso_ratio, config))
+
+
 def lying_score(torso_angle: Optional[float], aspect: Optional[float], detector_fall_score: Optional[float],
-                config: FallConfig) -> Optional[float]:
+                config: FallConfig, height_ratio: Optional[float] = None,
+                torso_ratio: Optional[float] = None, descent: Optional[float] = None) -> Optional[float]:
     """Weighted mean of the cues that are present; None when none is.
 
     No single cue is trusted alone: the torso angle is high when someone bends to the floor,
-    the box is wide when someone sits with legs stretched, and the detector's Fall class fires
-    on deep squats. Lying down makes all three agree.
+    the box is wide when someone sits with legs stretched, the detector's Fall class fires on
+    deep squats, and the body is short when someone squats. Lying down makes them agree.
+    height_ratio, torso_ratio and descent (hip drop in upright torso lengths) compare the body
+    with the same person standing (None until they have been seen upright). A foreshortened
+    torso (someone falling towards or away from the camera) keeps a near-vertical angle: its
+    angle cue is left out and the detector, which sees the whole body, counts for more.
     """
+    foreshortened = is_foreshortened(torso_ratio, config)
     cues = []
-    if torso_angle is not None:
+    if torso_angle is not None and not foreshortened:
         cues.append((config.weight_torso_angle,
                      ramp(min(torso_angle, 90.0), config.torso_angle_low_deg, config.torso_angle_high_deg)))
     if aspect is not None:
         cues.append((config.weight_aspect, ramp(aspect, config.aspect_low, config.aspect_high)))
     if detector_fall_score is not None:
-        cues.append((config.weight_detector, detector_fall_score))
+        boost = config.detector_boost_foreshortened if foreshortened else 1.0
+        cues.append((config.weight_detector * boost, detector_fall_score))
+    if height_ratio is not None:
+        cues.append((config.weight_collapse, collapse_cue(height_ratio, config)))
+    if descent is not None:
+        cues.append((config.weight_descent, descent_cue(descent, config)))
     total_weight = sum(weight for weight, _ in cues)
     if total_weight <= 0:
         return None
@@ -103,20 +145,15 @@ def lying_score(torso_angle: Optional[float], aspect: Optional[float], detector_
 
 
 def posture_features(keypoints: Optional[np.ndarray], box: Box, detector_fall_score: Optional[float],
-                     min_keypoint_score: float, config: FallConfig) -> Optional[PostureFeatures]:
+                     min_keypoint_score: float) -> PostureFeatures:
     extent = body_extent(keypoints, box, min_keypoint_score)
-    angle = torso_angle_deg(keypoints, min_keypoint_score) if keypoints is not None else None
-    aspect = aspect_ratio(extent)
-    score = lying_score(angle, aspect, detector_fall_score, config)
-    if score is None:
-        return None
     hip = _mean_point(keypoints, _HIPS, min_keypoint_score) if keypoints is not None else None
     return PostureFeatures(
-        torso_angle_deg=angle,
-        aspect_ratio=aspect,
+        torso_angle_deg=torso_angle_deg(keypoints, min_keypoint_score) if keypoints is not None else None,
+        aspect_ratio=aspect_ratio(extent),
         hip_y=float(hip[1]) if hip is not None else extent.center[1],
         torso_length=torso_length(keypoints, min_keypoint_score) if keypoints is not None else None,
-        keypoint_confidence=float(keypoints[:, 2].mean()) if keypoints is not None else 0.0,
+        extent=extent,
         detector_fall_score=detector_fall_score,
-        lying_score=score,
+        has_skeleton=outlines_body(keypoints, min_keypoint_score),
     )

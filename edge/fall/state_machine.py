@@ -1,15 +1,21 @@
 """Per-track fall state machine with hysteresis.
 
     unknown --upright for min_upright_s--> upright
-    upright --lying score >= lying_enter--> falling
+    upright --lying score >= lying_enter, or hips dropping fast--> falling
     falling --lying for confirm_s, hips dropped >= min_descent, detector looked--> down   (fall_detected)
+    falling --lost right after a fast descent, away from the frame border, for lost_confirm_s--> down
     falling --upright for min_upright_s--> upright;  --no drop within fall_window_s--> lying (not a fall)
     down    --still down alarm_hold_s after the fall--> alarm                              (alarm)
     down/alarm --upright for recover_s--> upright                                        (recovered)
     lying   --upright for min_upright_s--> upright
 
-A person first seen lying has no upright baseline: they stay in `lying` (no alarm), unless
-require_upright_baseline is false, when lying for alarm_hold_s raises fall_detected and alarm.
+Every cue is measured against the same person standing (the baseline: hip height, torso
+length, body height and head height over their last upright second), so a fall towards the
+camera, which keeps the torso vertical in the image, still shows as the body collapsing and
+the hips dropping. A person first seen lying has no baseline: they stay in `lying` (no alarm),
+unless require_upright_baseline is false, when lying for alarm_hold_s raises fall_detected and
+alarm. A track that takes over another's history (tracker: a person found on the floor where
+someone was falling) keeps that baseline and candidate.
 """
 
 from __future__ import annotations
@@ -18,17 +24,18 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
-from typing import Deque, List, Optional, Tuple
+from typing import Deque, Dict, List, Optional
 
 from edge.config import FallConfig
-from edge.fall.features import PostureFeatures
+from edge.fall.features import PostureFeatures, lying_score, torso_upright
 
 logger = logging.getLogger(__name__)
 
 # Upright torso length is unknown until seen; until then assume the torso is this share of the box.
 _TORSO_SHARE_OF_HEIGHT = 0.3
-_BASELINE_WINDOW_S = 1.0  # upright hip height = median over this much recent upright time
+_BASELINE_WINDOW_S = 1.0  # the baseline is the median over this much recent upright time
 _HISTORY_S = 6.0
+_SPEED_WINDOW_S = 1.0  # descent speed: the fastest hip drop over this window
 _POSE_GRACE_S = 1.0  # a skeleton this long before the last upright moment still counts
 
 
@@ -53,11 +60,35 @@ class Transition:
 
 
 @dataclass
+class Baseline:
+    """The person standing: medians over their last upright second, frame pixels."""
+
+    hip_y: float
+    torso_length: float  # the yardstick: drops are measured in upright torso lengths
+    height: float  # body extent height
+    top_y: float  # top of the body extent (the head)
+
+
+@dataclass
+class FallCues:
+    """The latest observation against the baseline; the ratios are None before a baseline exists."""
+
+    lying_score: float
+    height_ratio: Optional[float] = None  # body height / upright body height
+    torso_ratio: Optional[float] = None  # torso length / upright torso length (small: foreshortened)
+    descent: Optional[float] = None  # hip drop, upright torso lengths
+    head_drop: Optional[float] = None  # drop of the top of the body, upright torso lengths
+
+
+@dataclass
 class _Sample:
     time_s: float
     hip_y: float
     torso_length: Optional[float]
+    height: float
+    top_y: float
     upright: bool
+    skeleton: bool  # hips from keypoints; without a skeleton hip_y is only the box centre
 
 
 def _median(values: List[float]) -> float:
@@ -75,20 +106,61 @@ class FallStateMachine:
         self._lying_run_start: Optional[float] = None
         self._last_upright_s: Optional[float] = None
         self._last_pose_s: Optional[float] = None  # last time a skeleton (torso) was seen
+        self._last_seen_s: Optional[float] = None  # last time the track was observed at all
+        self._last_pose_lying_score = 0.0  # lying score of the last observation with a skeleton
         self._history: Deque[_Sample] = deque()
         self._fall_started_s: Optional[float] = None
         self._fall_confirmed_s: Optional[float] = None
-        self._baseline_hip_y: Optional[float] = None
-        self._baseline_scale: Optional[float] = None
+        self.baseline: Optional[Baseline] = None
+        self.cues: Optional[FallCues] = None
         self.last_features: Optional[PostureFeatures] = None
         self.max_descent = 0.0  # hip drop in torso lengths during the current candidate
-        self.descent_speed = 0.0  # fastest hip drop, torso lengths per second, last 1 s
+        self.descent_speed = 0.0  # fastest hip drop, torso lengths per second, last second
+        self.peak_descent_speed = 0.0  # fastest hip drop during the current candidate
         self.last_confidence = 0.0
+        self.why = ""  # why the state did or did not change on the last update (for --trace)
 
     # -- cues ------------------------------------------------------------------------------
 
+    def _baseline_trusted(self) -> bool:
+        """The baseline is provisional until the track has been upright for min_upright_s: a person
+        first seen mid-fall, or a track that picked up someone else, would otherwise measure every
+        pose against the wrong standing height and never look upright at all."""
+        return self.baseline is not None and self.state not in (FallState.UNKNOWN, FallState.LYING)
+
+    def _measure(self, features: PostureFeatures) -> FallCues:
+        base = self.baseline
+        plain_score = lying_score(features.torso_angle_deg, features.aspect_ratio, features.detector_fall_score,
+                                  self.config)
+        if base is None:
+            return FallCues(lying_score=plain_score if plain_score is not None else 0.0)
+        height_ratio = features.extent.height / max(base.height, 1.0)
+        torso_ratio = features.torso_length / base.torso_length if features.torso_length else None
+        descent = (features.hip_y - base.hip_y) / base.torso_length
+        score = (lying_score(features.torso_angle_deg, features.aspect_ratio, features.detector_fall_score,
+                             self.config, height_ratio=height_ratio, torso_ratio=torso_ratio, descent=descent)
+                 if self._baseline_trusted() else plain_score)
+        return FallCues(lying_score=score if score is not None else 0.0, height_ratio=height_ratio,
+                        torso_ratio=torso_ratio, descent=descent,
+                        head_drop=(features.extent.y1 - base.top_y) / base.torso_length)
+
+    def _looks_upright(self, features: PostureFeatures, cues: FallCues) -> bool:
+        """Standing: a skeleton says so (a bare detector box never does), the posture scores low,
+        and, against a trusted baseline, the body is neither collapsed nor with its hips far below
+        where this person stands."""
+        cfg = self.config
+        if not features.has_skeleton or cues.lying_score > cfg.upright_below:
+            return False
+        if not self._baseline_trusted():
+            return True
+        collapsed = cues.height_ratio is not None and cues.height_ratio < cfg.collapse_start_ratio
+        hips_down = cues.descent is not None and cues.descent >= cfg.min_descent
+        return not (collapsed or hips_down)
+
     def _update_flags(self, time_s: float, features: PostureFeatures, box_height: float) -> None:
-        score = features.lying_score
+        cues = self._measure(features)
+        self.cues = cues
+        score = cues.lying_score
         if self.lying and score <= self.config.lying_exit:
             self.lying = False
         elif not self.lying and score >= self.config.lying_enter:
@@ -97,32 +169,38 @@ class FallStateMachine:
             self._lying_run_start = self._lying_run_start if self._lying_run_start is not None else time_s
         else:
             self._lying_run_start = None
-        upright = score <= self.config.upright_below
+        upright = self._looks_upright(features, cues)
         if upright:
             self._upright_run_start = self._upright_run_start if self._upright_run_start is not None else time_s
             self._last_upright_s = time_s
         else:
             self._upright_run_start = None
-        self._history.append(_Sample(time_s, features.hip_y, features.torso_length, upright))
+        self._history.append(_Sample(time_s, features.hip_y, features.torso_length, features.extent.height,
+                                     features.extent.y1, upright, features.has_torso))
         while self._history and self._history[0].time_s < time_s - _HISTORY_S:
             self._history.popleft()
-        self._refresh_baseline(time_s, box_height)
+        self._refresh_baseline(box_height)
         self._refresh_descent_speed(time_s)
 
-    def _refresh_baseline(self, time_s: float, box_height: float) -> None:
-        """Hip height and torso length while last upright: the yardstick for 'how far they fell'."""
+    def _refresh_baseline(self, box_height: float) -> None:
+        """Hip height, torso length and body height while last upright: how far they fell is
+        measured against these. Frozen while a fall is under way."""
         upright = [s for s in self._history if s.upright]
         if not upright:
             return
+        if self.state not in (FallState.UNKNOWN, FallState.UPRIGHT, FallState.LYING) and self.baseline is not None:
+            return
         recent = [s for s in upright if s.time_s >= upright[-1].time_s - _BASELINE_WINDOW_S]
-        if self.state in (FallState.UNKNOWN, FallState.UPRIGHT, FallState.LYING) or self._baseline_hip_y is None:
-            self._baseline_hip_y = _median([s.hip_y for s in recent])
-            lengths = [s.torso_length for s in upright if s.torso_length]
-            self._baseline_scale = _median(lengths) if lengths else box_height * _TORSO_SHARE_OF_HEIGHT
+        lengths = [s.torso_length for s in upright if s.torso_length]
+        self.baseline = Baseline(hip_y=_median([s.hip_y for s in recent]),
+                                 torso_length=_median(lengths) if lengths else box_height * _TORSO_SHARE_OF_HEIGHT,
+                                 height=_median([s.height for s in recent]),
+                                 top_y=_median([s.top_y for s in recent]))
 
     def _refresh_descent_speed(self, time_s: float) -> None:
-        scale = self._baseline_scale or 1.0
-        window = [s for s in self._history if s.time_s >= time_s - 1.0]
+        scale = self.baseline.torso_length if self.baseline is not None else 1.0
+        # Only skeletons: a box's centre jumps when the detector box grows or merges two people.
+        window = [s for s in self._history if s.time_s >= time_s - _SPEED_WINDOW_S and s.skeleton]
         speed = 0.0
         for older, newer in zip(window, window[1:]):
             dt = newer.time_s - older.time_s
@@ -130,13 +208,14 @@ class FallStateMachine:
                 speed = max(speed, (newer.hip_y - older.hip_y) / dt / scale)
         self.descent_speed = speed
 
-    def _descent(self, features: PostureFeatures) -> float:
-        if self._baseline_hip_y is None or not self._baseline_scale:
-            return 0.0
-        return (features.hip_y - self._baseline_hip_y) / self._baseline_scale
-
     def _upright_for(self, time_s: float, seconds: float) -> bool:
         return self._upright_run_start is not None and time_s - self._upright_run_start >= seconds
+
+    def _upright_run_s(self, time_s: float) -> float:
+        return 0.0 if self._upright_run_start is None else time_s - self._upright_run_start
+
+    def _lying_for(self, time_s: float, seconds: float) -> bool:
+        return self._lying_run_start is not None and time_s - self._lying_run_start >= seconds
 
     def _skeleton_seen_during_fall(self) -> bool:
         """The track showed a person's skeleton since it was last upright: a detector box of a
@@ -145,75 +224,110 @@ class FallStateMachine:
         since = self._fall_started_s if self._fall_started_s is not None else self._lying_run_start
         return self._last_pose_s is not None and since is not None and self._last_pose_s >= since - _POSE_GRACE_S
 
-    def _detector_looked(self, detector_seen_s: Optional[float]) -> bool:
+    def _detector_looked(self, detector_seen_since: Optional[float]) -> bool:
         """The detector scored this track since it started lying (None: detector disabled)."""
-        if detector_seen_s is None:
+        if detector_seen_since is None:
             return True
-        return self._lying_run_start is not None and detector_seen_s >= self._lying_run_start
+        return self._lying_run_start is not None and detector_seen_since >= self._lying_run_start
 
-    def _lying_for(self, time_s: float, seconds: float) -> bool:
-        return self._lying_run_start is not None and time_s - self._lying_run_start >= seconds
+    def _down_now(self) -> bool:
+        """The last observation shows someone on the floor rather than getting up or sitting: hips
+        still at least min_descent below standing (a deep bend comes back up), and the torso not
+        upright at full length (someone who sat down fast on a low chair)."""
+        cues, features = self.cues, self.last_features
+        if cues is None or features is None or cues.descent is None:
+            return False
+        return (cues.descent >= self.config.min_descent
+                and not torso_upright(features.torso_angle_deg, cues.torso_ratio, self.config))
 
-    def _confidence(self, features: PostureFeatures) -> float:
+    def _dropping_fast(self) -> bool:
+        cues, features = self.cues, self.last_features
+        return (cues is not None and features is not None and features.has_torso and cues.descent is not None
+                and cues.descent >= self.config.min_descent and self.descent_speed >= self.config.fast_descent_speed)
+
+    def _lost_after_fast_descent(self, time_s: float, at_border: bool) -> bool:
+        """Gone from both models right after dropping fast, somewhere they cannot have walked out
+        of the picture: small, dark or hidden people vanish like this once they are on the floor."""
+        cfg = self.config
+        return (not at_border and self._last_seen_s is not None
+                and time_s - self._last_seen_s >= cfg.lost_confirm_s
+                and self.max_descent >= cfg.lost_min_descent
+                and self.peak_descent_speed >= cfg.fast_descent_speed
+                and self._skeleton_seen_during_fall()
+                # the last skeleton was going down, not someone upright (in a crowd, a track can
+                # jump to another person walking lower in the picture and then lose them)
+                and self._last_pose_lying_score >= cfg.lying_exit)
+
+    def _confidence(self) -> float:
+        score = self.cues.lying_score if self.cues is not None else 0.0
         descent_part = min(1.0, self.max_descent / max(2 * self.config.min_descent, 1e-6))
-        return round(0.7 * features.lying_score + 0.3 * descent_part, 3)
+        return round(0.7 * score + 0.3 * descent_part, 3)
 
     # -- the machine -----------------------------------------------------------------------
 
     def update(self, time_s: float, features: Optional[PostureFeatures], box_height: float,
-               detector_seen_since: Optional[float] = None) -> List[Transition]:
+               detector_seen_since: Optional[float] = None, at_border: bool = False) -> List[Transition]:
         """Advance to time_s. features is None when the track was not observed this frame.
 
         detector_seen_since: when the detector last scored this track (None if disabled);
         a fall is only confirmed once the detector has looked at the candidate.
+        at_border: the track's last box touches the frame's edge (a person lost there may
+        simply have walked out of view).
         """
         if features is not None:
             self._update_flags(time_s, features, box_height)
             self.last_features = features
-            if features.torso_angle_deg is not None:
+            self._last_seen_s = time_s
+            if features.has_torso:
                 self._last_pose_s = time_s
+                self._last_pose_lying_score = self.cues.lying_score if self.cues is not None else 0.0
         events: List[Transition] = []
         cfg = self.config
         state = self.state
+        self.why = state.value
         if state in (FallState.UNKNOWN, FallState.LYING):
+            upright_s = self._upright_run_s(time_s)
+            self.why = ("lying, no upright baseline" if self.lying
+                        else f"no upright baseline yet ({upright_s:.2f} of {cfg.min_upright_s:.2f} s)")
             if self._upright_for(time_s, cfg.min_upright_s):
                 self._enter(FallState.UPRIGHT, time_s)
-            elif (state == FallState.UNKNOWN and self.lying and self._lying_for(time_s, cfg.confirm_s)):
+            elif state == FallState.UNKNOWN and self.lying and self._lying_for(time_s, cfg.confirm_s):
                 self._enter(FallState.LYING, time_s)
             elif (state == FallState.LYING and not cfg.require_upright_baseline
                   and self._lying_for(time_s, cfg.alarm_hold_s) and self.last_features is not None):
                 # Found lying with no fall seen: only when the site asked for it.
                 self._fall_started_s, self._fall_confirmed_s = None, time_s
                 self._enter(FallState.ALARM, time_s)
-                conf = round(self.last_features.lying_score, 3)
+                conf = round(self.cues.lying_score if self.cues is not None else 0.0, 3)
                 events.append(Transition("fall_detected", time_s, None, conf, self.last_features))
                 events.append(Transition("alarm", time_s, None, conf, self.last_features))
         elif state == FallState.UPRIGHT:
-            if self.lying:
+            self.why = "upright: lying score under lying_enter, hips not dropping fast"
+            if self.lying or (features is not None and self._dropping_fast()):
                 self._fall_started_s = self._last_upright_s
-                self.max_descent = 0.0
+                self.max_descent, self.peak_descent_speed = 0.0, 0.0
                 self._enter(FallState.FALLING, time_s)
+                self.why = "candidate: " + ("lying score reached lying_enter" if self.lying else "hips dropping fast")
+                self._track_descent(features)
         elif state == FallState.FALLING:
-            if features is not None:
-                self.max_descent = max(self.max_descent, self._descent(features))
+            self._track_descent(features)
+            self.why = self._falling_why(time_s, detector_seen_since, features is None, at_border)
             since_upright = time_s - (self._last_upright_s if self._last_upright_s is not None else time_s)
             if self._upright_for(time_s, cfg.min_upright_s):
                 # Back on their feet. A single upright-looking frame (pose noise on someone
                 # lying towards the camera) does not cancel the candidate.
                 self._enter(FallState.UPRIGHT, time_s)
-            elif (self._lying_for(time_s, cfg.confirm_s) and self.max_descent >= cfg.min_descent
-                  and self._skeleton_seen_during_fall()
-                  and self._detector_looked(detector_seen_since)
-                  and self.last_features is not None):
-                self._fall_confirmed_s = time_s
-                self._enter(FallState.DOWN, time_s)
-                self.last_confidence = self._confidence(self.last_features)
-                events.append(Transition("fall_detected", time_s, self._fall_started_s, self.last_confidence,
-                                         self.last_features))
+            elif (self._lying_for(time_s, cfg.confirm_s) and self._down_now()
+                  and (features is not None or not at_border)  # unseen at the edge: may have left
+                  and self._skeleton_seen_during_fall() and self._detector_looked(detector_seen_since)):
+                events.append(self._confirm(time_s))
+            elif features is None and self._lost_after_fast_descent(time_s, at_border):
+                events.append(self._confirm(time_s, lost=True))
             elif since_upright > cfg.fall_window_s + cfg.confirm_s:
                 # The hips never dropped, or the lying never held: bent over, lay down slowly.
                 self._enter(FallState.LYING if self.lying else FallState.UNKNOWN, time_s)
         elif state in (FallState.DOWN, FallState.ALARM):
+            self.why = f"{state.value}: waiting for {cfg.recover_s:.1f} s upright"
             if self._upright_for(time_s, cfg.recover_s):
                 events.append(Transition("recovered", time_s, self._fall_started_s, self.last_confidence,
                                          self.last_features))
@@ -226,6 +340,45 @@ class FallStateMachine:
                                          self.last_features))
         return events
 
+    def _track_descent(self, features: Optional[PostureFeatures]) -> None:
+        if features is not None and self.cues is not None and self.cues.descent is not None:
+            self.max_descent = max(self.max_descent, self.cues.descent)
+            self.peak_descent_speed = max(self.peak_descent_speed, self.descent_speed)
+
+    def _confirm(self, time_s: float, lost: bool = False) -> Transition:
+        self.why = "falling: confirmed" + (" (lost after a fast descent)" if lost else "")
+        self._fall_confirmed_s = time_s
+        self._enter(FallState.DOWN, time_s)
+        self.last_confidence = self._confidence()
+        return Transition("fall_detected", time_s, self._fall_started_s, self.last_confidence, self.last_features)
+
+    def _falling_why(self, time_s: float, detector_seen_since: Optional[float], unseen: bool,
+                     at_border: bool) -> str:
+        cfg = self.config
+        if unseen and self._last_seen_s is not None:
+            lost_s = time_s - self._last_seen_s
+            if at_border:
+                return f"falling: lost {lost_s:.2f} s at the frame border (may have walked out)"
+            return (f"falling: lost {lost_s:.2f} s (confirm after {cfg.lost_confirm_s:.2f} s if descent "
+                    f"{self.max_descent:.2f} >= {cfg.lost_min_descent:.2f} and speed "
+                    f"{self.peak_descent_speed:.2f} >= {cfg.fast_descent_speed:.2f} and last skeleton's "
+                    f"lying score {self._last_pose_lying_score:.2f} >= {cfg.lying_exit:.2f})")
+        missing = []
+        lying_s = 0.0 if self._lying_run_start is None else time_s - self._lying_run_start
+        if lying_s < cfg.confirm_s:
+            missing.append(f"lying {lying_s:.2f} of {cfg.confirm_s:.2f} s")
+        descent = self.cues.descent if self.cues is not None else None
+        if descent is None or descent < cfg.min_descent:
+            missing.append("hips not down" if descent is None else f"descent {descent:.2f} < {cfg.min_descent:.2f}")
+        elif self.last_features is not None and torso_upright(self.last_features.torso_angle_deg,
+                                                                self.cues.torso_ratio, cfg):
+            missing.append("torso upright (sitting or kneeling)")
+        if not self._skeleton_seen_during_fall():
+            missing.append("no skeleton since the fall began")
+        if not self._detector_looked(detector_seen_since):
+            missing.append("detector has not looked")
+        return "falling: " + ("; ".join(missing) if missing else "confirmed")
+
     def _enter(self, state: FallState, time_s: float) -> None:
         if state != self.state:
             logger.debug("t=%.2f %s -> %s", time_s, self.state.value, state.value)
@@ -235,5 +388,27 @@ class FallStateMachine:
     def is_down(self) -> bool:
         return self.state in (FallState.DOWN, FallState.ALARM) or (self.state == FallState.FALLING and self.lying)
 
-    def summary(self) -> Tuple[str, float, float]:
-        return self.state.value, self.max_descent, self.descent_speed
+    @property
+    def last_upright_s(self) -> Optional[float]:
+        return self._last_upright_s
+
+    @property
+    def keep_when_lost(self) -> bool:
+        """A track worth keeping while unseen: down, or a candidate that was dropping fast (it may
+        be on the floor out of the models' sight)."""
+        return self.is_down or (self.state == FallState.FALLING
+                                and self.peak_descent_speed >= self.config.fast_descent_speed)
+
+    def trace(self) -> Dict[str, object]:
+        """The cues and the decision of the last update, for --trace."""
+        f, c = self.last_features, self.cues
+        return {"torso_angle_deg": None if f is None else f.torso_angle_deg,
+                "aspect": None if f is None else f.aspect_ratio,
+                "detector_fall": None if f is None else f.detector_fall_score,
+                "lying_score": None if c is None else c.lying_score,
+                "height_ratio": None if c is None else c.height_ratio,
+                "torso_ratio": None if c is None else c.torso_ratio,
+                "descent": None if c is None else c.descent,
+                "head_drop": None if c is None else c.head_drop,
+                "descent_speed": self.descent_speed, "max_descent": self.max_descent,
+                "state": self.state.value, "why": self.why}

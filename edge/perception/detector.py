@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -15,6 +15,8 @@ from edge.decoding.preprocess import yolo_input
 from edge.decoding.yolo import decode_yolo, detect_layout
 from edge.errors import ConfigError, ModelError
 from edge.modelstore import verify_model_file
+from edge.modelstore.fetch import sha256_of
+from edge.perception.output_cache import OutputCache, pack_detections, unpack_detections
 from edge.types import Detection
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ class Detector:
                              f"expected a square NCHW image [1,3,S,S]")
         self.input_size = int(shape[2])
         self.fall_class_id = config.class_names.index(config.fall_class)
+        self.output_cache: Optional[OutputCache] = None  # eval only: see output_cache.py
         # Check the layout once on a blank image, so a wrong class list fails at start, not mid-stream.
         probe = backend.infer(np.zeros(shape, dtype=backend.input_dtype))[0]
         try:
@@ -51,9 +54,24 @@ class Detector:
         canvas, transform = letterbox(image, self.input_size)
         return yolo_input(canvas).astype(self.backend.input_dtype, copy=False), transform
 
+    def cache_identity(self) -> str:
+        """The model file and every setting that changes what detect() returns."""
+        c = self.config
+        return (f"detector|{sha256_of(self.backend.model_path)}|{c.type}|{self.backend.input_dtype}|"
+                f"{self.input_size}|{self.layout}|"
+                f"{','.join(c.class_names)}|{c.score_threshold}|{c.iou_threshold}")
+
     def detect(self, image: np.ndarray) -> List[Detection]:
+        cache = self.output_cache
+        key = cache.key(image, "detect") if cache is not None else b""
+        stored = cache.get(key) if cache is not None else None
+        if stored is not None:
+            return unpack_detections(stored, self.config.class_names)
         tensor, transform = self.preprocess(image)
         output = self.backend.infer(tensor)[0]
         height, width = image.shape[:2]
-        return decode_yolo(output, self.config.class_names, transform, self.layout,
-                           self.config.score_threshold, self.config.iou_threshold, width, height)
+        detections = decode_yolo(output, self.config.class_names, transform, self.layout,
+                                 self.config.score_threshold, self.config.iou_threshold, width, height)
+        if cache is not None:
+            cache.put(key, pack_detections(detections, len(self.config.class_names)))
+        return detections

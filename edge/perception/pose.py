@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -16,6 +16,8 @@ from edge.decoding.preprocess import movenet_input, trt_pose_input
 from edge.decoding.trt_pose import PAF_CHANNELS, ParseSettings, decode_trt_pose
 from edge.errors import ConfigError, ModelError
 from edge.modelstore import verify_model_file
+from edge.modelstore.fetch import sha256_of
+from edge.perception.output_cache import OutputCache, pack_people, unpack_people
 from edge.types import NUM_KEYPOINTS, Box, Person
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ class PoseEstimator:
         else:
             raise ModelError(f"pose model {backend.model_path} has input {list(shape)}; expected MoveNet "
                              f"[1,S,S,3] or trt_pose [1,3,S,S]")
+        self.output_cache: Optional[OutputCache] = None  # eval only: see output_cache.py
         self.parse_settings = ParseSettings(cmap_threshold=config.cmap_threshold,
                                             link_threshold=config.link_threshold)
         outputs = backend.infer(np.zeros(shape, dtype=backend.input_dtype))
@@ -71,10 +74,30 @@ class PoseEstimator:
         return decode_movenet(output, self.input_size, transform,
                               self.config.min_person_score, self.config.min_keypoint_score)
 
+    def cache_identity(self) -> str:
+        """The model file and every setting that changes what estimate() returns."""
+        c = self.config
+        return (f"pose|{sha256_of(self.backend.model_path)}|{c.type}|{self.backend.input_dtype}|{self.format}|"
+                f"{self.input_size}|{c.min_person_score}|"
+                f"{c.min_keypoint_score}|{c.cmap_threshold}|{c.link_threshold}")
+
     def estimate(self, image: np.ndarray) -> List[Person]:
         """People in the whole frame."""
-        return self._run(*letterbox(image, self.input_size))
+        return self._cached(image, None)
 
     def estimate_in(self, image: np.ndarray, region: Box) -> List[Person]:
         """People inside `region` of the frame (a crop scaled up to the model's input)."""
-        return self._run(*crop_letterbox(image, region, self.input_size))
+        return self._cached(image, region)
+
+    def _cached(self, image: np.ndarray, region: Optional[Box]) -> List[Person]:
+        cache = self.output_cache
+        key = cache.key(image, "pose", region) if cache is not None else b""
+        stored = cache.get(key) if cache is not None else None
+        if stored is not None:
+            return unpack_people(stored)
+        inputs = letterbox(image, self.input_size) if region is None else crop_letterbox(image, region,
+                                                                                         self.input_size)
+        people = self._run(*inputs)
+        if cache is not None:
+            cache.put(key, pack_people(people))
+        return people

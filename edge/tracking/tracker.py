@@ -1,23 +1,27 @@
-"""IoU tracker with a centre-distance fallback, so a person keeps one id while they fall.
+"""IoU tracker with a centre-distance fallback and a handover, so a person keeps one id while they fall.
 
 A falling person's box changes from tall to wide within a few frames; plain IoU then
 loses them and a new track would have no upright baseline. So an observation that does not
 overlap enough may still join the nearest track whose centre is within `max_center_distance`
-of its size.
+of its size. When even that fails (the pose model lost the person mid-fall and found them
+again on the floor), a skeleton that appears low, within reach of where a track stood or was
+falling moments before, continues that track: its baseline and fall candidate carry on.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from edge.config import FallConfig, TrackerConfig
 from edge.decoding.yolo import boxes_array, iou_matrix
-from edge.fall.state_machine import FallStateMachine
+from edge.fall.features import posture_features
+from edge.fall.state_machine import FallState, FallStateMachine, Transition
 from edge.types import Box, Observation, Person
 
 logger = logging.getLogger(__name__)
@@ -25,6 +29,12 @@ logger = logging.getLogger(__name__)
 _MAX_CENTER_DISTANCE = 0.75  # in units of the track box's larger side
 _UNMATCHED = 1.0 + _MAX_CENTER_DISTANCE + 0.1  # cost of leaving a track unmatched: above any feasible pair
 _INFEASIBLE = 1e6
+_HANDOVER_STATES = (FallState.UPRIGHT, FallState.FALLING)
+_LOW_BELOW_HEAD = 0.25  # a handed-over skeleton's top is at least this share of the height below the head
+_BORDER_SHARE = 0.02  # a box this close to the frame's edge (share of its size) touches the border
+# Two skeletons overlapping this much in one frame are one person found twice (the whole-frame
+# pass and a crop pass); two people rarely stand so exactly in front of each other.
+_DUPLICATE_IOU = 0.7
 
 
 @dataclass
@@ -42,6 +52,7 @@ class Track:
     observed_this_frame: bool = False
     crop_misses: int = 0  # crop pose passes in a row that found nobody here
     last_crop_s: Optional[float] = None
+    handovers: int = 0  # times a skeleton found on the floor continued this track
     extras: Dict[str, float] = field(default_factory=dict)
 
     def observe(self, observation: Observation, time_s: float) -> None:
@@ -93,7 +104,7 @@ class Tracker:
         cost = association_cost([t.box for t in self.tracks], [o.box for o in observations],
                                 self.config.iou_threshold, [t.person is not None for t in self.tracks],
                                 [o.person is not None for o in observations])
-        matched_obs = set()
+        matched_obs: Set[int] = set()
         if cost.size:
             # Extra "no match" columns let a track stay unmatched rather than be forced onto a
             # far observation just because the assignment must fill every row.
@@ -104,15 +115,87 @@ class Tracker:
                     self.tracks[row].observe(observations[col], time_s)
                     matched_obs.add(col)
         for index, observation in enumerate(observations):
-            if index not in matched_obs:
+            if index in matched_obs:
+                continue
+            donor = self._fallen_from(observation, time_s) if observation.person is not None else None
+            if donor is not None:
+                logger.debug("t=%.2f track %d continues at %s (found low after a fall)", time_s, donor.track_id,
+                             observation.box.as_list())
+                donor.observe(observation, time_s)
+                donor.handovers += 1
+            else:
                 self._start(observation, time_s)
         self.tracks = [t for t in self.tracks if time_s - t.last_seen_s <= self._max_age(t)]
         return self.tracks
 
+    def _fallen_from(self, observation: Observation, time_s: float) -> Optional[Track]:
+        """The track this skeleton most likely is, if it lies low within reach of where a track
+        stood or was falling at most tracker.handover_s ago and that track has no skeleton this frame."""
+        best: Optional[Track] = None
+        best_distance = math.inf
+        box = observation.box
+        for track in self.tracks:
+            machine = track.fall
+            base = machine.baseline
+            if (base is None or track.person_time_s == time_s or machine.state not in _HANDOVER_STATES
+                    or machine.last_upright_s is None or time_s - machine.last_upright_s > self.config.handover_s):
+                continue
+            if box.y1 < base.top_y + _LOW_BELOW_HEAD * base.height:
+                continue  # as tall as the person standing: somebody else
+            feet_x, feet_y = track.box.center[0], base.top_y + base.height
+            centre_x, centre_y = box.center
+            distance = math.hypot(centre_x - feet_x, centre_y - feet_y) / max(base.height, 1.0)
+            if distance <= self.config.handover_reach and distance < best_distance:
+                best, best_distance = track, distance
+        return best
+
+    def drop_duplicates(self, time_s: float) -> None:
+        """Tracks holding the same person's skeleton this frame are one person: keep the one that
+        has followed them longest. A duplicate would otherwise be left to pick up whatever box is
+        near (a mat on the floor) while the other follows the person."""
+        posed = [t for t in self.tracks if t.person is not None and t.person_time_s == time_s]
+        if len(posed) < 2:
+            return
+        boxes = boxes_array([t.person.box for t in posed if t.person is not None])
+        overlaps = iou_matrix(boxes, boxes)
+        order = sorted(range(len(posed)), key=lambda i: (-posed[i].hits, posed[i].track_id))
+        dropped: Set[int] = set()
+        for rank, keep in enumerate(order):
+            if posed[keep].track_id in dropped:
+                continue
+            for other in order[rank + 1:]:
+                if overlaps[keep, other] >= _DUPLICATE_IOU:
+                    dropped.add(posed[other].track_id)
+        if dropped:
+            logger.debug("t=%.2f dropped duplicate tracks %s", time_s, sorted(dropped))
+            self.tracks = [t for t in self.tracks if t.track_id not in dropped]
+
     def _max_age(self, track: Track) -> float:
         # Someone lying on the floor may be hidden by furniture or missed by the models for a
-        # while; keep their track (and its alarm timer) much longer than a walker's.
-        return self.config.down_max_age_s if track.fall.is_down else self.config.max_age_s
+        # while; keep their track (and its alarm timer) much longer than a walker's. So is a
+        # candidate that vanished right after dropping fast: it may be on the floor unseen.
+        return self.config.down_max_age_s if track.fall.keep_when_lost else self.config.max_age_s
+
+    def advance_falls(self, time_s: float, min_keypoint_score: float, detector_enabled: bool,
+                      frame_size: Tuple[int, int]) -> List[Tuple[Track, Transition]]:
+        """Feed every track's observation of this frame (or its absence) to its fall state machine."""
+        fall = self.fall_config
+        out: List[Tuple[Track, Transition]] = []
+        for track in self.tracks:
+            features = None
+            if track.observed_this_frame:
+                detector_score = None
+                if track.detector_time_s is not None and time_s - track.detector_time_s <= fall.detector_max_age_s:
+                    detector_score = track.detector_fall_score
+                keypoints = track.person.keypoints if track.person_time_s == time_s and track.person else None
+                features = posture_features(keypoints, track.box, detector_score, min_keypoint_score)
+            detector_seen: Optional[float] = None
+            if detector_enabled:
+                detector_seen = track.detector_time_s if track.detector_time_s is not None else float("-inf")
+            transitions = track.fall.update(time_s, features, track.box.height, detector_seen,
+                                            at_border=touches_border(track.box, *frame_size))
+            out += [(track, transition) for transition in transitions]
+        return out
 
     def _start(self, observation: Observation, time_s: float) -> Track:
         track = Track(track_id=self._next_id, box=observation.box, first_seen_s=time_s, last_seen_s=time_s,
@@ -126,3 +209,9 @@ class Tracker:
 
     def confirmed(self) -> List[Track]:
         return [t for t in self.tracks if t.hits >= self.config.min_hits]
+
+
+def touches_border(box: Box, frame_width: int, frame_height: int) -> bool:
+    margin_x, margin_y = _BORDER_SHARE * frame_width, _BORDER_SHARE * frame_height
+    return (box.x1 <= margin_x or box.y1 <= margin_y or box.x2 >= frame_width - margin_x
+            or box.y2 >= frame_height - margin_y)

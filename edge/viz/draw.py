@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
 
 from edge.daemon.pipeline import FrameResult
 from edge.fall.state_machine import FallState
+from edge.tracking.tracker import Track
 from edge.types import KP, SKELETON_EDGES
 
 _STATE_COLOURS: Dict[str, Tuple[int, int, int]] = {
@@ -21,6 +22,19 @@ _STATE_COLOURS: Dict[str, Tuple[int, int, int]] = {
 }
 
 
+def track_labels(track: Track) -> List[str]:
+    """The trace's numbers for one track, bottom line first: cues, then id, state and why."""
+    cues = track.fall.trace()
+    parts = []
+    for key, short, fmt in (("lying_score", "lie", "{:.2f}"), ("torso_angle_deg", "", "{:.0f}deg"),
+                            ("height_ratio", "h", "{:.2f}"), ("descent", "drop", "{:.2f}"),
+                            ("detector_fall", "det", "{:.2f}")):
+        value = cues.get(key)
+        if isinstance(value, float):
+            parts.append(f"{short}{'=' if short else ''}{fmt.format(value)}")
+    return [" ".join(parts), f"#{track.track_id} {track.fall.why}"]
+
+
 def draw_result(result: FrameResult, min_keypoint_score: float = 0.2) -> np.ndarray:
     canvas = result.frame.image.copy()
     for crop in result.crops:
@@ -29,14 +43,9 @@ def draw_result(result: FrameResult, min_keypoint_score: float = 0.2) -> np.ndar
         colour = _STATE_COLOURS[track.fall.state.value]
         box = track.box
         cv2.rectangle(canvas, (int(box.x1), int(box.y1)), (int(box.x2), int(box.y2)), colour, 2)
-        features = track.fall.last_features
-        label = f"#{track.track_id} {track.fall.state.value}"
-        if features is not None:
-            label += f" lie={features.lying_score:.2f}"
-            if features.torso_angle_deg is not None:
-                label += f" {features.torso_angle_deg:.0f}deg"
-        cv2.putText(canvas, label, (int(box.x1), max(12, int(box.y1) - 5)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    colour, 1, cv2.LINE_AA)
+        for row, text in enumerate(track_labels(track)):
+            cv2.putText(canvas, text, (int(box.x1), max(12, int(box.y1) - 5 - 14 * row)), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.42, colour, 1, cv2.LINE_AA)
         if track.person is not None and track.person_time_s == result.frame.time_s:
             points = track.person.keypoints
             for start, end in SKELETON_EDGES:
