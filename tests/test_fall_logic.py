@@ -219,6 +219,21 @@ def test_fall_with_a_very_short_lead_in():
     assert run(lead_in + fall() + lie(5.0))[0] == ["fall_detected", "alarm"]
 
 
+def test_fall_a_quarter_second_after_the_stream_starts():
+    """Three upright frames, then a fast fall: too short for min_upright_s, enough for the quick
+    lead-in (the hips drop fast against the brief baseline). Without it, nothing is raised."""
+    poses = hold(0.25, FPS) + fall(0.5) + lie(5.0)
+    assert run(poses)[0] == ["fall_detected", "alarm"]
+    assert run(poses, FallConfig(quick_upright_s=0.0))[0] == []
+
+
+def test_quick_lead_in_stays_silent_for_fast_sitting_and_for_someone_already_lying():
+    sit = ramp(0.3, FPS, hip_drop=0.3, knee_forward=0.2) + hold(8.0, FPS, hip_drop=0.3, knee_forward=0.2)
+    assert run(hold(0.25, FPS) + sit, detector_fall_score=0.3)[0] == []
+    # lying in bed when the stream starts, then a restless turn: never looked upright
+    assert run(lie(2.0) + hold(0.3, FPS, body_tilt_deg=70) + lie(6.0))[0] == []
+
+
 def test_lost_right_after_a_fast_descent_away_from_the_border_is_a_fall():
     """A small or dim person vanishes from both models once on the floor: the fast descent that
     ended in the lost track is the evidence, decided within the alarm hold."""

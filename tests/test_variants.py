@@ -92,3 +92,87 @@ def test_occlude_covers_the_lower_half_of_the_final_position_with_background():
     assert (after.image[90:100, 40:120] == 50).all() and (after.image[80:90, 40:120] == 200).all()
     nobody = plan_variant("occlude", sketch, 5.0, 2.0, lambda image: [], 1)
     assert nobody.occluder is None and "nobody found" in nobody.note
+
+
+# -- on a real clip: what each variant's output frames measure ----------------------------------
+
+REAL_CLIP = "gmdcsa24_s3_fall20.mp4"  # 640x480, 15 fps, a fall at 2.3 s
+
+
+def variant_frames(clips_dir, models, variant):
+    from edge.capture.opencv_source import VideoSource
+    from edge.eval.evaluate import list_jobs, plan_job
+
+    job = next(j for j in list_jobs([clips_dir], None, [variant]) if j.clip.name == REAL_CLIP)
+    plan = plan_job(job, models)
+    with VideoSource(str(job.clip)) as video:
+        source = list(video.frames())
+        return plan, source, [transform_frame(plan, f) for f in select_frames(plan, iter(source))]
+
+
+def digest(frames):
+    import hashlib
+
+    h = hashlib.sha256()
+    for frame in frames:
+        h.update(frame.image.tobytes())
+        h.update(f"{frame.index}:{frame.time_s:.6f}".encode())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "plain"])
+def test_each_variant_gives_the_same_bytes_every_time(clips_dir, models, variant):
+    first = variant_frames(clips_dir, models, variant)[2]
+    again = variant_frames(clips_dir, models, variant)[2]
+    assert digest(first) == digest(again)
+    assert digest(first) != digest(variant_frames(clips_dir, models, "plain")[2])
+
+
+def test_small_makes_the_standing_person_a_sixth_of_the_frame(clips_dir, models):
+    plan, source, frames = variant_frames(clips_dir, models, "small")
+    assert plan.scale < 1.0
+    before_fall = [f for f in frames if f.time_s < 2.0][::5]
+    heights = []
+    for frame in before_fall:
+        people = [d.box for d in models.detector.detect(frame.image) if d.label == "Normal"]
+        if people:
+            heights.append(max(b.height for b in people) / frame.image.shape[0])
+    assert len(heights) >= 3
+    assert 0.12 <= float(np.median(heights)) <= 0.22  # about 1/6
+    assert frames[0].image.shape == source[0].image.shape
+
+
+def test_cut_starts_the_stream_just_before_the_fall(clips_dir, models):
+    plan, source, frames = variant_frames(clips_dir, models, "cut")
+    # the first frame at or after 0.4 s before the fall, on a clock that starts at the cut
+    assert 0.0 <= frames[0].time_s < 1 / 15 and frames[0].index == 0
+    first_source = next(f for f in source if f.time_s + 1e-6 >= 2.3 - CUT_LEAD_S)
+    assert np.array_equal(frames[0].image, first_source.image)
+    assert plan.label_start(2.3) == pytest.approx(CUT_LEAD_S)
+    assert len(frames) == len([f for f in source if f.time_s + 1e-6 >= 2.3 - CUT_LEAD_S])
+
+
+def test_drop_halves_the_frames_and_freezes_during_the_fall(clips_dir, models):
+    plan, source, frames = variant_frames(clips_dir, models, "drop")
+    assert len(frames) == (len(source) + 1) // 2
+    frozen = [f for f in frames if plan.freeze_from_s <= f.time_s < plan.freeze_from_s + DROP_FREEZE_S]
+    assert len(frozen) >= 2 and all(np.array_equal(f.image, frozen[0].image) for f in frozen)
+
+
+def test_dim_darkens_the_real_clip(clips_dir, models):
+    _, source, frames = variant_frames(clips_dir, models, "dim")
+    assert len(frames) == len(source)
+    assert frames[10].image.mean() < 0.35 * source[10].image.mean()
+
+
+def test_occlude_covers_where_the_person_ends_up(clips_dir, models):
+    plan, source, frames = variant_frames(clips_dir, models, "occlude")
+    assert plan.occluder is not None, plan.note
+    region = plan.occluder
+    late = [f for f in frames if f.time_s >= plan.occlude_from_s]
+    early = [f for f in frames if f.time_s < plan.occlude_from_s]
+    y1, y2, x1, x2 = int(region.y1), int(region.y2), int(region.x1), int(region.x2)
+    assert late and all(np.array_equal(f.image[y1:y2, x1:x2], plan.occluder_patch) for f in late)
+    assert np.array_equal(early[0].image, source[0].image)
+    # the person lying there is hidden: the last frame differs from the source where the patch is
+    assert not np.array_equal(late[-1].image[y1:y2, x1:x2], source[-1].image[y1:y2, x1:x2])

@@ -147,8 +147,9 @@ def _check_ranges(config: Config, source: str) -> None:
     need(fall.lying_exit < fall.lying_enter, "fall.lying_exit", "must be below fall.lying_enter (hysteresis)")
     need(fall.upright_below <= fall.lying_exit, "fall.upright_below", "must not exceed fall.lying_exit")
     for key in ("min_upright_s", "fall_window_s", "min_descent", "confirm_s", "alarm_hold_s", "recover_s",
-                "detector_max_age_s", "lost_confirm_s", "lost_min_descent"):
+                "detector_max_age_s", "lost_confirm_s", "lost_min_descent", "quick_upright_s"):
         need(getattr(fall, key) >= 0, f"fall.{key}", "must be 0 or more")
+    need(fall.quick_upright_s <= fall.min_upright_s, "fall.quick_upright_s", "must not exceed fall.min_upright_s")
     need(config.output.process_fps >= 0, "output.process_fps", "must be 0 (every frame) or more")
     need(_topic_level(config.output.camera), "output.camera", "must be a name without / + # or spaces at the ends")
     mqtt = config.mqtt

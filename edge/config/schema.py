@@ -98,6 +98,9 @@ class FallConfig:
     lying_exit: float = 0.35  # ... and leave it below this
     upright_below: float = 0.35  # posture score that counts as an upright baseline
     min_upright_s: float = 0.4  # upright for this long before a fall can count
+    # ... or this long when the hips then drop fast (a stream that starts just before a fall, a
+    # person who walks in and falls at once); 0 turns the short lead-in off.
+    quick_upright_s: float = 0.15
     fall_window_s: float = 3.0  # upright -> down must happen within this window
     min_descent: float = 0.35  # hip drop, in upright torso lengths
     fast_descent_speed: float = 1.5  # hips dropping this fast (torso lengths/s) make a fall candidate

@@ -210,7 +210,8 @@ def select_jobs(jobs: Sequence[EvalJob], only: Sequence[str] = (),
     return chosen
 
 
-def _plan(job: EvalJob, models: Models, pad_end_s: float) -> VariantPlan:
+def plan_job(job: EvalJob, models: Models) -> VariantPlan:
+    """What the job's variant does to its clip (a pass over the clip for small and occlude)."""
     detector = models.detector
     fall_class_id = detector.fall_class_id if detector is not None else -1
 
@@ -234,7 +235,7 @@ def _cache_stats(models: Models) -> Tuple[int, int]:
 def run_job(job: EvalJob, config: Config, models: Models, options: EvalOptions) -> ClipResult:
     """Run the pipeline over one clip (as its variant shows it) and score the events."""
     hits_before, misses_before = _cache_stats(models)
-    plan = _plan(job, models, options.pad_end_s)
+    plan = plan_job(job, models)
     pipeline = FallPipeline(config, models.pose, models.detector, camera=job.clip.stem)
     sinks = []
     if options.trace_dir is not None:

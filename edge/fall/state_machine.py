@@ -1,6 +1,7 @@
 """Per-track fall state machine with hysteresis.
 
     unknown --upright for min_upright_s--> upright
+    unknown --upright for quick_upright_s, then hips dropping fast--> falling   (short lead-in)
     upright --lying score >= lying_enter, or hips dropping fast--> falling
     falling --lying for confirm_s, hips dropped >= min_descent, detector looked--> down   (fall_detected)
     falling --lost right after a fast descent, away from the frame border, for lost_confirm_s--> down
@@ -245,6 +246,17 @@ class FallStateMachine:
         return (cues is not None and features is not None and features.has_torso and cues.descent is not None
                 and cues.descent >= self.config.min_descent and self.descent_speed >= self.config.fast_descent_speed)
 
+    def _quick_lead_in(self, time_s: float) -> bool:
+        """A track not yet upright for min_upright_s whose skeleton looked upright on at least two
+        frames spanning quick_upright_s, moments ago, and whose hips now drop fast below that. Someone
+        lying in bed when the stream starts never looked upright, so never qualifies."""
+        cfg = self.config
+        if cfg.quick_upright_s <= 0 or self._last_upright_s is None:
+            return False
+        upright = [s.time_s for s in self._history if s.upright and s.skeleton]
+        return (len(upright) >= 2 and upright[-1] - upright[0] >= cfg.quick_upright_s
+                and time_s - self._last_upright_s <= cfg.fall_window_s and self._dropping_fast())
+
     def _lost_after_fast_descent(self, time_s: float, at_border: bool) -> bool:
         """Gone from both models right after dropping fast, somewhere they cannot have walked out
         of the picture: small, dark or hidden people vanish like this once they are on the floor."""
@@ -291,6 +303,14 @@ class FallStateMachine:
                         else f"no upright baseline yet ({upright_s:.2f} of {cfg.min_upright_s:.2f} s)")
             if self._upright_for(time_s, cfg.min_upright_s):
                 self._enter(FallState.UPRIGHT, time_s)
+            elif state == FallState.UNKNOWN and features is not None and self._quick_lead_in(time_s):
+                # Seen upright only briefly (the stream started, or they walked in) and already
+                # going down fast: a candidate, measured against that brief baseline.
+                self._fall_started_s = self._last_upright_s
+                self.max_descent, self.peak_descent_speed = 0.0, 0.0
+                self._enter(FallState.FALLING, time_s)
+                self.why = "candidate: hips dropping fast right after the person was first seen upright"
+                self._track_descent(features)
             elif state == FallState.UNKNOWN and self.lying and self._lying_for(time_s, cfg.confirm_s):
                 self._enter(FallState.LYING, time_s)
             elif (state == FallState.LYING and not cfg.require_upright_baseline

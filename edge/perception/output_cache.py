@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # bump when the stored layout or the decoding behind it changes
 _PERSON_COLUMNS = 5 + NUM_KEYPOINTS * 3  # box, score, keypoints
-DEFAULT_MAX_BYTES = 3 * 1024 ** 3  # both development folders with every variant need about 1.1 GB
+DEFAULT_MAX_BYTES = 3 * 1024 ** 3  # far above what the development folders need (README, "Measured here")
 DEFAULT_MAX_AGE_DAYS = 30.0
 _FILE_GLOB = "outputs-*.sqlite"
 
