@@ -18,6 +18,21 @@ CLIPS_DIR = PROJECT_ROOT.parent / "shared" / "clips"
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_home(tmp_path_factory):
+    """`fall-edge eval` caches model outputs under $XDG_CACHE_HOME: tests keep theirs apart from
+    the user's cache (and start empty), and eval workers inherit it."""
+    import os
+
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def models() -> Models:
     try:
