@@ -247,13 +247,15 @@ class FallStateMachine:
                 and cues.descent >= self.config.min_descent and self.descent_speed >= self.config.fast_descent_speed)
 
     def _quick_lead_in(self, time_s: float) -> bool:
-        """A track not yet upright for min_upright_s whose skeleton looked upright on at least two
+        """A track not yet upright for min_upright_s whose body looked upright on at least two
         frames spanning quick_upright_s, moments ago, and whose hips now drop fast below that. Someone
         lying in bed when the stream starts never looked upright, so never qualifies."""
         cfg = self.config
         if cfg.quick_upright_s <= 0 or self._last_upright_s is None:
             return False
-        upright = [s.time_s for s in self._history if s.upright and s.skeleton]
+        # An upright sample already needed a body outline (has_skeleton); the torso itself may be
+        # missing on those first frames (a person entering, half in the dark).
+        upright = [s.time_s for s in self._history if s.upright]
         return (len(upright) >= 2 and upright[-1] - upright[0] >= cfg.quick_upright_s
                 and time_s - self._last_upright_s <= cfg.fall_window_s and self._dropping_fast())
 
