@@ -90,7 +90,7 @@ def test_run_trace_has_a_line_per_frame_and_track(tmp_path):
 
 
 def test_trace_files_rotate_to_stay_bounded(models, vtest_frames, tmp_path):
-    writer = TraceWriter(tmp_path, "cam", max_bytes=2000)
+    writer = TraceWriter(tmp_path, "cam", Config().pose.min_keypoint_score, max_bytes=2000)
     pipeline = FallPipeline(Config(), models.pose, models.detector)
     for index, image in enumerate(vtest_frames[:20]):
         writer(pipeline.process(Frame(image, index, index / 10.0)))

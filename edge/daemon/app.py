@@ -99,7 +99,7 @@ def run_one_camera(config: Config, models: Models, router: EventRouter, name: st
         if options.save_video:
             fps = config.output.process_fps or video.fps
             writer = VideoWriterSink(options.save_video, min(fps, video.fps))
-        trace = TraceWriter(options.trace_dir, name) if options.trace_dir else None
+        trace = TraceWriter(options.trace_dir, name, config.pose.min_keypoint_score) if options.trace_dir else None
         sink = chain(writer, WindowSink() if options.show else None, trace, router.handle)
         assert sink is not None
         started = time.monotonic()
@@ -131,7 +131,7 @@ def run_cameras(config: Config, models: Models, router: EventRouter, cameras: Li
             pipeline = FallPipeline(config, models.pose, models.detector, camera=name)
             streams.append(CameraStream(name, source, pipeline, FrameThinner(config.output.process_fps)))
             if trace_dir is not None:
-                traces[pipeline.camera] = TraceWriter(trace_dir, name)
+                traces[pipeline.camera] = TraceWriter(trace_dir, name, config.pose.min_keypoint_score)
         started = time.monotonic()
         for result in process_cameras(streams):
             if result.camera in traces:

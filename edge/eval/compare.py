@@ -78,12 +78,16 @@ def clip_rows(report: Dict[str, object]) -> List[Dict[str, object]]:
     return list(report["clips"])  # type: ignore[arg-type]
 
 
-def row_outcome(row: Dict[str, object]) -> str:
+def outcome_text(label: str, detected: bool, false_alarm: bool) -> str:
     """detected / MISSED / ok / FALSE ALARM, '+early' when a fall clip also had an early event."""
-    if row["label"] == "fall":
-        text = "detected" if row["detected"] else "MISSED"
-        return text + "+early" if row["false_alarm"] else text
-    return "FALSE ALARM" if row["false_alarm"] else "ok"
+    if label == "fall":
+        text = "detected" if detected else "MISSED"
+        return text + "+early" if false_alarm else text
+    return "FALSE ALARM" if false_alarm else "ok"
+
+
+def row_outcome(row: Dict[str, object]) -> str:
+    return outcome_text(str(row["label"]), bool(row["detected"]), bool(row["false_alarm"]))
 
 
 def is_failure(row: Dict[str, object]) -> bool:

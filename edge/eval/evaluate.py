@@ -21,7 +21,7 @@ from edge.config import Config
 from edge.daemon.pipeline import FallPipeline
 from edge.daemon.runner import Models, VideoWriterSink, load_models, process_frames
 from edge.errors import FallEdgeError
-from edge.eval.compare import matches_only
+from edge.eval.compare import matches_only, outcome_text
 from edge.eval.variants import VariantPlan, needs_sketch, plan_variant, select_frames, sketch_clip, transform_frame
 from edge.perception.output_cache import OutputCache, fingerprint
 from edge.viz.trace import TraceWriter
@@ -239,7 +239,7 @@ def run_job(job: EvalJob, config: Config, models: Models, options: EvalOptions) 
     pipeline = FallPipeline(config, models.pose, models.detector, camera=job.clip.stem)
     sinks = []
     if options.trace_dir is not None:
-        sinks.append(TraceWriter(options.trace_dir, job.name))
+        sinks.append(TraceWriter(options.trace_dir, job.name, config.pose.min_keypoint_score))
     if options.video_dir is not None:
         sinks.append(VideoWriterSink(options.video_dir / f"{job.name}.mp4", config.output.process_fps or 10.0))
     events: List[Dict[str, object]] = []
@@ -345,10 +345,7 @@ def format_table(results: List[ClipResult], summary: Summary) -> str:
 
 
 def outcome(result: ClipResult) -> str:
-    if result.label == "fall":
-        text = "detected" if result.detected else "MISSED"
-        return text + "+early" if result.false_alarm else text
-    return "FALSE ALARM" if result.false_alarm else "ok"
+    return outcome_text(result.label, result.detected, result.false_alarm)
 
 
 def summary_line(summary: Summary) -> str:

@@ -21,7 +21,6 @@ from edge.daemon.pipeline import FrameResult
 
 logger = logging.getLogger(__name__)
 
-_MIN_KEYPOINT_SCORE = 0.2
 MAX_TRACE_BYTES = 100 * 1024 * 1024  # then DIR/<name>.jsonl moves to <name>.jsonl.1 (one old copy kept)
 
 
@@ -33,8 +32,9 @@ def _round(value: Any) -> Any:
     return value
 
 
-def trace_lines(result: FrameResult) -> List[Dict[str, Any]]:
-    """The records of one processed frame."""
+def trace_lines(result: FrameResult, min_keypoint_score: float) -> List[Dict[str, Any]]:
+    """The records of one processed frame; keypoints count those at min_keypoint_score or more
+    (pose.min_keypoint_score, the same rule the fall logic uses)."""
     frame = result.frame
     base: Dict[str, Any] = {"t": round(frame.time_s, 3), "frame": frame.index,
                             "detector_ran": result.detector_ran}
@@ -54,7 +54,7 @@ def trace_lines(result: FrameResult) -> List[Dict[str, Any]]:
         if track.observed_this_frame and not seen:
             seen.append("box")
         record = dict(base, track=track.track_id, observed="+".join(seen) or "none", box=track.box.as_list(),
-                      keypoints=int((track.person.keypoints[:, 2] >= _MIN_KEYPOINT_SCORE).sum()) if fresh_pose else 0)
+                      keypoints=int((track.person.keypoints[:, 2] >= min_keypoint_score).sum()) if fresh_pose else 0)
         record.update({key: _round(value) for key, value in track.fall.trace().items()})
         record["handovers"] = track.handovers
         record["events"] = events_by_track.get(track.track_id, [])
@@ -66,11 +66,13 @@ class TraceWriter:
     """A FrameResult sink writing the trace of one stream to DIR/<name>.jsonl. Owner-only (boxes
     describe people) and bounded: past max_bytes the file is rotated, keeping one old copy."""
 
-    def __init__(self, folder: Path, name: str, max_bytes: int = MAX_TRACE_BYTES) -> None:
+    def __init__(self, folder: Path, name: str, min_keypoint_score: float,
+                 max_bytes: int = MAX_TRACE_BYTES) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         os.chmod(folder, 0o700)
         self.path = folder / f"{name}.jsonl"
         self.max_bytes = max_bytes
+        self.min_keypoint_score = min_keypoint_score
         self._written = 0
         self._handle: Optional[IO[str]] = self._open()
 
@@ -82,7 +84,7 @@ class TraceWriter:
     def __call__(self, result: FrameResult) -> None:
         if self._handle is None:
             return
-        for line in trace_lines(result):
+        for line in trace_lines(result, self.min_keypoint_score):
             text = json.dumps(line, separators=(",", ":")) + "\n"
             self._handle.write(text)
             self._written += len(text)
