@@ -27,7 +27,7 @@ def _rotate(point: Tuple[float, float], pivot: Tuple[float, float], degrees: flo
 
 def pose(body_tilt_deg: float = 0.0, torso_bend_deg: float = 0.0, hip_drop: float = 0.0,
          knee_forward: float = 0.0, centre_x: float = CENTRE_X, score: float = 0.8,
-         toward_camera: float = 0.0, foot_y: float = FOOT_Y) -> np.ndarray:
+         toward_camera: float = 0.0, foot_y: float = FOOT_Y, scale: float = 1.0) -> np.ndarray:
     """18 keypoints (x, y, score).
 
     body_tilt_deg: the whole body rotated about the ankles (a fall tips over like this).
@@ -38,6 +38,7 @@ def pose(body_tilt_deg: float = 0.0, torso_bend_deg: float = 0.0, hip_drop: floa
         seen from a high camera the body keeps its vertical torso in the image but its height
         shrinks towards the feet (to a third at about 0.67).
     foot_y: where the feet stand in the image.
+    scale: the body's size against HEIGHT, about the feet (someone nearer the camera looks bigger).
     """
     h = HEIGHT
     ankle = (centre_x, FOOT_Y)
@@ -61,7 +62,7 @@ def pose(body_tilt_deg: float = 0.0, torso_bend_deg: float = 0.0, hip_drop: floa
     for name, xy in points.items():
         x, y = _rotate(xy, ankle, body_tilt_deg)
         y = FOOT_Y + (y - FOOT_Y) * (1.0 - toward_camera)  # foreshortened towards the feet
-        keypoints[KP[name]] = (x, y + foot_y - FOOT_Y, score)
+        keypoints[KP[name]] = (centre_x + (x - centre_x) * scale, foot_y + (y - FOOT_Y) * scale, score)
     return keypoints
 
 

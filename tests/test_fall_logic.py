@@ -263,3 +263,38 @@ def test_walking_out_of_sight_is_not_a_fall():
     for step in range(1, 60):
         types += [e.type for e in machine.update(4.0 + step / FPS, None, 300.0)]
     assert types == [] and not machine.keep_when_lost
+
+
+def test_walking_down_the_picture_asks_the_detector_for_nothing():
+    """Someone walking towards a high camera moves down the picture and grows: their hips drop
+    fast enough to open a candidate, but a body taller than standing is not falling, so the
+    detector gets no extra run for it (in a crowd these were most of the extra runs)."""
+    machine = FallStateMachine(FallConfig())
+    feed(machine, STAND)
+    walk = [{"foot_y": 420.0 + 20 * i, "scale": 1.0 + 0.03 * i} for i in range(1, 10)]
+    states, wants = [], []
+    for index, arguments in enumerate(walk):
+        keypoints = pose(**arguments)
+        box = box_of(keypoints)
+        machine.update(2.0 + index / FPS, posture_features(keypoints, box, None, 0.2), box.height, None)
+        states.append(machine.state)
+        wants.append(machine.wants_detector(None))
+    assert FallState.FALLING in states  # the hips alone do open a candidate
+    assert not any(wants)
+
+
+def test_a_falling_candidate_asks_the_detector_once_until_it_has_looked():
+    machine = FallStateMachine(FallConfig())
+    feed(machine, STAND)
+    wants = []
+    for index, arguments in enumerate(fall() + lie(1.0)):
+        keypoints = pose(**arguments)
+        box = box_of(keypoints)
+        time_s = 2.0 + index / FPS
+        machine.update(time_s, posture_features(keypoints, box, None, 0.2), box.height, None)
+        wanted = machine.wants_detector(None)
+        wants.append(wanted)
+        if wanted:  # the detector runs: it has looked from now on
+            assert not machine.wants_detector(time_s)
+    assert any(wants)
+    assert not machine.wants_detector(2.0 + len(wants) / FPS)

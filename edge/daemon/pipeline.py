@@ -201,12 +201,10 @@ class FallPipeline:
             track.set_detector_score(float(covering.max()) if covering.size else 0.0, time_s)
 
     def _update_fall_states(self, time_s: float, frame_size: Tuple[int, int]) -> List[FallEvent]:
-        before = {track.track_id: track.fall.state for track in self.tracker.tracks}
         transitions = self.tracker.advance_falls(time_s, self.config.pose.min_keypoint_score,
                                                  self.detector is not None, frame_size)
-        if self.config.detector.on_fall_candidate and any(
-                track.fall.state == FallState.FALLING and before.get(track.track_id) != FallState.FALLING
-                for track in self.tracker.tracks):
+        if self.detector is not None and self.config.detector.on_fall_candidate and any(
+                track.fall.wants_detector(track.detector_time_s) for track in self.tracker.tracks):
             self._detector_due = True
         return [self._event(track, transition) for track, transition in transitions]
 

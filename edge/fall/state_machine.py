@@ -68,6 +68,7 @@ class Baseline:
     torso_length: float  # the yardstick: drops are measured in upright torso lengths
     height: float  # body extent height
     top_y: float  # top of the body extent (the head)
+    bottom_y: float  # bottom of the body extent (the feet, where seen)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class FallCues:
     torso_ratio: Optional[float] = None  # torso length / upright torso length (small: foreshortened)
     descent: Optional[float] = None  # hip drop, upright torso lengths
     head_drop: Optional[float] = None  # drop of the top of the body, upright torso lengths
+    feet_drop: Optional[float] = None  # drop of the bottom of the body, upright torso lengths
 
 
 @dataclass
@@ -88,6 +90,7 @@ class _Sample:
     torso_length: Optional[float]
     height: float
     top_y: float
+    bottom_y: float
     upright: bool
     skeleton: bool  # hips from keypoints; without a skeleton hip_y is only the box centre
 
@@ -112,6 +115,7 @@ class FallStateMachine:
         self._history: Deque[_Sample] = deque()
         self._fall_started_s: Optional[float] = None
         self._fall_confirmed_s: Optional[float] = None
+        self._candidate_opened_s: Optional[float] = None  # when the current fall candidate opened
         self.baseline: Optional[Baseline] = None
         self.cues: Optional[FallCues] = None
         self.last_features: Optional[PostureFeatures] = None
@@ -143,7 +147,8 @@ class FallStateMachine:
                  if self._baseline_trusted() else plain_score)
         return FallCues(lying_score=score if score is not None else 0.0, height_ratio=height_ratio,
                         torso_ratio=torso_ratio, descent=descent,
-                        head_drop=(features.extent.y1 - base.top_y) / base.torso_length)
+                        head_drop=(features.extent.y1 - base.top_y) / base.torso_length,
+                        feet_drop=(features.extent.y2 - base.bottom_y) / base.torso_length)
 
     def _looks_upright(self, features: PostureFeatures, cues: FallCues) -> bool:
         """Standing: a skeleton says so (a bare detector box never does), the posture scores low,
@@ -177,7 +182,7 @@ class FallStateMachine:
         else:
             self._upright_run_start = None
         self._history.append(_Sample(time_s, features.hip_y, features.torso_length, features.extent.height,
-                                     features.extent.y1, upright, features.has_torso))
+                                     features.extent.y1, features.extent.y2, upright, features.has_torso))
         while self._history and self._history[0].time_s < time_s - _HISTORY_S:
             self._history.popleft()
         self._refresh_baseline(box_height)
@@ -196,7 +201,8 @@ class FallStateMachine:
         self.baseline = Baseline(hip_y=_median([s.hip_y for s in recent]),
                                  torso_length=_median(lengths) if lengths else box_height * _TORSO_SHARE_OF_HEIGHT,
                                  height=_median([s.height for s in recent]),
-                                 top_y=_median([s.top_y for s in recent]))
+                                 top_y=_median([s.top_y for s in recent]),
+                                 bottom_y=_median([s.bottom_y for s in recent]))
 
     def _refresh_descent_speed(self, time_s: float) -> None:
         scale = self.baseline.torso_length if self.baseline is not None else 1.0
@@ -230,6 +236,24 @@ class FallStateMachine:
         if detector_seen_since is None:
             return True
         return self._lying_run_start is not None and detector_seen_since >= self._lying_run_start
+
+    def wants_detector(self, detector_seen_since: Optional[float]) -> bool:
+        """A fall candidate the detector has not scored since it opened (or, once lying, since the
+        lying began): its Fall score feeds the lying score, and confirming waits for that look.
+        Before it lies, a candidate asks only while its hips are still down and its body is no
+        taller in the picture than standing: a body growing as it goes down the picture is someone
+        walking towards the camera (falling never makes a body taller), so crowds of walkers cost
+        few extra detector runs."""
+        if self.state != FallState.FALLING or self._candidate_opened_s is None:
+            return False
+        seen = float("-inf") if detector_seen_since is None else detector_seen_since
+        if self.lying:
+            return not self._detector_looked(seen)
+        cues = self.cues
+        if cues is None or cues.height_ratio is None or cues.descent is None:
+            return False
+        hips_down = cues.descent >= self.config.min_descent  # a walker's brief dip is over by now
+        return hips_down and cues.height_ratio < 1.0 and seen < self._candidate_opened_s
 
     def _down_now(self) -> bool:
         """The last observation shows someone on the floor rather than getting up or sitting: hips
@@ -404,6 +428,8 @@ class FallStateMachine:
     def _enter(self, state: FallState, time_s: float) -> None:
         if state != self.state:
             logger.debug("t=%.2f %s -> %s", time_s, self.state.value, state.value)
+            if state == FallState.FALLING:
+                self._candidate_opened_s = time_s
         self.state = state
 
     @property
@@ -432,5 +458,6 @@ class FallStateMachine:
                 "torso_ratio": None if c is None else c.torso_ratio,
                 "descent": None if c is None else c.descent,
                 "head_drop": None if c is None else c.head_drop,
+                "feet_drop": None if c is None else c.feet_drop,
                 "descent_speed": self.descent_speed, "max_descent": self.max_descent,
                 "state": self.state.value, "why": self.why}
