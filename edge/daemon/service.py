@@ -213,6 +213,8 @@ class EventRouter:
             "tracks": sum(len(pipeline.tracker.tracks) for pipeline in pipelines),
             "outbox_depth": self.publisher.outbox.depth() if self.publisher else 0,
             "outbox_dropped": self.publisher.outbox.dropped() if self.publisher else 0,
+            # why events wait in memory (disk full, corrupt file moved aside, ...); None when fine
+            "outbox_error": self.publisher.outbox.error if self.publisher else None,
             "mqtt_outages": self.publisher.outages if self.publisher else 0,
             "temperatures_c": read_temperatures(),
             "python": sys.version.split()[0],

@@ -2,24 +2,34 @@
 removed only when the broker has acknowledged it (PUBACK).
 
 The row id is the event's `seq`: monotonic per device, never reused (AUTOINCREMENT), and
-it survives restarts. When the outbox is full the oldest rows are dropped and counted; when
-the disk is full, events wait in a bounded memory queue and are written once it can.
+it survives restarts. When the outbox is full the oldest rows are dropped and counted.
+
+The outbox never stops the daemon: when its file cannot be opened or written (a full disk,
+a folder that cannot be made, a path that is a folder, a corrupt file) events wait in a
+bounded memory queue, the reason is logged once and shown in health (`error`), and the file
+is tried again every few seconds. A corrupt file is moved aside (`<name>.corrupt-<time>`)
+and a new one started with whatever rows could still be read from the old one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Deque, Dict, List, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 
 _MEMORY_FALLBACK = 1000
+RETRY_S = 5.0  # how often an unusable outbox file is tried again
+DROP_LOG_INTERVAL_S = 60.0  # dropped events are counted in one line at most this often
 
 
 @dataclass
@@ -32,45 +42,189 @@ class OutboxRow:
         return json.dumps(self.payload, separators=(",", ":")).encode("utf-8")
 
 
+def describe_storage_error(exc: BaseException) -> str:
+    """SQLite's and the OS's words for why the file cannot be used, as an installer would say them."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and "disk is full" in text:
+        return "disk full"
+    if isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
+        return "cannot open the file (is the path a folder, or not writable?)"
+    if isinstance(exc, sqlite3.OperationalError) and "readonly" in text:
+        return "read-only file or file system"
+    if isinstance(exc, IsADirectoryError):
+        return "the path is a folder"
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or text}: {exc.filename}" if exc.filename else (exc.strerror or text)
+    return text
+
+
+class _DropCounter:
+    """The first drop is logged at once, later ones as one count at most every interval_s: a
+    full outbox must not write one line per event."""
+
+    def __init__(self, what: str, interval_s: float = DROP_LOG_INTERVAL_S) -> None:
+        self.what = what
+        self.interval_s = interval_s
+        self.total = 0
+        self._unlogged = 0
+        self._last_log: Optional[float] = None
+
+    def add(self, count: int) -> None:
+        self.total += count
+        self._unlogged += count
+        now = time.monotonic()
+        if self._last_log is None or now - self._last_log >= self.interval_s:
+            logger.warning("%s: dropped the %d oldest event(s) (%d in all)", self.what, self._unlogged, self.total)
+            self._unlogged, self._last_log = 0, now
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        db.execute("CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                   "topic TEXT NOT NULL, payload TEXT NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+    except sqlite3.Error:
+        db.close()
+        raise
+    return db
+
+
+def _salvage(path: Path) -> List[Tuple[int, str, str]]:
+    """The rows still readable from a corrupt outbox, in seq order (often none)."""
+    rows: List[Tuple[int, str, str]] = []
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return rows
+    try:
+        for row in db.execute("SELECT seq, topic, payload FROM outbox ORDER BY seq"):
+            rows.append((int(row[0]), str(row[1]), str(row[2])))
+    except sqlite3.Error:
+        pass  # keep what was read before the damage
+    finally:
+        db.close()
+    return rows
+
+
+def _sidecars(path: Path) -> List[Path]:
+    return [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+
+
 class Outbox:
     def __init__(self, path: Path, max_events: int = 10000) -> None:
         self.path = path
         self.max_events = max_events
         self._lock = threading.Lock()
-        self._pending_memory: Deque[Tuple[str, Dict[str, object]]] = deque(maxlen=_MEMORY_FALLBACK)
-        self._disk_full_logged = False
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-        self._db.execute("CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
-                         "topic TEXT NOT NULL, payload TEXT NOT NULL)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        self._pending_memory: Deque[Tuple[str, Dict[str, object]]] = deque()
+        self._db: Optional[sqlite3.Connection] = None
+        self.error: Optional[str] = None  # why events are waiting in memory, for health
+        self._next_open = 0.0
+        self._full = _DropCounter(f"outbox {path} full ({max_events} events)")
+        self._memory_full = _DropCounter(f"outbox {path} unusable and {_MEMORY_FALLBACK} events in memory")
+        with self._lock:
+            self._ensure_open()
 
     def close(self) -> None:
         with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _ensure_open(self) -> bool:
+        """The database, opened now if it was not and the retry time has come."""
+        if self._db is not None:
+            return True
+        now = time.monotonic()
+        if now < self._next_open:
+            return False
+        try:
+            self._db = self._open()
+        except (sqlite3.Error, OSError) as exc:
+            self._next_open = now + RETRY_S
+            self._fail(describe_storage_error(exc))
+            return False
+        if self.error is not None:
+            logger.warning("outbox %s usable again (was: %s)", self.path, self.error)
+            self.error = None
+        self._flush_memory()
+        return True
+
+    def _fail(self, reason: str) -> None:
+        if reason != self.error:
+            logger.error("outbox %s cannot be used (%s): events wait in memory (up to %d) and it is tried again "
+                         "every %.0f s; detection and the local alarm go on. Fix the disk or mqtt.outbox_path",
+                         self.path, reason, _MEMORY_FALLBACK, RETRY_S)
+            self.error = reason
+
+    def _open(self) -> sqlite3.Connection:
+        # Owner-only whatever the umask: the events hold people's boxes and keypoints.
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(str(self.path), os.O_CREAT | os.O_RDWR, 0o600))
+        os.chmod(self.path, 0o600)
+        try:
+            return _connect(self.path)
+        except sqlite3.OperationalError:
+            raise  # disk full, no permission: the file itself may be fine
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
+            return self._replace_corrupt(exc)
+
+    def _replace_corrupt(self, exc: sqlite3.DatabaseError) -> sqlite3.Connection:
+        rows = _salvage(self.path)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        moved = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        os.replace(self.path, moved)
+        for sidecar in _sidecars(self.path):
+            if sidecar.exists():
+                os.replace(sidecar, moved.with_name(moved.name + sidecar.name[len(self.path.name):]))
+        os.close(os.open(str(self.path), os.O_CREAT | os.O_RDWR, 0o600))
+        db = _connect(self.path)
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT INTO outbox (seq, topic, payload) VALUES (?, ?, ?)", rows)
+        db.execute("COMMIT")
+        logger.error("outbox %s was corrupt (%s): moved to %s and started afresh; %d event(s) recovered from it",
+                     self.path, exc, moved.name, len(rows))
+        return db
+
+    def _lost(self, exc: sqlite3.Error) -> None:
+        """A write or read failed mid-run: keep going from memory; a corrupt file is replaced on
+        the next try, a full disk is simply tried again."""
+        if not isinstance(exc, sqlite3.OperationalError) and self._db is not None:
             self._db.close()
+            self._db = None
+            self._next_open = 0.0
+        self._fail(describe_storage_error(exc))
 
     # -- writing -------------------------------------------------------------------------
 
     def put(self, topic: str, payload: Dict[str, object]) -> Optional[int]:
         """Store one event; returns its seq, or None when it could only be kept in memory."""
         with self._lock:
-            self._flush_memory()
-            if self._pending_memory:
-                self._pending_memory.append((topic, payload))
+            if self._ensure_open():
+                self._flush_memory()
+            if self._db is None or self._pending_memory:
+                self._remember(topic, payload)
                 return None
             try:
                 return self._insert(topic, payload)
-            except sqlite3.OperationalError as exc:
-                self._pending_memory.append((topic, payload))
-                if not self._disk_full_logged:
-                    logger.error("outbox %s cannot be written (%s): keeping events in memory (up to %d) until "
-                                 "it can; free disk space", self.path, exc, _MEMORY_FALLBACK)
-                    self._disk_full_logged = True
+            except sqlite3.Error as exc:
+                self._lost(exc)
+                self._remember(topic, payload)
                 return None
 
+    def _remember(self, topic: str, payload: Dict[str, object]) -> None:
+        if len(self._pending_memory) >= _MEMORY_FALLBACK:
+            self._pending_memory.popleft()
+            self._memory_full.add(1)
+        self._pending_memory.append((topic, payload))
+
     def _insert(self, topic: str, payload: Dict[str, object]) -> int:
+        assert self._db is not None
         self._db.execute("BEGIN IMMEDIATE")
         try:
             cursor = self._db.execute("INSERT INTO outbox (topic, payload) VALUES (?, ?)",
@@ -83,32 +237,46 @@ class Outbox:
                 # Two statements rather than an upsert: JetPack 4's SQLite (3.22) has no ON CONFLICT.
                 self._db.execute("INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0)")
                 self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'dropped'", (excess,))
-                logger.warning("outbox full (%d events): dropped the %d oldest", self.max_events, excess)
             self._db.execute("COMMIT")
-            return seq
         except sqlite3.Error:
-            self._db.execute("ROLLBACK")
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite already rolled back (a full disk does): report the first error, not this one
             raise
+        if excess > 0:
+            self._full.add(excess)
+        return seq
 
     def _flush_memory(self) -> None:
-        while self._pending_memory:
+        had_memory = bool(self._pending_memory)
+        while self._pending_memory and self._db is not None:
             topic, payload = self._pending_memory[0]
             try:
                 self._insert(topic, payload)
-            except sqlite3.OperationalError:
+            except sqlite3.Error as exc:
+                self._lost(exc)
                 return
             self._pending_memory.popleft()
-            if not self._pending_memory and self._disk_full_logged:
-                logger.warning("outbox %s writable again: events from memory stored", self.path)
-                self._disk_full_logged = False
+        if had_memory and not self._pending_memory:
+            logger.warning("outbox %s writable again: the events kept in memory are stored", self.path)
+            self.error = None
 
     # -- reading -------------------------------------------------------------------------
 
     def pending(self, after_seq: int = 0, limit: int = 100) -> List[OutboxRow]:
         with self._lock:
+            if not self._ensure_open():
+                return []
             self._flush_memory()
-            rows = self._db.execute("SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                                    (after_seq, limit)).fetchall()
+            if self._db is None:
+                return []
+            try:
+                rows = self._db.execute("SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                                        (after_seq, limit)).fetchall()
+            except sqlite3.Error as exc:
+                self._lost(exc)
+                return []
         out = []
         for seq, topic, payload in rows:
             data = json.loads(payload)
@@ -118,16 +286,34 @@ class Outbox:
 
     def remove(self, seq: int) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            if self._db is None:
+                return  # sent twice after the file is back: the control room de-duplicates by event_id
+            try:
+                self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            except sqlite3.Error as exc:
+                self._lost(exc)
 
     def _count(self) -> int:
+        assert self._db is not None
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def depth(self) -> int:
         with self._lock:
-            return self._count() + len(self._pending_memory)
+            stored = 0
+            if self._db is not None:
+                try:
+                    stored = self._count()
+                except sqlite3.Error as exc:
+                    self._lost(exc)
+            return stored + len(self._pending_memory)
 
     def dropped(self) -> int:
         with self._lock:
-            row = self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
-        return int(row[0]) if row else 0
+            stored = 0
+            if self._db is not None:
+                try:
+                    row = self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
+                    stored = int(row[0]) if row else 0
+                except sqlite3.Error as exc:
+                    self._lost(exc)
+            return stored + self._memory_full.total

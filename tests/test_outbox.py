@@ -1,0 +1,125 @@
+"""The outbox on bad storage: it never stops the daemon, never loses what it can keep, and says
+why once. Real SQLite files on a real file system."""
+
+import logging
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.mqtt import outbox as outbox_module
+from edge.mqtt.outbox import Outbox
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def retry_at_once(monkeypatch):
+    monkeypatch.setattr(outbox_module, "RETRY_S", 0.0)
+
+
+def test_a_corrupt_outbox_is_moved_aside_and_a_new_one_started(tmp_path, caplog):
+    path = tmp_path / "outbox.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with caplog.at_level(logging.ERROR):
+        outbox = Outbox(path)
+    assert outbox.error is None
+    aside = list(tmp_path.glob("outbox.sqlite.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not a database")
+    assert "was corrupt" in caplog.text and "0 event(s) recovered" in caplog.text
+    assert outbox.put("t", {"event_id": "a"}) == 1
+    assert [row.payload["event_id"] for row in outbox.pending()] == ["a"]
+
+
+def test_a_damaged_outbox_keeps_the_rows_that_can_still_be_read(tmp_path, caplog):
+    path = tmp_path / "outbox.sqlite"
+    outbox = Outbox(path)
+    for index in range(300):
+        outbox.put("t", {"event_id": str(index), "pad": "x" * 900})  # about one row per page
+    outbox.close()
+    for sidecar in ("-wal", "-shm"):  # a clean close leaves the data in the main file
+        assert not Path(str(path) + sidecar).exists() or Path(str(path) + sidecar).stat().st_size == 0
+    data = bytearray(path.read_bytes())
+    page = 4096
+    middle = (len(data) // page) * 2 // 3
+    data[middle * page:(middle + 8) * page] = b"\xff" * (8 * page)  # eight pages of rows destroyed
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.ERROR):
+        reopened = Outbox(path)
+    recovered = [row.payload["event_id"] for row in reopened.pending(limit=1000)]
+    print(caplog.text)
+    assert 100 < len(recovered) < 300
+    assert recovered == [str(index) for index in range(len(recovered))]  # in order, from the start
+    assert reopened.put("t", {"event_id": "next"}) > len(recovered)  # seq keeps rising
+    assert list(tmp_path.glob("outbox.sqlite.corrupt-*"))
+
+
+def test_an_outbox_that_cannot_be_created_keeps_events_in_memory_and_is_retried(tmp_path, caplog, retry_at_once):
+    blocker = tmp_path / "var"
+    blocker.write_text("a file where the folder should be")
+    path = blocker / "outbox.sqlite"
+    with caplog.at_level(logging.ERROR):
+        outbox = Outbox(path)
+        seqs = [outbox.put("t", {"event_id": str(index)}) for index in range(3)]
+        assert outbox.pending() == []
+    assert seqs == [None, None, None] and outbox.depth() == 3
+    assert outbox.error is not None
+    assert caplog.text.count("cannot be used") == 1  # once, not once per event or retry
+    blocker.unlink()  # the installer fixes it
+    assert outbox.put("t", {"event_id": "3"}) == 4  # the three from memory went in first
+    assert [row.payload["event_id"] for row in outbox.pending()] == ["0", "1", "2", "3"]
+    assert outbox.error is None
+
+
+def test_an_outbox_path_that_is_a_folder_is_reported(tmp_path, caplog):
+    path = tmp_path / "outbox.sqlite"
+    path.mkdir()
+    with caplog.at_level(logging.ERROR):
+        outbox = Outbox(path)
+    assert outbox.put("t", {"event_id": "a"}) is None and outbox.depth() == 1
+    assert "folder" in outbox.error and str(path) in caplog.text
+
+
+def test_outbox_files_are_owner_only_whatever_the_umask(tmp_path):
+    old = os.umask(0o000)
+    try:
+        outbox = Outbox(tmp_path / "state" / "outbox.sqlite")
+        outbox.put("t", {"event_id": "a"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+    for path in (tmp_path / "state").iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_a_full_outbox_logs_its_drops_once_a_minute_not_per_event(tmp_path, caplog):
+    outbox = Outbox(tmp_path / "outbox.sqlite", max_events=5)
+    with caplog.at_level(logging.WARNING):
+        for index in range(200):
+            outbox.put("t", {"event_id": str(index)})
+    assert outbox.dropped() == 195
+    assert caplog.text.count("dropped the") == 1
+
+
+def test_the_daemon_starts_and_detects_with_a_corrupt_outbox(tmp_path, clips_dir):
+    """Detection and the local output go on; the event is kept and the problem said once."""
+    (tmp_path / "outbox.sqlite").write_bytes(b"\x00garbage" * 512)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("not a folder")
+    config = tmp_path / "config.yaml"
+    # A closed port: the broker is down too, so the events stay in the (new) outbox.
+    config.write_text(f"mqtt:\n  enabled: true\n  port: 1\n  outbox_path: {tmp_path}/outbox.sqlite\n"
+                      f"  snapshot_dir: {blocked}/snaps\n")
+    result = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(config), "--source",
+                             str(clips_dir / "gmdcsa24_s3_fall20.mp4"), "--pad-end", "4"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr
+    assert '"fall_detected"' in result.stdout and '"alarm"' in result.stdout
+    assert "was corrupt" in result.stderr and "Traceback" not in result.stderr
+    assert len(list(tmp_path.glob("outbox.sqlite.corrupt-*"))) == 1
+    stored = Outbox(tmp_path / "outbox.sqlite").pending()
+    assert [row.payload["type"] for row in stored] == ["fall_detected", "alarm"]
