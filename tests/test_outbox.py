@@ -6,10 +6,12 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from edge.daemon.service import save_snapshot
 from edge.mqtt import outbox as outbox_module
 from edge.mqtt.outbox import Outbox
 
@@ -123,3 +125,20 @@ def test_the_daemon_starts_and_detects_with_a_corrupt_outbox(tmp_path, clips_dir
     assert len(list(tmp_path.glob("outbox.sqlite.corrupt-*"))) == 1
     stored = Outbox(tmp_path / "outbox.sqlite").pending()
     assert [row.payload["type"] for row in stored] == ["fall_detected", "alarm"]
+
+
+def test_snapshots_are_owner_only_and_bounded_in_count_and_age(tmp_path):
+    folder = tmp_path / "snaps"
+    old = os.umask(0o000)
+    try:
+        for index in range(5):
+            save_snapshot(folder, f"{index}.jpg", b"\xff\xd8jpeg", keep=3, max_age_s=3600)
+            os.utime(folder / f"{index}.jpg", (1_000_000 + index, time.time() - 60 + index))
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in folder.iterdir()) == ["2.jpg", "3.jpg", "4.jpg"]  # the newest three
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in folder.iterdir())
+    os.utime(folder / "2.jpg", (0, time.time() - 7200))  # two hours old
+    save_snapshot(folder, "5.jpg", b"\xff\xd8jpeg", keep=3, max_age_s=3600)
+    assert sorted(p.name for p in folder.iterdir()) == ["3.jpg", "4.jpg", "5.jpg"]

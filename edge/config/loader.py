@@ -162,6 +162,8 @@ def _check_ranges(config: Config, source: str) -> None:
     need(0 < mqtt.reconnect_min_s <= mqtt.reconnect_max_s, "mqtt.reconnect_min_s",
          "must be above 0 and at most mqtt.reconnect_max_s")
     need(mqtt.health_interval_s > 0, "mqtt.health_interval_s", "must be above 0")
+    need(mqtt.snapshot_keep >= 0, "mqtt.snapshot_keep", "must be 0 (keep none on disk) or more")
+    need(mqtt.snapshot_max_age_days > 0, "mqtt.snapshot_max_age_days", "must be above 0")
     need(not (mqtt.cert_file or mqtt.key_file) or bool(mqtt.ca_file), "mqtt.cert_file",
          "needs mqtt.ca_file (TLS) as well")
     buzzer = config.buzzer

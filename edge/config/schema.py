@@ -64,8 +64,9 @@ class TrackerConfig:
     iou_threshold: float = 0.2  # below this overlap an observation starts a new track
     max_age_s: float = 1.5  # a track not seen for this long is dropped
     down_max_age_s: float = 20.0  # ... unless it was last seen lying down
-    # A skeleton that appears low within handover_reach upright heights of where a track stood or
-    # was falling at most handover_s ago continues that track (the pose model lost them mid-fall).
+    # A skeleton that appears low or lying within handover_reach upright heights of where a track
+    # stood or was falling at most handover_s ago continues that track (the pose model lost them
+    # mid-fall).
     handover_s: float = 2.0
     handover_reach: float = 1.2
     min_hits: int = 2  # observations before a track is reported
@@ -141,7 +142,9 @@ class MqttConfig:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     health_interval_s: float = 30.0
-    snapshot_dir: str = "var/snapshots"
+    snapshot_dir: str = "var/snapshots"  # owner-only; pictures of people on the floor
+    snapshot_keep: int = 200  # at most this many snapshots are kept (the oldest go first) ...
+    snapshot_max_age_days: float = 7.0  # ... and none older than this
     snapshot_privacy: bool = False  # snapshots show the skeleton on a blank background
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -58,6 +59,22 @@ def mqtt_payload(event: FallEvent, device: str, snapshot: Optional[str]) -> Dict
         "detector_label": event.detector_label,
         "snapshot": snapshot,
     }
+
+
+def save_snapshot(folder: Path, name: str, jpeg: bytes, keep: int, max_age_s: float) -> None:
+    """Write one snapshot owner-only (whatever the umask: it shows a person on the floor), then
+    delete the oldest beyond `keep` and any older than max_age_s."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+    if keep > 0:
+        descriptor = os.open(str(folder / name), os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(jpeg)
+    now = time.time()
+    snapshots = sorted(folder.glob("*.jpg"), key=lambda path: path.stat().st_mtime, reverse=True)
+    for index, path in enumerate(snapshots):
+        if index >= keep or now - path.stat().st_mtime > max_age_s:
+            path.unlink(missing_ok=True)
 
 
 def snapshot_image(result: FrameResult, privacy: bool) -> np.ndarray:
@@ -117,10 +134,9 @@ class EventRouter:
         if not ok:
             return None
         name = f"{event.event_id}.jpg"
-        folder = Path(self.config.mqtt.snapshot_dir)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_bytes(jpeg.tobytes())
+            save_snapshot(Path(self.config.mqtt.snapshot_dir), name, jpeg.tobytes(), self.config.mqtt.snapshot_keep,
+                          self.config.mqtt.snapshot_max_age_days * 86400.0)
         except OSError as exc:
             logger.warning("snapshot %s not saved (%s); it is still published", name, exc)
         self.publisher.send_snapshot(event.camera, jpeg.tobytes())
