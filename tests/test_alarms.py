@@ -95,6 +95,46 @@ def test_jetson_factory_drives_jetson_gpio(monkeypatch):
     assert 1 in outputs and outputs[-1] == 0
 
 
+def test_a_flood_of_alarm_tests_never_delays_the_real_warning(caplog):
+    """20 `cmd/test` just before a fall: one test runs, the rest are dropped, and the fall's
+    warning cuts the test short instead of waiting behind it."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    factory = MockFactory()
+    buzzer = Buzzer(BuzzerConfig(enabled=True, pin=23), pin_factory=factory)
+    speaker = Speaker(SpeechConfig(repeat_interval_s=60))
+    alarm = LocalAlarm(buzzer, speaker)
+    try:
+        with caplog.at_level(logging.WARNING):
+            ran = [alarm.test() for _ in range(20)]
+        assert ran == [True] + [False] * 19
+        assert caplog.text.count("alarm test ignored") == 1  # a flood logs one line
+        assert wait_for(lambda: "test" in speaker.announced, 10)
+        fall_at = time.monotonic()
+        alarm.handle(event("fall_detected", 1))
+        assert wait_for(lambda: "fall_detected" in speaker.announced, 10)
+        assert time.monotonic() - fall_at < 2.0  # not after 20 tests of several seconds each
+        assert list(speaker.announced) == ["test", "fall_detected"]
+        assert not alarm.test()  # never in place of a real alarm ...
+        time.sleep(2.5)  # ... and the test's short beep does not stop the fall's buzzer
+        assert buzzer.is_sounding and buzzer.pattern == "fall_detected"
+    finally:
+        alarm.close()
+
+
+def test_stopping_one_fall_keeps_the_other_falls_warning():
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    speaker = Speaker(SpeechConfig(repeat_interval_s=60))
+    try:
+        speaker.start("cam0#1", "fall_detected")
+        speaker.start("cam0#2", "alarm")
+        speaker.stop("cam0#1")  # an ack for the first fall
+        assert wait_for(lambda: "alarm" in speaker.announced, 30)
+    finally:
+        speaker.close()
+
+
 def test_local_alarm_chains_and_acknowledgement():
     factory = MockFactory()
     buzzer = Buzzer(BuzzerConfig(enabled=True, pin=22), pin_factory=factory)

@@ -222,11 +222,41 @@ def test_ack_from_the_monitor_stops_the_buzzer(broker, tmp_path, caplog):
         assert not factory.pin(18).state
         assert wait_for(lambda: [e["type"] for e in monitor.events()] == ["alarm", "acknowledged"])
         assert monitor.open_alarms == {}
-        assert "malformed ack payload" in caplog.text and "ack for unknown event id" in caplog.text
+        assert "malformed ack payload" in caplog.text and "ignored: unknown event" in caplog.text
     finally:
         publisher.stop()
         monitor.stop()
         buzzer.close()
+
+
+def test_300_acks_for_one_event_give_one_acknowledged(broker, tmp_path, caplog):
+    config = Config()
+    config.mqtt = mqtt_config(broker, snapshot_dir=str(tmp_path / "snaps"))
+    publisher = start_publisher(config.mqtt, tmp_path)
+    router = EventRouter(config, publisher=publisher, print_events=False)
+    collector = Collector(broker)
+    try:
+        assert wait_for(lambda: publisher.connected)
+        fall, alarm = fall_event("fall_detected"), fall_event("alarm")
+        router._route(fall, None)
+        router._route(alarm, None)
+        for _ in range(300):
+            collector.client.publish("fall/edge1/cmd/ack", fall.event_id.encode(), qos=1)
+        collector.client.publish("fall/edge1/cmd/ack", alarm.event_id.encode(), qos=1)  # same fall: closed too
+        assert wait_for(lambda: len(collector.events()) >= 3)
+        time.sleep(1.0)  # anything more would arrive by now
+        assert [e["type"] for e in collector.events()] == ["fall_detected", "alarm", "acknowledged"]
+        assert caplog.text.count("ignored: already acknowledged") == 2  # once per event id, not per ack
+        # A chain that ended with the person getting up cannot be acknowledged either.
+        other = fall_event("fall_detected", track_id=7)
+        router._route(other, None)
+        router._route(fall_event("recovered", track_id=7), None)
+        collector.client.publish("fall/edge1/cmd/ack", other.event_id.encode(), qos=1)
+        assert wait_for(lambda: "the person got up" in caplog.text)
+        assert [e["type"] for e in collector.events()][3:] == ["fall_detected", "recovered"]
+    finally:
+        publisher.stop()
+        collector.close()
 
 
 def test_monitor_cli_json_and_ack(broker, tmp_path):

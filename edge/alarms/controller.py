@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Dict, Optional, Tuple
 
 from edge.alarms.buzzer import Buzzer
@@ -10,6 +12,9 @@ from edge.alarms.speech import Speaker
 from edge.types import FallEvent
 
 logger = logging.getLogger(__name__)
+
+TEST_INTERVAL_S = 30.0  # one alarm test at most this often; more requests are dropped
+TEST_BUZZ_S = 2.0  # a test beeps this long
 
 ChainKey = Tuple[str, int]  # (camera, track id): one fall's chain of events
 
@@ -20,6 +25,9 @@ class LocalAlarm:
         self.speaker = speaker
         self._active: Dict[ChainKey, str] = {}  # chain -> fall_detected | alarm
         self._chain_of_event: Dict[str, ChainKey] = {}
+        self._last_test_s: Optional[float] = None
+        self._tests_refused = 0
+        self._last_refusal_log: Optional[float] = None
 
     def handle(self, event: FallEvent) -> None:
         key = (event.camera, event.track_id)
@@ -41,12 +49,38 @@ class LocalAlarm:
         self._silence(key)
         return key
 
-    def test(self) -> None:
-        logger.info("alarm test requested")
+    def test(self) -> bool:
+        """A short test of the buzzer and the spoken warning. Never while a real fall is sounding,
+        and at most once per TEST_INTERVAL_S (requests in between are dropped, not queued): a
+        flood of test commands must not delay or replace a real warning. True when it ran."""
+        now = time.monotonic()
+        if self._active:
+            self._log_test_refusal("a real fall is being announced")
+            return False
+        if self._last_test_s is not None and now - self._last_test_s < TEST_INTERVAL_S:
+            self._log_test_refusal(f"one ran less than {TEST_INTERVAL_S:.0f} s ago")
+            return False
+        self._last_test_s = now
+        logger.info("alarm test")
         if self.buzzer is not None:
             self.buzzer.sound("fall_detected")
+            timer = threading.Timer(TEST_BUZZ_S, self._end_test_buzz)
+            timer.daemon = True
+            timer.start()
         if self.speaker is not None:
             self.speaker.say("test")
+        return True
+
+    def _end_test_buzz(self) -> None:
+        if not self._active and self.buzzer is not None:  # a real fall since keeps its buzzer
+            self.buzzer.stop()
+
+    def _log_test_refusal(self, reason: str) -> None:
+        self._tests_refused += 1
+        now = time.monotonic()
+        if self._last_refusal_log is None or now - self._last_refusal_log >= TEST_INTERVAL_S:
+            logger.warning("alarm test ignored: %s (%d ignored so far)", reason, self._tests_refused)
+            self._last_refusal_log = now
 
     def _silence(self, key: ChainKey) -> None:
         self._active.pop(key, None)

@@ -7,15 +7,19 @@ daemon goes on: the buzzer and MQTT still work.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
-import queue
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Deque, Dict, List, Optional, Tuple
 
 from edge.config import SpeechConfig
 
@@ -31,14 +35,33 @@ def synthesize(text: str, voice: str, target: Path, config: SpeechConfig) -> Non
                    check=True, capture_output=True, timeout=_SYNTH_TIMEOUT_S)
 
 
+@dataclass(order=True)
+class _Announcement:
+    priority: int  # 0: a real fall or alarm, 1: a test
+    order: int
+    key: str = field(compare=False)  # the chain it belongs to ("test" for tests)
+    kind: str = field(compare=False)
+    batch: List[Tuple[str, str]] = field(compare=False)
+
+
 class Speaker:
+    """One worker speaks the queued announcements, real alarms before tests.
+
+    A test is coalesced (one waits at most), never queued ahead of a real warning, and cut
+    short when a real one arrives; stop(key) drops only that chain's announcements."""
+
     def __init__(self, config: SpeechConfig) -> None:
         self.config = config
-        self._queue: queue.Queue = queue.Queue()  # batches of (voice, text); None stops the worker
+        self._pending: List[_Announcement] = []  # a heap
+        self._order = itertools.count()
         self._repeating: Dict[str, Tuple[str, float]] = {}  # key -> (kind, next time)
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._playing: Optional[Tuple[str, subprocess.Popen]] = None  # (kind, aplay) while one plays
         self._warned: set = set()
         self.spoken = 0  # messages played (or synthesised, where there is no sound device)
+        self.announced: Deque[str] = deque(maxlen=100)  # kinds, in the order they were begun
+        self._closed = False
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._run, name="speech", daemon=True)
         self._ticker = threading.Thread(target=self._tick, name="speech-repeat", daemon=True)
@@ -56,29 +79,40 @@ class Speaker:
             out.append((cfg.second_voice, second))
         return out
 
-    def say(self, kind: str) -> None:
-        """Queue one announcement; returns at once."""
-        self._queue.put(self.messages(kind))
+    def say(self, kind: str, key: Optional[str] = None) -> bool:
+        """Queue one announcement; returns at once. False when a test was coalesced away."""
+        test = kind == "test"
+        with self._lock:
+            if test and any(item.kind == "test" for item in self._pending):
+                return False  # one test waiting is enough
+            heapq.heappush(self._pending, _Announcement(1 if test else 0, next(self._order),
+                                                        key or ("test" if test else kind), kind,
+                                                        self.messages(kind)))
+            playing = self._playing
+            self._wake.notify()
+        if not test and playing is not None and playing[0] == "test":
+            playing[1].terminate()  # a real warning does not wait for the end of a test
+        return True
 
     def start(self, key: str, kind: str) -> None:
         """Speak now, and again every repeat_interval_s until stop(key)."""
         with self._lock:
             self._repeating[key] = (kind, time.monotonic() + self.config.repeat_interval_s)
-        self.say(kind)
+            # the newer message of a chain (alarm after fall_detected) supersedes one not yet spoken
+            self._pending = [item for item in self._pending if item.key != key]
+            heapq.heapify(self._pending)
+        self.say(kind, key)
 
     def stop(self, key: Optional[str] = None) -> None:
-        """Stop repeating for key (None: for all) and drop announcements not yet spoken."""
+        """Stop repeating for key (None: for all) and drop its announcements not yet spoken."""
         with self._lock:
             if key is None:
                 self._repeating.clear()
+                self._pending = []
             else:
                 self._repeating.pop(key, None)
-            if not self._repeating:
-                while not self._queue.empty():
-                    try:
-                        self._queue.get_nowait()
-                    except queue.Empty:
-                        break
+                self._pending = [item for item in self._pending if item.key != key]
+                heapq.heapify(self._pending)
 
     @property
     def active(self) -> bool:
@@ -88,7 +122,9 @@ class Speaker:
     def close(self) -> None:
         self._stop.set()
         self.stop()
-        self._queue.put(None)
+        with self._lock:
+            self._closed = True
+            self._wake.notify()
         self._worker.join(timeout=2.0)
 
     def _tick(self) -> None:
@@ -98,25 +134,40 @@ class Speaker:
             with self._lock:
                 for key, (kind, next_time) in list(self._repeating.items()):
                     if now >= next_time:
-                        due.append(kind)
+                        due.append((key, kind))
                         self._repeating[key] = (kind, now + self.config.repeat_interval_s)
-            for kind in set(due):
-                self.say(kind)
+            for key, kind in due:
+                self.say(kind, key)
 
     def _warn_once(self, key: str, message: str, *args: object) -> None:
         if key not in self._warned:
             self._warned.add(key)
             logger.warning(message, *args)
 
+    def _next(self) -> Optional[_Announcement]:
+        with self._lock:
+            while not self._pending and not self._closed:
+                self._wake.wait()
+            if self._closed:
+                return None
+            return heapq.heappop(self._pending)
+
     def _run(self) -> None:
         while True:
-            batch = self._queue.get()
-            if batch is None:
+            item = self._next()
+            if item is None:
                 return
-            for voice, text in batch:
-                self._speak(voice, text)
+            self.announced.append(item.kind)
+            for voice, text in item.batch:
+                if item.kind == "test" and self._real_waiting():
+                    break  # the rest of a test gives way to a real warning
+                self._speak(voice, text, item.kind)
 
-    def _speak(self, voice: str, text: str) -> None:
+    def _real_waiting(self) -> bool:
+        with self._lock:
+            return any(item.priority == 0 for item in self._pending)
+
+    def _speak(self, voice: str, text: str, kind: str) -> None:
         if shutil.which(self.config.command) is None:
             self._warn_once("engine", "speech: %s not found (apt-get install espeak-ng): spoken warnings are off",
                             self.config.command)
@@ -129,9 +180,9 @@ class Speaker:
                 self._warn_once(f"synth-{voice}", "speech: %s failed for voice %s (%s)", self.config.command,
                                 voice, exc)
                 return
-            self._play(wav)
+            self._play(wav, kind)
 
-    def _play(self, wav: Path) -> None:
+    def _play(self, wav: Path, kind: str) -> None:
         if shutil.which("aplay") is None:
             self._warn_once("aplay", "speech: aplay not found (apt-get install alsa-utils): spoken warnings "
                                      "are synthesised but not played")
@@ -139,12 +190,26 @@ class Speaker:
             return
         command = ["aplay", "-q"] + (["-D", self.config.alsa_device] if self.config.alsa_device else []) + [str(wav)]
         try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=_PLAY_TIMEOUT_S)
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        except OSError as exc:
+            self._warn_once("play", "speech: aplay could not start (%s)", exc)
+            return
+        with self._lock:
+            self._playing = (kind, process)
+        try:
+            _, stderr = process.communicate(timeout=_PLAY_TIMEOUT_S)
         except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
             self._warn_once("play-timeout", "speech: aplay hung; check the sound device")
             return
-        if result.returncode != 0:
-            reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        finally:
+            with self._lock:
+                self._playing = None
+        if process.returncode == -signal.SIGTERM and kind == "test":
+            return  # cut short for a real warning
+        if process.returncode != 0:
+            reason = (stderr.strip().splitlines() or ["no output"])[-1]
             self._warn_once("play", "speech: no sound device (%s): spoken warnings are off until one appears; "
                                     "set speech.alsa_device", reason)
             return

@@ -12,7 +12,7 @@ import uuid
 from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import cv2
 import numpy as np
@@ -99,6 +99,10 @@ class EventRouter:
         self._last_health = 0.0
         # Recent events, for acks by event_id; bounded, since the daemon runs for months.
         self._events_by_id: OrderedDict[str, FallEvent] = OrderedDict()
+        # Whether an event can still be acknowledged: "open", "acknowledged" or "recovered".
+        self._ack_state: Dict[str, str] = {}
+        self._open_events: Dict[Tuple[str, int], List[str]] = {}  # (camera, track) -> its open events
+        self._ack_logged: Set[str] = set()  # event ids whose refused ack was logged (a flood logs once)
         self.events_sent = 0
         if publisher is not None:
             publisher.on_command("ack", self.on_ack)
@@ -115,7 +119,15 @@ class EventRouter:
     def _route(self, event: FallEvent, result: Optional[FrameResult]) -> None:
         self._events_by_id[event.event_id] = event
         while len(self._events_by_id) > _ACKABLE_EVENTS:
-            self._events_by_id.popitem(last=False)
+            old_id, _ = self._events_by_id.popitem(last=False)
+            self._ack_state.pop(old_id, None)
+            self._ack_logged.discard(old_id)
+        chain = (event.camera, event.track_id)
+        if event.type in ("fall_detected", "alarm"):
+            self._ack_state[event.event_id] = "open"
+            self._open_events.setdefault(chain, []).append(event.event_id)
+        elif event.type == "recovered":
+            self._close_chain(chain, "recovered")
         if self.print_events:
             print(json.dumps(event.to_dict()), flush=True)
         if self.alarm is not None:
@@ -149,9 +161,21 @@ class EventRouter:
         if event_id is None:
             return
         event = self._events_by_id.get(event_id)
-        if event is None:
-            logger.warning("ack for unknown event id %s ignored", event_id)
+        state = self._ack_state.get(event_id)
+        if event is None or state != "open":
+            # Acknowledging is idempotent: one `acknowledged` per fall, however many acks arrive.
+            if event is None:
+                why = "unknown event"
+            else:
+                why = {"acknowledged": "already acknowledged",
+                       "recovered": "the person got up (event closed)"}.get(state or "", "not a fall or alarm")
+            if event_id not in self._ack_logged:
+                if len(self._ack_logged) >= _ACKABLE_EVENTS:  # random ids must not grow it forever
+                    self._ack_logged.clear()
+                self._ack_logged.add(event_id)
+                logger.warning("ack for event %s ignored: %s", event_id, why)
             return
+        self._close_chain((event.camera, event.track_id), "acknowledged")
         if self.alarm is not None:
             self.alarm.acknowledge(event_id)
         now = datetime.now(timezone.utc)
@@ -162,6 +186,11 @@ class EventRouter:
             started_at=event.started_at, detector_label=event.detector_label)
         logger.info("event %s acknowledged by the control room", event_id)
         self._route(acknowledged, None)
+
+    def _close_chain(self, chain: Tuple[str, int], state: str) -> None:
+        for event_id in self._open_events.pop(chain, []):
+            if event_id in self._ack_state:
+                self._ack_state[event_id] = state
 
     @staticmethod
     def _event_id_from(payload: bytes) -> Optional[str]:
