@@ -17,7 +17,7 @@ from broker import Broker, Collector, make_tls_files, wait_for
 from edge.alarms.buzzer import Buzzer
 from edge.alarms.controller import LocalAlarm
 from edge.config import BuzzerConfig, Config, MqttConfig
-from edge.daemon.service import EventRouter
+from edge.daemon.service import EventRouter, mqtt_payload
 from edge.mqtt.monitor import Monitor
 from edge.mqtt.outbox import Outbox
 from edge.mqtt.publisher import MqttPublisher
@@ -257,6 +257,50 @@ def test_300_acks_for_one_event_give_one_acknowledged(broker, tmp_path, caplog):
     finally:
         publisher.stop()
         collector.close()
+
+
+BAD_EVENTS = [
+    b'{"event_id":"e2","type":"alarm","track_id":"abc"}',  # the message that used to stop the monitor
+    b'{"event_id":"e3","type":"alarm","track_id":null}',
+    b'{"event_id":"%s","type":"alarm","track_id":1,"confidence":NaN}' % str(uuid.uuid4()).encode(),
+    b'{"event_id":"%s","type":"explode","track_id":1}' % str(uuid.uuid4()).encode(),
+    b'{"event_id":"%s","type":"alarm","track_id":1,"device":"someone-else"}' % str(uuid.uuid4()).encode(),
+    b'{"event_id":"%s","type":"alarm","track_id":true}' % str(uuid.uuid4()).encode(),
+    b'[1, 2, 3]', b'\xff\xfe', b'', b'[' * 100000 + b']' * 100000,
+]
+
+
+def test_bad_events_and_status_are_skipped_and_the_monitor_goes_on(broker, tmp_path, caplog):
+    monitor = Monitor(mqtt_config(broker), tmp_path / "monitor.sqlite", client_id="desk-2")
+    monitor.start()
+    sender = Collector(broker)
+    try:
+        assert wait_for(lambda: monitor.connected.is_set())
+        for payload in BAD_EVENTS:
+            for _ in range(3):  # repeated: still one line each
+                sender.client.publish("fall/edge1/cam0/events", payload, qos=1)
+        sender.client.publish("fall/edge1/status", b"pwned", qos=1, retain=True)
+        good = fall_event("alarm")
+        payload = mqtt_payload(good, "edge1", None)
+        sender.client.publish("fall/edge1/cam0/events", json.dumps(payload).encode(), qos=1)
+        assert wait_for(lambda: [e["event_id"] for e in monitor.events()] == [good.event_id])
+        assert wait_for(lambda: monitor.skipped == 3 * len(BAD_EVENTS) + 1)
+        assert monitor.open_alarms and monitor.devices() == {}
+        skipped_lines = [r for r in caplog.records if "skipped" in r.getMessage()]
+        assert len(skipped_lines) == len(BAD_EVENTS) + 1
+        assert any("track_id has the wrong type (str)" in r.getMessage() for r in skipped_lines)
+        assert any("differs from the topic" in r.getMessage() for r in skipped_lines)
+    finally:
+        monitor.stop()
+        sender.close()
+    # A restart sees the retained bad status again, and goes on all the same.
+    again = Monitor(mqtt_config(broker), tmp_path / "monitor.sqlite", client_id="desk-2")
+    again.start()
+    try:
+        assert wait_for(lambda: again.connected.is_set() and again.skipped >= 1)
+        assert [e["event_id"] for e in again.events()] == [good.event_id]
+    finally:
+        again.stop()
 
 
 def test_monitor_cli_json_and_ack(broker, tmp_path):

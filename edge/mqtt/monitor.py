@@ -18,17 +18,23 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from edge.config import MqttConfig
 from edge.errors import FallEdgeError
 from edge.mqtt import topics
 from edge.mqtt.connection import describe_refusal, make_client
+from edge.mqtt.schema import event_problem, status_problem
 
 logger = logging.getLogger(__name__)
 
 ChainKey = Tuple[str, str, int]  # device, camera, track id
 _WEBHOOK_TRIES = 3
+_SKIP_LOG_KEYS = 1000  # (topic, reason) pairs remembered so that each is logged once
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number")
 
 
 @dataclass
@@ -93,6 +99,8 @@ class Monitor:
         self._lock = threading.Lock()
         self.open_alarms: Dict[ChainKey, OpenAlarm] = {}
         self.duplicates = 0
+        self.skipped = 0  # malformed messages
+        self._skip_logged: Set[Tuple[str, str]] = set()
         self.connected = threading.Event()
         self.error: Optional[str] = None
         self._client = make_client(config, client_id, clean_session=False)
@@ -122,13 +130,30 @@ class Monitor:
     # -- incoming ------------------------------------------------------------------------------
 
     def _on_message(self, client, userdata, message) -> None:
-        device, camera, leaf = topics.parse_device_topic(message.topic, self.prefix)
-        if device is None:
-            return
-        if leaf == "status" and camera is None:
-            self._set_status(device, message.payload.decode("utf-8", "replace").strip())
-        elif leaf == "events" and camera is not None:
-            self._on_event(device, camera, message.payload)
+        try:
+            device, camera, leaf = topics.parse_device_topic(message.topic, self.prefix)
+            if device is None:
+                return
+            if leaf == "status" and camera is None:
+                problem = status_problem(message.payload)
+                if problem:
+                    self._skip(message.topic, problem)
+                    return
+                self._set_status(device, message.payload.decode("utf-8").strip())
+            elif leaf == "events" and camera is not None:
+                self._on_event(device, camera, message.topic, message.payload)
+        except Exception as exc:  # whatever arrives, the monitor keeps showing the others
+            self._skip(message.topic, f"could not be handled ({type(exc).__name__}: {exc})")
+
+    def _skip(self, topic: str, reason: str) -> None:
+        """Log a bad message once per topic and reason (a device repeating it logs nothing more)."""
+        self.skipped += 1
+        key = (topic, reason)
+        if key not in self._skip_logged:
+            if len(self._skip_logged) >= _SKIP_LOG_KEYS:
+                self._skip_logged.clear()
+            self._skip_logged.add(key)
+            logger.warning("monitor: message on %s skipped: %s", topic, reason)
 
     def _set_status(self, device: str, status: str) -> None:
         with self._lock:
@@ -137,14 +162,17 @@ class Monitor:
         if self.on_event is not None:
             self.on_event({"type": "status", "device": device, "status": status}, True)
 
-    def _on_event(self, device: str, camera: str, raw: bytes) -> None:
+    def _on_event(self, device: str, camera: str, topic: str, raw: bytes) -> None:
         try:
-            event = json.loads(raw.decode("utf-8"))
-            event_id = str(event["event_id"])
-            kind = str(event["type"])
-        except (UnicodeDecodeError, ValueError, KeyError, TypeError):
-            logger.warning("monitor: malformed event on %s/%s ignored", device, camera)
+            event = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        except (UnicodeDecodeError, ValueError) as exc:
+            self._skip(topic, f"not JSON ({exc})")
             return
+        problem = event_problem(event, device, camera)
+        if problem:
+            self._skip(topic, problem)
+            return
+        event_id, kind = event["event_id"], event["type"]
         with self._lock:
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO events (event_id, device, camera, type, seq, ts, payload, received_at) "
@@ -161,7 +189,7 @@ class Monitor:
             self.on_event(event, new)
 
     def _track_alarm(self, device: str, camera: str, event: dict) -> None:
-        key = (device, camera, int(event.get("track_id", -1)))
+        key = (device, camera, event["track_id"])
         if event["type"] in ("fall_detected", "alarm"):
             self.open_alarms[key] = OpenAlarm(event["event_id"], device, camera, key[2], event["type"],
                                               str(event.get("ts")))
