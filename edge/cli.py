@@ -286,16 +286,16 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
             sys.stderr.write(f"fall-edge: acknowledged {args.ack} on {device}\n")
             return 0
         deadline = time.monotonic() + args.duration if args.duration > 0 else None
-        warned = False
         while deadline is None or time.monotonic() < deadline:
-            time.sleep(0.2)
-            if monitor.error and not warned:
-                sys.stderr.write(f"fall-edge: monitor: {monitor.error}\n")
-                warned = True
+            time.sleep(0.2)  # connection problems are logged as they happen, once each
     finally:
         monitor.stop()
         if webhook is not None:
             webhook.close()
+    if not monitor.ever_connected:
+        sys.stderr.write(f"fall-edge: error: monitor never reached the broker at {mqtt.host}:{mqtt.port}"
+                         f"{': ' + monitor.error if monitor.error else ''}\n")
+        return 1
     return 0
 
 

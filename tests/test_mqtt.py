@@ -389,12 +389,13 @@ def test_webhook_receives_each_alarm_once(broker, tmp_path):
     publisher = start_publisher(mqtt_config(broker), tmp_path)
     try:
         assert wait_for(lambda: monitor.connected.is_set() and publisher.connected)
-        for kind in ("fall_detected", "alarm", "alarm", "recovered"):
-            publisher.outbox.put("fall/edge1/cam0/events", {"event_id": f"id-{kind}", "type": kind, "track_id": 1})
+        ids = {kind: str(uuid.uuid4()) for kind in ("fall_detected", "alarm", "recovered")}
+        for kind in ("fall_detected", "alarm", "alarm", "recovered"):  # the alarm twice: one webhook call
+            publisher.outbox.put("fall/edge1/cam0/events", {"event_id": ids[kind], "type": kind, "track_id": 1})
         publisher._wake.set()
         assert wait_for(lambda: len(monitor.events()) == 3)
         assert wait_for(lambda: webhook.delivered == 1)
-        assert [r["event_id"] for r in received] == ["id-alarm"]
+        assert [r["event_id"] for r in received] == [ids["alarm"]]
     finally:
         publisher.stop()
         monitor.stop()

@@ -16,6 +16,8 @@ from edge.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+MAX_MQTT_BACKOFF_S = 10.0  # alarms stored during an outage reach the control room within 15 s of its end
+
 
 def load_config(path: Optional[Union[str, Path]]) -> Config:
     """Read a config file; None gives the built-in defaults."""
@@ -161,6 +163,8 @@ def _check_ranges(config: Config, source: str) -> None:
     need(mqtt.max_inflight >= 1, "mqtt.max_inflight", "must be at least 1")
     need(0 < mqtt.reconnect_min_s <= mqtt.reconnect_max_s, "mqtt.reconnect_min_s",
          "must be above 0 and at most mqtt.reconnect_max_s")
+    need(mqtt.reconnect_max_s <= MAX_MQTT_BACKOFF_S, "mqtt.reconnect_max_s",
+         f"must be at most {MAX_MQTT_BACKOFF_S:.0f} (alarms must reach the control room soon after the broker is back)")
     need(mqtt.health_interval_s > 0, "mqtt.health_interval_s", "must be above 0")
     need(mqtt.snapshot_keep >= 0, "mqtt.snapshot_keep", "must be 0 (keep none on disk) or more")
     need(mqtt.snapshot_max_age_days > 0, "mqtt.snapshot_max_age_days", "must be above 0")

@@ -7,7 +7,7 @@ import os
 import socket
 import ssl
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import paho.mqtt.client as mqtt
 
@@ -68,3 +68,58 @@ def describe_refusal(reason_code: object) -> str:
     if "not authorized" in lowered or "bad user name" in lowered or "password" in lowered:
         return f"broker refused the login ({text}): check mqtt.username and the password file or variable"
     return f"broker refused the connection ({text}): check the broker's settings for this client"
+
+
+def describe_connect_error(exc: OSError, config: MqttConfig) -> str:
+    """Why a connection attempt failed, in words, with the setting to check."""
+    where = f"{config.host}:{config.port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate of {where} not trusted ({exc.verify_message}): check mqtt.ca_file"
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or str(exc)
+        if "WRONG_VERSION_NUMBER" in str(reason).upper() or "wrong version" in str(exc):
+            return f"TLS handshake with {where} failed ({reason}): the port does not speak TLS; check mqtt.port"
+        if "CERTIFICATE" in str(reason).upper():
+            return (f"TLS handshake with {where} failed ({reason}): the broker wants a client certificate; "
+                    "set mqtt.cert_file and mqtt.key_file")
+        return f"TLS handshake with {where} failed ({reason})"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host {config.host} ({exc.strerror}): check mqtt.host and DNS"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {where}: no broker listening there; check mqtt.host and mqtt.port"
+    if isinstance(exc, ConnectionResetError) and config.ca_file:
+        return f"{where} reset the connection during the TLS handshake: the port does not speak TLS; check mqtt.port"
+    if isinstance(exc, ConnectionResetError):
+        return f"{where} reset the connection: is it a TLS port? set mqtt.ca_file"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return f"no answer from {where} (timed out): check the network and the firewall"
+    return f"cannot connect to {where} ({exc.strerror or exc})"
+
+
+def describe_disconnect(reason_code: object, config: MqttConfig, ever_connected: bool) -> str:
+    """paho says "Unspecified error" for a dropped connection; say what it means here."""
+    text = str(reason_code)
+    where = f"{config.host}:{config.port}"
+    if text.lower() in ("unspecified error", "1", "7"):
+        if not ever_connected and not config.ca_file:
+            return (f"{where} closed the connection before accepting it: is it a TLS port? set mqtt.ca_file; "
+                    "or the broker wants a client certificate")
+        if not ever_connected:
+            return f"{where} closed the connection before accepting it: check the TLS files and the broker's log"
+        return f"connection to {where} lost (broker stopped, network down, or the broker closed it)"
+    return f"disconnected from {where} ({text})"
+
+
+def watch_connect_errors(client: mqtt.Client, on_error: Callable[[str], None], config: MqttConfig) -> None:
+    """paho retries failed connections itself but hands on_connect_fail no reason: wrap its
+    reconnect() to catch the error on the way and report it in words."""
+    original = client.reconnect
+
+    def reconnect():
+        try:
+            return original()
+        except OSError as exc:
+            on_error(describe_connect_error(exc, config))
+            raise
+
+    client.reconnect = reconnect  # type: ignore[method-assign]

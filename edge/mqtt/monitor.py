@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 from edge.config import MqttConfig
 from edge.errors import FallEdgeError
 from edge.mqtt import topics
-from edge.mqtt.connection import describe_refusal, make_client
+from edge.mqtt.connection import describe_disconnect, describe_refusal, make_client, watch_connect_errors
 from edge.mqtt.schema import event_problem, status_problem
 
 logger = logging.getLogger(__name__)
@@ -105,25 +105,41 @@ class Monitor:
         self.error: Optional[str] = None
         self._client = make_client(config, client_id, clean_session=False)
         self._client.on_connect = self._on_connect
-        self._client.on_disconnect = lambda *args: self.connected.clear()
+        self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self.ever_connected = False
+        self._stopping = False
+        watch_connect_errors(self._client, self._connection_failed, config)
 
     def start(self) -> None:
         self._client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
         self._client.loop_start()
 
     def stop(self) -> None:
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
         with self._lock:
             self._db.close()
 
+    def _connection_failed(self, reason: str) -> None:
+        if reason != self.error:
+            logger.error("monitor: %s", reason)
+        self.error = reason
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        if not self._stopping:
+            self._connection_failed(describe_disconnect(reason_code, self.config, self.ever_connected))
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self.error = describe_refusal(reason_code)
-            logger.error("monitor: %s", self.error)
+            self._connection_failed(describe_refusal(reason_code))
             return
+        if self.error is not None:
+            logger.warning("monitor: connected to %s:%d again", self.config.host, self.config.port)
         self.error = None
+        self.ever_connected = True
         client.subscribe([(f"{self.prefix}/+/+/events", 1), (f"{self.prefix}/+/status", 1)])
         self.connected.set()
 

@@ -13,7 +13,13 @@ import paho.mqtt.client as mqtt
 
 from edge.config import MqttConfig
 from edge.mqtt import topics
-from edge.mqtt.connection import describe_refusal, device_name, make_client
+from edge.mqtt.connection import (
+    describe_disconnect,
+    describe_refusal,
+    device_name,
+    make_client,
+    watch_connect_errors,
+)
 from edge.mqtt.outbox import Outbox
 
 logger = logging.getLogger(__name__)
@@ -46,9 +52,12 @@ class MqttPublisher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._latest_snapshots: Dict[str, bytes] = {}
-        self._last_refusal: Optional[str] = None
+        self._outage_since: Optional[float] = None  # monotonic time the broker was last lost (or never reached)
+        self._outage_reason: Optional[str] = None  # logged once per outage and reason
+        self._ever_connected = False
         self.outages = 0
         self.last_error: Optional[str] = None
+        watch_connect_errors(self._client, self._connection_failed, config)
         self._flusher = threading.Thread(target=self._flush_loop, name="mqtt-outbox", daemon=True)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -76,6 +85,10 @@ class MqttPublisher:
         self._client.disconnect()
         self._client.loop_stop()
         self._flusher.join(timeout=2.0)
+        left = self.outbox.depth()
+        if left:
+            logger.warning("MQTT: %d event(s) not delivered%s: they stay in the outbox %s and go out on the next "
+                           "start", left, f" ({self.last_error})" if self.last_error else "", self.outbox.path)
 
     @property
     def connected(self) -> bool:
@@ -111,18 +124,32 @@ class MqttPublisher:
 
     # -- paho callbacks (its network thread) --------------------------------------------------
 
+    def _connection_failed(self, reason: str) -> None:
+        """Paho's thread: an attempt failed or the connection dropped. Logged once per outage and
+        reason, not on every retry."""
+        self.last_error = reason
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+        if reason != self._outage_reason:
+            # One error line per outage; what later attempts say (refused while the broker
+            # restarts) is only information.
+            level = logging.ERROR if self._outage_reason is None else logging.INFO
+            self._outage_reason = reason
+            logger.log(level, "MQTT: %s; events wait in the outbox (%d now), retrying every %.0f s at most", reason,
+                       self.outbox.depth(), self.config.reconnect_max_s)
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            message = describe_refusal(reason_code)
-            self.last_error = message
-            if message != self._last_refusal:
-                logger.error("MQTT %s:%d: %s; events stay in the outbox", self.config.host, self.config.port,
-                             message)
-                self._last_refusal = message
+            self._connection_failed(describe_refusal(reason_code))
             return
-        self._last_refusal = None
-        self.last_error = None
-        logger.info("MQTT connected to %s:%d", self.config.host, self.config.port)
+        if self._outage_since is not None:
+            logger.warning("MQTT connected to %s:%d after %.1f s without it; sending the %d event(s) stored meanwhile",
+                           self.config.host, self.config.port, time.monotonic() - self._outage_since,
+                           self.outbox.depth())
+        else:
+            logger.info("MQTT connected to %s:%d", self.config.host, self.config.port)
+        self._outage_since, self._outage_reason, self.last_error = None, None, None
+        self._ever_connected = True
         client.publish(topics.status_topic(self.prefix, self.device), b"online", qos=1, retain=True)
         client.subscribe(topics.command_topic(self.prefix, self.device, "+"), qos=1)
         self._connected.set()
@@ -130,10 +157,10 @@ class MqttPublisher:
         self._wake.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self._connected.is_set() and not self._stop.is_set():
-            self.outages += 1
-            logger.warning("MQTT connection to %s:%d lost (%s): reconnecting with backoff; events wait in the "
-                           "outbox", self.config.host, self.config.port, reason_code)
+        if not self._stop.is_set():
+            if self._connected.is_set():
+                self.outages += 1
+            self._connection_failed(describe_disconnect(reason_code, self.config, self._ever_connected))
         self._connected.clear()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
