@@ -1,7 +1,7 @@
 """The tracker keeps one id through a fall and never lets a detector box steal a person's track."""
 
 import numpy as np
-from skeletons import CENTRE_X, box_of, pose
+from skeletons import CENTRE_X, FOOT_Y, HEIGHT, box_of, pose
 
 from edge.config import FallConfig, TrackerConfig
 from edge.tracking.tracker import Tracker
@@ -96,6 +96,46 @@ def test_a_fall_survives_the_identity_switch_to_a_new_track_on_the_floor():
     no_handover = Tracker(TrackerConfig(handover_reach=0.0), FallConfig())
     assert run_falls(no_handover, frames) == []
     assert {t.track_id for t in no_handover.tracks} == {2}
+
+
+def test_found_lying_head_first_towards_a_high_camera_as_tall_as_standing_continues_the_track():
+    """The picture freezes mid-fall (frames dropped) and shows the person already down, head
+    towards the camera and feet where their chest was: the box is almost as tall as standing, but
+    the torso points down the picture, so it is the fallen person, not somebody else."""
+    lying_pose = {"body_tilt_deg": 160, "knee_forward": 0.2, "foot_y": FOOT_Y - 0.7 * HEIGHT,
+                  "centre_x": CENTRE_X + 0.8 * HEIGHT}
+    assert box_of(pose(**lying_pose)).height >= 0.9 * HEIGHT
+    frames = [[person_at()] for _ in range(20)] + [[] for _ in range(3)]
+    frames += [[person_at(**lying_pose)] for _ in range(60)]
+    tracker = Tracker(TrackerConfig(), FallConfig())
+    events = []
+    for index, observations in enumerate(frames):
+        time_s = index / 10.0
+        for track in tracker.update(observations, time_s):
+            # the detector's Fall score, as the pipeline sets it: it sees someone lying once down
+            track.set_detector_score(0.9 if index >= 23 else 0.0, time_s)
+        events += [(track.track_id, t.type)
+                   for track, t in tracker.advance_falls(time_s, 0.2, detector_enabled=True, frame_size=(1280, 960))]
+    assert [t.track_id for t in tracker.tracks] == [1] and tracker.tracks[0].handovers == 1
+    assert events == [(1, "fall_detected"), (1, "alarm")]
+
+
+def test_a_bare_detector_box_whose_crop_finds_the_fallen_person_continues_their_track():
+    """The pose model lost the person mid-fall; the detector's box on the floor starts a new track
+    and the crop pass finds the skeleton in it on that same frame: still the same person."""
+    tracker = Tracker(TrackerConfig(), FallConfig())
+    for index in range(20):
+        tracker.update([person_at()], index / 10.0)
+        tracker.advance_falls(index / 10.0, 0.2, detector_enabled=False, frame_size=(1280, 960))
+    lying = person_at(body_tilt_deg=88, centre_x=CENTRE_X + 0.2 * HEIGHT)
+    time_s = 2.3
+    floor_box = Observation(box=lying.box, detection=Detection(lying.box, 0.6, 1, "Fall"))
+    tracks = tracker.update([floor_box], time_s)
+    new = next(t for t in tracks if t.track_id != 1)
+    new.observe(lying, time_s)  # what the crop pass does
+    tracker.continue_fallen(time_s)
+    assert [t.track_id for t in tracker.tracks] == [1]
+    assert tracker.tracks[0].handovers == 1 and tracker.tracks[0].person is lying.person
 
 
 def test_a_second_person_standing_nearby_does_not_inherit_a_fall():

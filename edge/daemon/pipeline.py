@@ -92,7 +92,7 @@ class FallPipeline:
         self.pose = pose
         self.detector = detector if config.detector.enabled else None
         self.camera = camera or config.output.camera
-        self.tracker = Tracker(config.tracker, config.fall)
+        self.tracker = Tracker(config.tracker, config.fall, config.pose.min_keypoint_score)
         self.frames_processed = 0
         self._detector_due = True  # run on the first frame
         # Recent stage timings (bounded: the daemon runs for months).
@@ -178,6 +178,7 @@ class FallPipeline:
             self._score_tracks_with_detector(tracks, detections, time_s)
         self._timed("tracking", started)
         crops = self._refine_with_crops(image, tracks, time_s)
+        self.tracker.continue_fallen(time_s)
         self.tracker.drop_duplicates(time_s)
         tracks = self.tracker.tracks
 

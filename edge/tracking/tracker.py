@@ -18,9 +18,9 @@ from typing import Dict, List, Optional, Set, Tuple
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from edge.config import FallConfig, TrackerConfig
+from edge.config import FallConfig, PoseConfig, TrackerConfig
 from edge.decoding.yolo import boxes_array, iou_matrix
-from edge.fall.features import posture_features
+from edge.fall.features import posture_features, torso_angle_deg
 from edge.fall.state_machine import FallState, FallStateMachine, Transition
 from edge.types import Box, Observation, Person
 
@@ -53,6 +53,7 @@ class Track:
     crop_misses: int = 0  # crop pose passes in a row that found nobody here
     last_crop_s: Optional[float] = None
     handovers: int = 0  # times a skeleton found on the floor continued this track
+    first_pose_s: Optional[float] = None  # when this track first had a skeleton
     extras: Dict[str, float] = field(default_factory=dict)
 
     def observe(self, observation: Observation, time_s: float) -> None:
@@ -62,6 +63,8 @@ class Track:
         self.observed_this_frame = True
         if observation.person is not None:
             self.person, self.person_time_s = observation.person, time_s
+            if self.first_pose_s is None:
+                self.first_pose_s = time_s
 
     def set_detector_score(self, fall_score: float, time_s: float) -> None:
         self.detector_fall_score, self.detector_time_s = fall_score, time_s
@@ -92,9 +95,11 @@ def association_cost(track_boxes: List[Box], obs_boxes: List[Box], iou_threshold
 
 
 class Tracker:
-    def __init__(self, config: TrackerConfig, fall_config: FallConfig) -> None:
+    def __init__(self, config: TrackerConfig, fall_config: FallConfig,
+                 min_keypoint_score: float = PoseConfig().min_keypoint_score) -> None:
         self.config = config
         self.fall_config = fall_config
+        self.min_keypoint_score = min_keypoint_score
         self.tracks: List[Track] = []
         self._next_id = 1
 
@@ -129,25 +134,51 @@ class Tracker:
         return self.tracks
 
     def _fallen_from(self, observation: Observation, time_s: float) -> Optional[Track]:
-        """The track this skeleton most likely is, if it lies low within reach of where a track
-        stood or was falling at most tracker.handover_s ago and that track has no skeleton this frame."""
+        """The track this skeleton most likely is, if it lies low (or lying) within reach of where a
+        track stood or was falling at most tracker.handover_s ago and that track has no skeleton this
+        frame. Lying along a high camera's line of sight, a body on the floor can be as tall in the
+        picture as standing: a torso at fall.torso_angle_high_deg or more counts as lying."""
         best: Optional[Track] = None
         best_distance = math.inf
         box = observation.box
+        assert observation.person is not None
+        angle = torso_angle_deg(observation.person.keypoints, self.min_keypoint_score)
+        lying = angle is not None and angle >= self.fall_config.torso_angle_high_deg
         for track in self.tracks:
             machine = track.fall
             base = machine.baseline
             if (base is None or track.person_time_s == time_s or machine.state not in _HANDOVER_STATES
                     or machine.last_upright_s is None or time_s - machine.last_upright_s > self.config.handover_s):
                 continue
-            if box.y1 < base.top_y + _LOW_BELOW_HEAD * base.height:
-                continue  # as tall as the person standing: somebody else
+            if box.y1 < base.top_y + _LOW_BELOW_HEAD * base.height and not lying:
+                continue  # as tall as the person standing, and upright: somebody else
             feet_x, feet_y = track.box.center[0], base.top_y + base.height
             centre_x, centre_y = box.center
             distance = math.hypot(centre_x - feet_x, centre_y - feet_y) / max(base.height, 1.0)
             if distance <= self.config.handover_reach and distance < best_distance:
                 best, best_distance = track, distance
         return best
+
+    def continue_fallen(self, time_s: float) -> None:
+        """A track that got its first skeleton this frame from a crop pass (it began as a bare
+        detector box) is handed over like a skeleton found by the whole-frame pass: where it lies
+        low or lying near a track that stood moments ago, it is that person, and that track goes
+        on with its baseline instead of a new one that could never raise an alarm."""
+        for track in list(self.tracks):
+            if track.first_pose_s != time_s or track.fall.baseline is not None or track.person is None:
+                continue
+            observation = Observation(box=track.box, person=track.person)
+            donor = self._fallen_from(observation, time_s)
+            if donor is None or donor is track:
+                continue
+            logger.debug("t=%.2f track %d continues as track %d (found low after a fall)", time_s, track.track_id,
+                         donor.track_id)
+            donor.observe(observation, time_s)
+            donor.handovers += 1
+            if track.detector_time_s is not None and (donor.detector_time_s is None
+                                                      or track.detector_time_s >= donor.detector_time_s):
+                donor.set_detector_score(track.detector_fall_score, track.detector_time_s)
+            self.tracks.remove(track)
 
     def drop_duplicates(self, time_s: float) -> None:
         """Tracks holding the same person's skeleton this frame are one person: keep the one that
@@ -201,7 +232,7 @@ class Tracker:
         track = Track(track_id=self._next_id, box=observation.box, first_seen_s=time_s, last_seen_s=time_s,
                       fall=FallStateMachine(self.fall_config), observed_this_frame=True)
         if observation.person is not None:
-            track.person, track.person_time_s = observation.person, time_s
+            track.person, track.person_time_s, track.first_pose_s = observation.person, time_s, time_s
         self._next_id += 1
         self.tracks.append(track)
         logger.debug("t=%.2f new track %d at %s", time_s, track.track_id, observation.box.as_list())
