@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import math
+import re
 import typing
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -16,6 +18,7 @@ from edge.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+_MAX_THREADS = 64  # more only thrashes (100000 hung the daemon)
 MAX_MQTT_BACKOFF_S = 10.0  # alarms stored during an outage reach the control room within 15 s of its end
 
 
@@ -27,18 +30,51 @@ def load_config(path: Optional[Union[str, Path]]) -> Config:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found: pass --config with an existing YAML file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
+    except _DuplicateKeyError as exc:
+        raise ConfigError(f"config file {path}: {exc}: keep one of them") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"config file {path} is not valid YAML{where}: fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply: a config has sections one level deep") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} cannot be read ({exc}): check its permissions") from None
     if raw is None:
         raw = {}
-    config = config_from_dict(raw, source=str(path))
+    try:
+        config = config_from_dict(raw, source=str(path))
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply: a config has sections one level deep") from None
     logger.debug("loaded config from %s", path)
     return config
+
+
+class _DuplicateKeyError(yaml.YAMLError):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, but a key given twice in one mapping is an error (PyYAML keeps the
+    last silently), and 1e308 is a number (YAML 1.1 wants a dot in it)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: let PyYAML report it
+                continue
+            if duplicate:
+                raise _DuplicateKeyError(f"key '{key}' appears twice (line {key_node.start_mark.line + 1})")
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def config_from_dict(raw: Any, source: str = "config") -> Config:
@@ -90,7 +126,13 @@ def _convert(expected: Any, value: Any, dotted: str, source: str) -> Any:
     if expected is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: '{dotted}' must be a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{source}: '{dotted}' must be a finite number, got {value!r}")
+        return number
     if expected is str:
         if not isinstance(value, str):
             raise ConfigError(f"{source}: '{dotted}' must be a string, got {value!r}")
@@ -123,7 +165,12 @@ def _check_ranges(config: Config, source: str) -> None:
         need(0.0 <= getattr(config.pose, key) <= 1.0, f"pose.{key}", "must be between 0 and 1")
     need(config.pose.crop_margin >= 0, "pose.crop_margin", "must be 0 or more")
     need(config.pose.max_crops_per_frame >= 0, "pose.max_crops_per_frame", "must be 0 or more")
-    need(config.detector.threads >= 1 and config.pose.threads >= 1, "threads", "must be at least 1")
+    for section in ("detector", "pose"):
+        need(1 <= getattr(config, section).threads <= _MAX_THREADS, f"{section}.threads",
+             f"must be between 1 and {_MAX_THREADS}")
+    need(config.tracker.min_hits >= 1, "tracker.min_hits", "must be at least 1")
+    need(config.detector.every_n_frames <= 1000, "detector.every_n_frames", "must be at most 1000")
+    need(config.pose.max_crops_per_frame <= 64, "pose.max_crops_per_frame", "must be at most 64")
     need(0.0 <= config.tracker.iou_threshold <= 1.0, "tracker.iou_threshold", "must be between 0 and 1")
     need(config.tracker.max_age_s > 0, "tracker.max_age_s", "must be above 0")
     need(config.tracker.down_max_age_s >= config.tracker.max_age_s, "tracker.down_max_age_s",
@@ -159,8 +206,9 @@ def _check_ranges(config: Config, source: str) -> None:
     need(mqtt.device == "" or _topic_level(mqtt.device), "mqtt.device", "must be a name without / + #")
     need(_topic_level(mqtt.prefix), "mqtt.prefix", "must be one topic level without / + #")
     need(mqtt.keepalive_s >= 1, "mqtt.keepalive_s", "must be at least 1")
-    need(mqtt.outbox_max_events >= 1, "mqtt.outbox_max_events", "must be at least 1")
-    need(mqtt.max_inflight >= 1, "mqtt.max_inflight", "must be at least 1")
+    need(1 <= mqtt.outbox_max_events <= 10_000_000, "mqtt.outbox_max_events", "must be between 1 and 10000000")
+    need(1 <= mqtt.max_inflight <= 65535, "mqtt.max_inflight", "must be between 1 and 65535")
+    need(mqtt.keepalive_s <= 65535, "mqtt.keepalive_s", "must be at most 65535 (MQTT's limit)")
     need(0 < mqtt.reconnect_min_s <= mqtt.reconnect_max_s, "mqtt.reconnect_min_s",
          "must be above 0 and at most mqtt.reconnect_max_s")
     need(mqtt.reconnect_max_s <= MAX_MQTT_BACKOFF_S, "mqtt.reconnect_max_s",
@@ -177,6 +225,7 @@ def _check_ranges(config: Config, source: str) -> None:
              "must be [on seconds, off seconds], both above 0")
     need(buzzer.auto_stop_s > 0, "buzzer.auto_stop_s", "must be above 0")
     need(buzzer.pin_factory in ("default", "jetson", "mock"), "buzzer.pin_factory", "must be default, jetson or mock")
+    need(0 <= buzzer.pin <= 40, "buzzer.pin", "must be a GPIO number from 0 to 40")
     for section_name in ("detector", "pose"):
         section = getattr(config, section_name)
         need(section.build_precision in ("fp32", "fp16", "int8"), f"{section_name}.build_precision",
