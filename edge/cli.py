@@ -148,6 +148,7 @@ def _broker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-file", help="CA certificate: connect with TLS")
     parser.add_argument("--cert-file", help="client certificate (TLS)")
     parser.add_argument("--key-file", help="client key (TLS)")
+    parser.add_argument("--command-key-file", help="the site's command-signing key: acks are signed with it")
 
 
 def _broker_config(args: argparse.Namespace):
@@ -162,7 +163,7 @@ def _broker_config(args: argparse.Namespace):
             if not port.isdigit():
                 raise ConfigError(f"--broker {args.broker}: the port must be a number")
             mqtt.port = int(port)
-    for key in ("prefix", "username", "password_file", "ca_file", "cert_file", "key_file"):
+    for key in ("prefix", "username", "password_file", "ca_file", "cert_file", "key_file", "command_key_file"):
         value = getattr(args, key)
         if value:
             setattr(mqtt, key, value)

@@ -24,7 +24,8 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, folder: Path, password: Optional[tuple] = None, tls: Optional[dict] = None) -> None:
+    def __init__(self, folder: Path, password: Optional[tuple] = None, tls: Optional[dict] = None,
+                 users: Optional[dict] = None, acl_file: Optional[Path] = None) -> None:
         if shutil.which("mosquitto") is None:
             pytest.skip("mosquitto not installed (apt-get install mosquitto; .ci/run does this)")
         self.folder = folder
@@ -34,13 +35,19 @@ class Broker:
         lines = ["user root"] if os.geteuid() == 0 else []
         lines += [f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {folder}/",
                  "autosave_interval 1", f"log_dest file {folder}/mosquitto.log"]
+        logins = dict(users or {})
         if password:
+            logins[password[0]] = password[1]
+        if logins:
             password_file = folder / "passwords"
-            subprocess.run(["mosquitto_passwd", "-b", "-c", str(password_file), *password], check=True,
-                           capture_output=True)
+            for index, (user, secret) in enumerate(logins.items()):
+                subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if index == 0 else []), str(password_file), user,
+                                secret], check=True, capture_output=True)
             lines += ["allow_anonymous false", f"password_file {password_file}"]
         else:
             lines.append("allow_anonymous true")
+        if acl_file:
+            lines.append(f"acl_file {acl_file}")
         if tls:
             lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
         self.conf.write_text("\n".join(lines) + "\n")

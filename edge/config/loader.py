@@ -214,6 +214,7 @@ def _check_ranges(config: Config, source: str) -> None:
     need(mqtt.reconnect_max_s <= MAX_MQTT_BACKOFF_S, "mqtt.reconnect_max_s",
          f"must be at most {MAX_MQTT_BACKOFF_S:.0f} (alarms must reach the control room soon after the broker is back)")
     need(mqtt.health_interval_s > 0, "mqtt.health_interval_s", "must be above 0")
+    need(1 <= mqtt.command_max_age_s <= 3600, "mqtt.command_max_age_s", "must be between 1 and 3600")
     need(mqtt.snapshot_keep >= 0, "mqtt.snapshot_keep", "must be 0 (keep none on disk) or more")
     need(mqtt.snapshot_max_age_days > 0, "mqtt.snapshot_max_age_days", "must be above 0")
     need(not (mqtt.cert_file or mqtt.key_file) or bool(mqtt.ca_file), "mqtt.cert_file",

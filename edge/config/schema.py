@@ -144,6 +144,9 @@ class MqttConfig:
     # broker's return (a longer backoff delayed them by up to 108 s)
     reconnect_max_s: float = 10.0
     health_interval_s: float = 30.0
+    # The site's shared key for signed commands (HMAC-SHA256); set, unsigned commands are refused.
+    command_key_file: str = ""
+    command_max_age_s: float = 30.0  # a signed command older or newer than this is refused (replays)
     snapshot_dir: str = "var/snapshots"  # owner-only; pictures of people on the floor
     snapshot_keep: int = 200  # at most this many snapshots are kept (the oldest go first) ...
     snapshot_max_age_days: float = 7.0  # ... and none older than this

@@ -25,7 +25,7 @@ from edge.types import FallEvent
 
 logger = logging.getLogger(__name__)
 
-_MAX_ACK_PAYLOAD = 200
+_MAX_ACK_PAYLOAD = 1000  # a signed ack (edge/mqtt/commands.py) is about 250 bytes
 _ACKABLE_EVENTS = 1000  # an ack for an older event is reported as unknown
 
 

@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 from edge.config import MqttConfig
 from edge.errors import FallEdgeError
 from edge.mqtt import topics
+from edge.mqtt.commands import read_command_key, sign_command
 from edge.mqtt.connection import describe_disconnect, describe_refusal, make_client, watch_connect_errors
 from edge.mqtt.schema import event_problem, status_problem
 
@@ -85,8 +86,10 @@ class Webhook:
 
 class Monitor:
     def __init__(self, config: MqttConfig, db_path: Path, client_id: str = "fall-edge-monitor",
-                 on_event: Optional[Callable[[dict, bool], None]] = None, webhook: Optional[Webhook] = None) -> None:
+                 on_event: Optional[Callable[[dict, bool], None]] = None, webhook: Optional[Webhook] = None,
+                 operator: str = "") -> None:
         self.config = config
+        self.operator = operator or config.username  # who acknowledges, in signed commands
         self.prefix = config.prefix
         self.on_event = on_event
         self.webhook = webhook
@@ -235,7 +238,12 @@ class Monitor:
         if not self.connected.wait(timeout_s):
             raise FallEdgeError(f"cannot reach the broker at {self.config.host}:{self.config.port}"
                                 f"{': ' + self.error if self.error else ''}")
-        info = self._client.publish(topics.command_topic(self.prefix, device, "ack"), event_id.encode(), qos=1)
+        topic = topics.command_topic(self.prefix, device, "ack")
+        payload = event_id.encode()
+        if self.config.command_key_file:  # the device refuses unsigned commands when it has a key
+            payload = sign_command(read_command_key(self.config.command_key_file), topic, event_id=event_id,
+                                   operator=self.operator)
+        info = self._client.publish(topic, payload, qos=1)
         info.wait_for_publish(timeout=timeout_s)
         return device
 

@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 
 from edge.config import MqttConfig
 from edge.mqtt import topics
+from edge.mqtt.commands import CommandVerifier, read_command_key
 from edge.mqtt.connection import (
     describe_disconnect,
     describe_refusal,
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 CommandHandler = Callable[[bytes], None]
 _EARLY_ACK_TTL_S = 10.0
+_REFUSAL_LOG_S = 60.0
 
 
 class MqttPublisher:
@@ -44,6 +46,15 @@ class MqttPublisher:
         self._client.on_publish = self._on_publish
         self._client.on_message = self._on_message
         self._handlers: Dict[str, CommandHandler] = {}
+        self._verifier: Optional[CommandVerifier] = None
+        if config.command_key_file:
+            self._verifier = CommandVerifier(read_command_key(config.command_key_file), config.command_max_age_s)
+        else:
+            logger.warning("MQTT: commands (ack, test) are not authenticated: anyone who may publish to "
+                           "%s/%s/cmd/ can send them; set mqtt.command_key_file and a broker ACL "
+                           "(configs/mosquitto.acl)", config.prefix, self.device)
+        self._refusals_logged: Dict[str, float] = {}  # reason -> when last logged
+        self.commands_refused = 0
         self._lock = threading.Lock()
         self._in_flight: Dict[int, int] = {}  # paho mid -> outbox seq
         self._early_acks: Dict[int, float] = {}  # PUBACKs that beat us to recording their mid
@@ -181,12 +192,25 @@ class MqttPublisher:
         command = topics.parse_command(message.topic, self.prefix, self.device)
         handler = self._handlers.get(command or "")
         if handler is None:
-            logger.warning("MQTT: ignoring unknown command topic %s", message.topic)
+            self._refuse(message.topic, "unknown command")
             return
+        if self._verifier is not None:
+            ok, why = self._verifier.check(message.topic, message.payload)
+            if not ok:
+                self._refuse(message.topic, why)
+                return
         try:
             handler(message.payload)
         except Exception:  # a bad command must never take the daemon down
             logger.exception("MQTT: command %s failed", command)
+
+    def _refuse(self, topic: str, why: str) -> None:
+        """A refused command, logged once a minute per reason: a flood must not fill the log."""
+        self.commands_refused += 1
+        now = time.monotonic()
+        if now - self._refusals_logged.get(why, -_REFUSAL_LOG_S) >= _REFUSAL_LOG_S:
+            self._refusals_logged[why] = now
+            logger.warning("MQTT: command on %s refused: %s (%d refused so far)", topic, why, self.commands_refused)
 
     # -- the outbox flusher ------------------------------------------------------------------
 

@@ -1,0 +1,120 @@
+"""Who may command a device: signed commands, and the broker ACL shipped in configs/ (issue 10,
+item 2). A real Mosquitto with passwords and that ACL."""
+
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from broker import Broker, wait_for
+
+from edge.config import Config, MqttConfig
+from edge.daemon.service import EventRouter
+from edge.errors import ConfigError
+from edge.mqtt.commands import CommandVerifier, read_command_key, sign_command
+from edge.mqtt.monitor import Monitor
+from edge.mqtt.outbox import Outbox
+from edge.mqtt.publisher import MqttPublisher
+from edge.types import FallEvent
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = b"0123456789abcdef0123456789abcdef"
+TOPIC = "fall/edge1/cmd/ack"
+
+
+def test_a_signed_command_is_accepted_once_and_every_forgery_refused():
+    verifier = CommandVerifier(KEY, max_age_s=30)
+    now = 1_800_000_000.0
+    good = sign_command(KEY, TOPIC, event_id="e1", operator="ops", now=now)
+    assert verifier.check(TOPIC, good, now=now + 1) == (True, "")
+    assert verifier.check(TOPIC, good, now=now + 2)[1] == "replayed (nonce already used)"
+    cases = {
+        "unsigned": b"e1",
+        "other key": sign_command(b"another-key-of-32-bytes-for-test", TOPIC, event_id="e1", now=now),
+        "other device": sign_command(KEY, "fall/edge2/cmd/ack", event_id="e1", now=now),
+        "other command": sign_command(KEY, "fall/edge1/cmd/test", now=now),
+        "old": sign_command(KEY, TOPIC, event_id="e1", now=now - 31),
+        "from the future": sign_command(KEY, TOPIC, event_id="e1", now=now + 31),
+    }
+    tampered = json.loads(sign_command(KEY, TOPIC, event_id="e1", now=now))
+    tampered["event_id"] = "e2"
+    cases["tampered"] = json.dumps(tampered).encode()
+    for name, payload in cases.items():
+        ok, why = verifier.check(TOPIC, payload, now=now)
+        assert not ok and why, name
+
+
+def test_a_short_or_missing_key_is_a_config_error(tmp_path):
+    short = tmp_path / "key"
+    short.write_text("too-short\n")
+    with pytest.raises(ConfigError, match="at least 16"):
+        read_command_key(str(short))
+    with pytest.raises(ConfigError, match="cannot be read"):
+        read_command_key(str(tmp_path / "missing"))
+
+
+def event(kind: str) -> FallEvent:
+    return FallEvent(event_id=str(uuid.uuid4()), type=kind, camera="cam0", track_id=1, stream_time_s=3.0,
+                     wall_time="2026-12-02T10:00:00.000Z", confidence=0.9, torso_angle_deg=80.0,
+                     bbox=[1.0, 2.0, 3.0, 4.0], fall_started_s=2.0, started_at="2026-12-02T09:59:59.000Z",
+                     detector_label="Fall")
+
+
+def client_as(broker: Broker, user: str, password: str) -> mqtt.Client:
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                         client_id=f"{user}-{uuid.uuid4().hex[:6]}")
+    client.username_pw_set(user, password)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    return client
+
+
+def test_with_the_shipped_acl_a_device_cannot_ack_another_devices_alarm(tmp_path, caplog):
+    key_file = tmp_path / "command.key"
+    key_file.write_bytes(KEY + b"\n")
+    users = {"edge1": "pw-edge1", "edge2": "pw-edge2", "operator": "pw-ops"}
+    broker = Broker(tmp_path, users=users, acl_file=ROOT / "configs" / "mosquitto.acl").start()
+    (tmp_path / "edge1.pw").write_text("pw-edge1")
+    (tmp_path / "ops.pw").write_text("pw-ops")
+    device = MqttConfig(enabled=True, port=broker.port, device="edge1", username="edge1",
+                        password_file=str(tmp_path / "edge1.pw"), command_key_file=str(key_file), keepalive_s=5)
+    config = Config()
+    config.mqtt = device
+    publisher = MqttPublisher(device, Outbox(tmp_path / "outbox.sqlite"))
+    publisher.start()
+    router = EventRouter(config, publisher=publisher, print_events=False)
+    operator_config = MqttConfig(enabled=True, port=broker.port, username="operator",
+                                 password_file=str(tmp_path / "ops.pw"), command_key_file=str(key_file))
+    monitor = Monitor(operator_config, tmp_path / "monitor.sqlite", client_id="desk")
+    monitor.start()
+    intruder = client_as(broker, "edge2", "pw-edge2")
+    try:
+        assert wait_for(lambda: publisher.connected and monitor.connected.is_set())
+        alarm = event("alarm")
+        router._route(alarm, None)
+        assert wait_for(lambda: [e["type"] for e in monitor.events()] == ["alarm"])
+        # The other device: even with a valid signature, the broker drops its publish to edge1's cmd/.
+        intruder.publish(TOPIC, sign_command(KEY, TOPIC, event_id=alarm.event_id), qos=1).wait_for_publish(5)
+        # ... nor can it put events in edge1's name.
+        fake = {"event_id": str(uuid.uuid4()), "type": "alarm", "track_id": 9, "device": "edge1", "camera": "cam0"}
+        intruder.publish("fall/edge1/cam0/events", json.dumps(fake).encode(), qos=1).wait_for_publish(5)
+        time.sleep(1.5)
+        assert [e["type"] for e in monitor.events()] == ["alarm"]
+        assert publisher.commands_refused == 0  # never even reached the device
+        # An unsigned ack from the operator is refused by the device; a signed one is taken.
+        operator = client_as(broker, "operator", "pw-ops")
+        with caplog.at_level(logging.WARNING):
+            operator.publish(TOPIC, alarm.event_id.encode(), qos=1).wait_for_publish(5)
+            assert wait_for(lambda: publisher.commands_refused == 1)
+        assert "refused: not a signed command" in caplog.text
+        operator.disconnect()
+        monitor.ack(alarm.event_id)
+        assert wait_for(lambda: [e["type"] for e in monitor.events()] == ["alarm", "acknowledged"])
+    finally:
+        intruder.disconnect()
+        monitor.stop()
+        publisher.stop()
+        broker.stop()
