@@ -112,6 +112,7 @@ class Monitor:
         self._client.on_message = self._on_message
         self.ever_connected = False
         self._stopping = False
+        self._refused = False
         watch_connect_errors(self._client, self._connection_failed, config)
 
     def start(self) -> None:
@@ -132,11 +133,13 @@ class Monitor:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
-        if not self._stopping:
+        if not self._stopping and not self._refused:
             self._connection_failed(describe_disconnect(reason_code, self.config, self.ever_connected))
+        self._refused = False
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
+            self._refused = True  # the disconnect that follows says less than this
             self._connection_failed(describe_refusal(reason_code))
             return
         if self.error is not None:

@@ -66,6 +66,7 @@ class MqttPublisher:
         self._outage_since: Optional[float] = None  # monotonic time the broker was last lost (or never reached)
         self._outage_reason: Optional[str] = None  # logged once per outage and reason
         self._ever_connected = False
+        self._refused = False  # the broker answered the last attempt with a refusal (CONNACK)
         self.outages = 0
         self.last_error: Optional[str] = None
         watch_connect_errors(self._client, self._connection_failed, config)
@@ -151,6 +152,7 @@ class MqttPublisher:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
+            self._refused = True  # the disconnect that follows says less than this
             self._connection_failed(describe_refusal(reason_code))
             return
         if self._outage_since is not None:
@@ -168,10 +170,11 @@ class MqttPublisher:
         self._wake.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if not self._stop.is_set():
+        if not self._stop.is_set() and not self._refused:
             if self._connected.is_set():
                 self.outages += 1
             self._connection_failed(describe_disconnect(reason_code, self.config, self._ever_connected))
+        self._refused = False
         self._connected.clear()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
