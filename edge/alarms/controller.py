@@ -26,6 +26,7 @@ class LocalAlarm:
         self._active: Dict[ChainKey, str] = {}  # chain -> fall_detected | alarm
         self._chain_of_event: Dict[str, ChainKey] = {}
         self._last_test_s: Optional[float] = None
+        self._test_timer: Optional[threading.Timer] = None
         self._tests_refused = 0
         self._last_refusal_log: Optional[float] = None
 
@@ -64,9 +65,9 @@ class LocalAlarm:
         logger.info("alarm test")
         if self.buzzer is not None:
             self.buzzer.sound("fall_detected")
-            timer = threading.Timer(TEST_BUZZ_S, self._end_test_buzz)
-            timer.daemon = True
-            timer.start()
+            self._test_timer = threading.Timer(TEST_BUZZ_S, self._end_test_buzz)
+            self._test_timer.daemon = True
+            self._test_timer.start()
         if self.speaker is not None:
             self.speaker.say("test")
         return True
@@ -99,6 +100,8 @@ class LocalAlarm:
         return f"{key[0]}#{key[1]}"
 
     def close(self) -> None:
+        if self._test_timer is not None:
+            self._test_timer.cancel()
         if self.buzzer is not None:
             self.buzzer.close()
         if self.speaker is not None:
