@@ -309,3 +309,34 @@ def test_camera_outage_reaches_the_control_room(tmp_path):
         collector.close()
         server.listener.close()
         broker.stop()
+
+
+def _command_lines() -> list:
+    lines = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            lines.append(cmdline.read_bytes().replace(b"\0", b" "))
+        except OSError:
+            continue
+    return lines
+
+
+def test_a_camera_password_never_appears_in_a_child_process_command_line():
+    """gst-launch-1.0 would carry the RTSP URL, password and all, in its argv (readable by every
+    user with ps): a source with credentials is read in-process instead."""
+    if reader_available("gst-launch") or (reader_available("appsink") and reader_available("opencv-gst")):
+        pytest.skip("needs gst-launch-1.0 and an in-process reader")
+    secret = f"s3cret-pw-{free_port()}"
+    spec = parse_uri(f"rtsp://viewer:{secret}@127.0.0.1:{free_port()}/stream")
+    source = GstSource(spec, 64, 48, 10, reader="gst-launch", stall_timeout_s=1.0, reconnect_min_s=0.2,
+                       reconnect_max_s=0.5)
+    assert source.reader in ("appsink", "opencv-gst")
+    seen = []
+    with source:
+        worker = threading.Thread(target=lambda: next(iter(source.frames()), None), daemon=True)
+        worker.start()
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            seen += [line for line in _command_lines() if secret.encode() in line]
+            time.sleep(0.05)
+    assert seen == []

@@ -63,6 +63,8 @@ class Buzzer:
 
     def stop(self) -> None:
         with self._lock:
+            if self._device.closed:  # a timer (auto stop, a test's beep) that fired after close()
+                return
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None

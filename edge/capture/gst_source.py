@@ -21,7 +21,14 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Deque, Iterator, Optional, Tuple
 
-from edge.capture.gst_readers import END_OF_STREAM, PipelineReader, ReaderUnavailableError, make_reader, pick_reader
+from edge.capture.gst_readers import (
+    END_OF_STREAM,
+    PipelineReader,
+    ReaderUnavailableError,
+    make_reader,
+    pick_reader,
+    reader_available,
+)
 from edge.capture.opencv_source import describe
 from edge.capture.sources import SourceSpec, build_pipeline, on_jetson
 from edge.errors import SourceError
@@ -31,6 +38,19 @@ logger = logging.getLogger(__name__)
 
 StatusCallback = Callable[[str, str], None]  # (status: online | offline, reason)
 _CREDENTIALS = re.compile(r"://[^/@\s]*@")
+
+
+def _in_process_reader(requested: str) -> str:
+    """A gst-launch-1.0 child would show the camera's password to every user in `ps`: a source
+    with credentials is read in this process instead, or not at all."""
+    for kind in ("appsink", "opencv-gst"):
+        if not reader_available(kind):
+            if requested == "gst-launch":
+                logger.warning("capture.reader gst-launch would show the camera password in ps: reading with %s",
+                               kind)
+            return kind
+    raise SourceError("this source has a password, and the only reader here (gst-launch-1.0) would show it in "
+                      "ps: install python3-gi and gir1.2-gstreamer-1.0 (capture.reader appsink)")
 
 
 class GstSource:
@@ -51,6 +71,8 @@ class GstSource:
         if spec.kind == "v4l2" and not Path(spec.location).exists():
             raise SourceError(f"camera {spec.location} not found: check the camera is plugged in (ls /dev/video*)")
         self.pipeline = build_pipeline(spec, width, height, fps, on_jetson() if jetson is None else jetson)
+        if self.reader == "gst-launch" and _CREDENTIALS.search(self.pipeline):
+            self.reader = _in_process_reader(reader)
         if spec.kind == "file":
             # A fixed rate gives file frames exact stream times (index / fps), like a camera.
             self.pipeline = self.pipeline.replace(" ! videoconvert", f" ! videorate ! video/x-raw,framerate={fps}/1 "
