@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import ssl
 from pathlib import Path
@@ -56,8 +57,11 @@ def make_client(config: MqttConfig, client_id: str, will_topic: Optional[str] = 
             raise ConfigError(f"mqtt TLS files cannot be used ({exc}): check ca_file, cert_file, key_file") from None
     if will_topic:
         client.will_set(will_topic, b"offline", qos=1, retain=True)
-    client.reconnect_delay_set(min_delay=max(1, int(config.reconnect_min_s)),
-                               max_delay=max(1, int(config.reconnect_max_s)))
+    # Jitter, per client: after a broker restart a fleet of devices must not reconnect in step.
+    # The cap stays at most reconnect_max_s, so stored alarms still arrive soon after the broker.
+    max_delay = config.reconnect_max_s * random.uniform(0.75, 1.0)
+    client.reconnect_delay_set(min_delay=min(max_delay, config.reconnect_min_s * random.uniform(1.0, 1.5)),
+                               max_delay=max_delay)
     return client
 
 
