@@ -142,3 +142,16 @@ def test_snapshots_are_owner_only_and_bounded_in_count_and_age(tmp_path):
     os.utime(folder / "2.jpg", (0, time.time() - 7200))  # two hours old
     save_snapshot(folder, "5.jpg", b"\xff\xd8jpeg", keep=3, max_age_s=3600)
     assert sorted(p.name for p in folder.iterdir()) == ["3.jpg", "4.jpg", "5.jpg"]
+
+
+def test_the_control_rooms_event_log_is_owner_only(tmp_path):
+    from edge.config import MqttConfig
+    from edge.mqtt.monitor import Monitor
+
+    old = os.umask(0o000)
+    try:
+        monitor = Monitor(MqttConfig(enabled=True), tmp_path / "monitor.sqlite")
+    finally:
+        os.umask(old)
+    monitor.stop()
+    assert stat.S_IMODE((tmp_path / "monitor.sqlite").stat().st_mode) == 0o600

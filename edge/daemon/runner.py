@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,9 @@ class VideoWriterSink:
         canvas = draw_result(result)
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Owner-only before the first frame lands: it shows people (and falls).
+            os.close(os.open(str(self.path), os.O_CREAT | os.O_WRONLY, 0o600))
+            os.chmod(self.path, 0o600)
             height, width = canvas.shape[:2]
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
             if not self._writer.isOpened():
