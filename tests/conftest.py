@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -87,3 +90,11 @@ def skimage_bgr(name: str) -> np.ndarray:
     data = pytest.importorskip("skimage.data")
     image = getattr(data, name)()
     return cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+
+
+def run_daemon_on_clip(config: Path, clip: Path) -> subprocess.CompletedProcess:
+    """`fall-edge run --config CONFIG --source CLIP --pad-end 4` as a child process, as installed."""
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(config), "--source", str(clip),
+                           "--pad-end", "4"], capture_output=True, text=True, cwd=root, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(root)))

@@ -147,3 +147,12 @@ def test_any_bytes_as_event_status_or_ack_are_handled(monitor, payload):
     assert status_problem(payload) is None or payload.strip() not in (b"online", b"offline")
     event_id = EventRouter._event_id_from(payload)
     assert event_id is None or len(event_id) == 36
+
+
+def test_an_unknown_key_with_a_newline_is_still_one_line(tmp_path):
+    """Found by the property test above: `? '\\n\\n'` made a two-line error."""
+    path = tmp_path / "config.yaml"
+    path.write_text("? '\n\n'\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "\n" not in str(caught.value) and "unknown key '\\n'" in str(caught.value)

@@ -4,18 +4,15 @@ why once. Real SQLite files on a real file system."""
 import logging
 import os
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import run_daemon_on_clip
 
 from edge.daemon.service import save_snapshot
 from edge.mqtt import outbox as outbox_module
 from edge.mqtt.outbox import Outbox
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -115,10 +112,7 @@ def test_the_daemon_starts_and_detects_with_a_corrupt_outbox(tmp_path, clips_dir
     # A closed port: the broker is down too, so the events stay in the (new) outbox.
     config.write_text(f"mqtt:\n  enabled: true\n  port: 1\n  outbox_path: {tmp_path}/outbox.sqlite\n"
                       f"  snapshot_dir: {blocked}/snaps\n")
-    result = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(config), "--source",
-                             str(clips_dir / "gmdcsa24_s3_fall20.mp4"), "--pad-end", "4"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    result = run_daemon_on_clip(config, clips_dir / "gmdcsa24_s3_fall20.mp4")
     assert result.returncode == 0, result.stderr
     assert '"fall_detected"' in result.stdout and '"alarm"' in result.stdout
     assert "was corrupt" in result.stderr and "Traceback" not in result.stderr

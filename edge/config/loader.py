@@ -94,7 +94,8 @@ def _build(cls: type, raw: Dict[str, Any], prefix: str, source: str) -> Any:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known keys: {', '.join(fields)})"
-            raise ConfigError(f"{source}: unknown key '{dotted}'{hint}")
+            shown = dotted.encode("unicode_escape").decode("ascii")  # one line, whatever the key holds
+            raise ConfigError(f"{source}: unknown key '{shown}'{hint}")
         values[key] = _convert(hints[key], value, dotted, source)
     return cls(**values)
 
