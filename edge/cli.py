@@ -178,6 +178,7 @@ def _setup_logging(verbosity: int) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from edge.config import load_config
     from edge.daemon.app import RunOptions, build_router, install_stop_signals, run_cameras, run_one_camera
+    from edge.daemon.notify import FrameLoopNotifier, SystemdNotifier
     from edge.daemon.runner import load_models
     from edge.eval.bench import format_timings
 
@@ -191,15 +192,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     models = load_models(config)
     router = build_router(config)
     install_stop_signals()
+    # Under systemd (Type=notify): READY once every camera gave a frame, watchdog pings from the loop.
+    notifier = FrameLoopNotifier(SystemdNotifier(), {name for name, _ in cameras})
     try:
         if len(cameras) > 1:
-            run_cameras(config, models, router, cameras, trace_dir=args.trace)
+            run_cameras(config, models, router, cameras, trace_dir=args.trace, notifier=notifier)
             return 0
         options = RunOptions(pad_end_s=args.pad_end, realtime=args.realtime, save_video=args.save_video,
                              show=args.show, trace_dir=args.trace)
-        pipeline = run_one_camera(config, models, router, *cameras[0], options)
+        pipeline = run_one_camera(config, models, router, *cameras[0], options, notifier=notifier)
     finally:
+        notifier.stopping()
         router.close()
+        notifier.notifier.close()
     if args.profile:
         sys.stderr.write(format_timings(pipeline.timings_ms) + "\n")
     return 0

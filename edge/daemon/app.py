@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Tuple
 from edge.alarms.controller import LocalAlarm
 from edge.capture import GstSource, open_source
 from edge.config import Config
+from edge.daemon.notify import FrameLoopNotifier
 from edge.daemon.pipeline import FallPipeline
 from edge.daemon.runner import (
     CameraStream,
@@ -91,7 +92,7 @@ def _summary(frames: int, started: float, cameras: int, events: int) -> None:
 
 
 def run_one_camera(config: Config, models: Models, router: EventRouter, name: str, source_text: str,
-                   options: RunOptions) -> FallPipeline:
+                   options: RunOptions, notifier: Optional[FrameLoopNotifier] = None) -> FallPipeline:
     pipeline = FallPipeline(config, models.pose, models.detector, camera=name)
     with open_source(source_text, config.capture, name=name, pad_end_s=options.pad_end_s,
                      realtime=options.realtime, on_status=functools.partial(router.camera_status, name)) as video:
@@ -107,6 +108,8 @@ def run_one_camera(config: Config, models: Models, router: EventRouter, name: st
             for result in process_video(pipeline, video, config.output.process_fps):
                 sink(result)
                 router.maybe_send_health([pipeline], cameras={name: capture_stats(video)})
+                if notifier is not None:
+                    notifier.frame(name)
         finally:
             for closing in (writer, trace):
                 if closing is not None:
@@ -116,7 +119,7 @@ def run_one_camera(config: Config, models: Models, router: EventRouter, name: st
 
 
 def run_cameras(config: Config, models: Models, router: EventRouter, cameras: List[Tuple[str, str]],
-                trace_dir: Optional[Path] = None) -> None:
+                trace_dir: Optional[Path] = None, notifier: Optional[FrameLoopNotifier] = None) -> None:
     """Several cameras: a capture worker each, one inference loop over all of them."""
     streams: List[CameraStream] = []
     traces: Dict[str, TraceWriter] = {}
@@ -139,6 +142,8 @@ def run_cameras(config: Config, models: Models, router: EventRouter, cameras: Li
             router.handle(result)
             router.maybe_send_health([s.pipeline for s in streams],
                                      cameras={s.name: capture_stats(s.source) for s in streams})
+            if notifier is not None:
+                notifier.frame(result.camera or "")
         _summary(sum(s.pipeline.frames_processed for s in streams), started, len(streams), router.events_sent)
     finally:
         for stream in streams:

@@ -1,0 +1,96 @@
+"""systemd's notify protocol (sd_notify(3)) over $NOTIFY_SOCKET, for `Type=notify` with a
+watchdog: READY once every camera has delivered a frame, WATCHDOG pings from the frame loop
+only (a hung inference or camera loop stops them and systemd restarts the service), STATUS
+with the cameras and frames/s, STOPPING on the way out.
+
+The protocol is one datagram per message on a unix socket; outside systemd (no
+NOTIFY_SOCKET) every call does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Dict, Mapping, Optional, Set
+
+logger = logging.getLogger(__name__)
+
+_STATUS_EVERY_S = 10.0
+
+
+class SystemdNotifier:
+    def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
+        env = os.environ if environ is None else environ
+        address = env.get("NOTIFY_SOCKET", "")
+        if address.startswith("@"):  # abstract namespace
+            address = "\0" + address[1:]
+        self.address = address
+        watchdog_usec = env.get("WATCHDOG_USEC", "")
+        # Ping at half the watchdog period, as sd_watchdog_enabled(3) advises.
+        self.ping_every_s = int(watchdog_usec) / 2e6 if watchdog_usec.isdigit() and int(watchdog_usec) else None
+        self._socket: Optional[socket.socket] = None
+        self._failed = False
+        if address:
+            self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    @property
+    def enabled(self) -> bool:
+        return self._socket is not None
+
+    def send(self, *lines: str) -> None:
+        if self._socket is None:
+            return
+        try:
+            self._socket.sendto("\n".join(lines).encode("utf-8"), self.address)
+        except OSError as exc:
+            if not self._failed:  # systemd gone or the socket unreachable: say so once
+                logger.warning("systemd notify socket %s: %s", self.address.replace("\0", "@"), exc)
+                self._failed = True
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+
+class FrameLoopNotifier:
+    """What the frame loop tells systemd: call frame(camera) after each processed frame."""
+
+    def __init__(self, notifier: SystemdNotifier, cameras: Set[str]) -> None:
+        self.notifier = notifier
+        self.cameras = set(cameras)
+        self._seen: Set[str] = set()
+        self.ready = False
+        self._last_ping = float("-inf")
+        self._last_status = float("-inf")
+        self._frames: Dict[str, int] = {}
+        self._started = time.monotonic()
+
+    def frame(self, camera: str) -> None:
+        if not self.notifier.enabled:
+            return
+        now = time.monotonic()
+        self._frames[camera] = self._frames.get(camera, 0) + 1
+        if not self.ready:
+            self._seen.add(camera)
+            if self._seen >= self.cameras:
+                self.ready = True
+                self.notifier.send("READY=1", f"STATUS={self._status(now)}")
+                self._last_status = now
+        ping_every = self.notifier.ping_every_s
+        if self.ready and ping_every is not None and now - self._last_ping >= ping_every:
+            self.notifier.send("WATCHDOG=1")
+            self._last_ping = now
+        if self.ready and now - self._last_status >= _STATUS_EVERY_S:
+            self.notifier.send(f"STATUS={self._status(now)}")
+            self._last_status = now
+
+    def _status(self, now: float) -> str:
+        elapsed = max(now - self._started, 1e-3)
+        parts = [f"{name} {self._frames.get(name, 0) / elapsed:.1f} frames/s" for name in sorted(self.cameras)]
+        return "detecting: " + ", ".join(parts)
+
+    def stopping(self) -> None:
+        self.notifier.send("STOPPING=1", "STATUS=stopping")

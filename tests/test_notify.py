@@ -1,0 +1,135 @@
+"""systemd's notify protocol on a real unix datagram socket: READY, watchdog pings from the
+frame loop (and none once it hangs), STATUS, STOPPING on SIGTERM (issue 11, service part)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from broker import wait_for
+
+from edge.config import Config
+from edge.daemon.app import RunOptions, run_one_camera
+from edge.daemon.notify import FrameLoopNotifier, SystemdNotifier
+from edge.daemon.runner import Models
+from edge.daemon.service import EventRouter
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class NotifyListener:
+    """What systemd would receive: every datagram on the socket, with its arrival time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.socket.bind(str(path))
+        self.socket.settimeout(0.2)
+        self.messages = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.socket.recv(4096)
+            except socket.timeout:
+                continue
+            for line in data.decode().splitlines():
+                self.messages.append((time.monotonic(), line))
+
+    def lines(self, prefix: str = "") -> list:
+        return [line for _, line in self.messages if line.startswith(prefix)]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.socket.close()
+
+
+def test_ready_watchdog_status_and_stopping_from_the_daemon(tmp_path, clips_dir):
+    listener = NotifyListener(tmp_path / "notify.sock")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET=str(tmp_path / "notify.sock"),
+               WATCHDOG_USEC="1000000")
+    daemon = subprocess.Popen([sys.executable, "-m", "edge", "run", "--source",
+                               str(clips_dir / "gmdcsa24_s3_fall20.mp4"), "--realtime"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: len(listener.lines("WATCHDOG=1")) >= 3, 120)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+        assert wait_for(lambda: "STOPPING=1" in listener.lines(), 5)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        listener.close()
+    lines = listener.lines()
+    assert lines.index("READY=1") < lines.index("WATCHDOG=1")  # pings only once ready
+    assert any(line.startswith("STATUS=detecting: cam0") and "frames/s" in line for line in lines)
+    assert lines[-2:] == ["STOPPING=1", "STATUS=stopping"]
+
+
+class HangingPose:
+    """The real pose model, which stops answering after `frames` calls (a stuck GPU call)."""
+
+    def __init__(self, pose, frames: int) -> None:
+        self.pose, self.frames = pose, frames
+        self.hung = threading.Event()
+        self.release = threading.Event()
+
+    def estimate(self, image):
+        self.frames -= 1
+        if self.frames <= 0:
+            self.hung.set()
+            self.release.wait(30)
+        return self.pose.estimate(image)
+
+    def __getattr__(self, name):
+        return getattr(self.pose, name)
+
+
+def test_watchdog_pings_stop_when_the_frame_loop_hangs(tmp_path, clips_dir, models):
+    listener = NotifyListener(tmp_path / "notify.sock")
+    hanging = HangingPose(models.pose, frames=15)
+    notifier = FrameLoopNotifier(SystemdNotifier({"NOTIFY_SOCKET": str(listener.path), "WATCHDOG_USEC": "200000"}),
+                                 {"cam0"})
+    config = Config()
+    router = EventRouter(config, print_events=False)
+    worker = threading.Thread(target=run_one_camera, args=(config, Models(hanging, models.detector), router, "cam0",
+                                                           str(clips_dir / "gmdcsa24_s3_fall20.mp4"),
+                                                           RunOptions(realtime=True), notifier), daemon=True)
+    worker.start()
+    try:
+        assert hanging.hung.wait(60)
+        hung_at = time.monotonic()
+        pings_before = len(listener.lines("WATCHDOG=1"))
+        time.sleep(1.5)  # 15 ping periods
+        late = [t for t, line in listener.messages if line == "WATCHDOG=1" and t > hung_at + 0.3]
+        assert pings_before >= 3 and late == []
+    finally:
+        hanging.release.set()
+        worker.join(timeout=60)
+        listener.close()
+
+
+def test_the_service_unit_verifies(tmp_path):
+    """systemd-analyze verify on the shipped unit (ExecStart pointed at this checkout's CLI)."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed")
+    text = (ROOT / "systemd" / "fall-edge.service").read_text()
+    for directive in ("Type=notify", "NotifyAccess=main", "WatchdogSec=30", "Restart=on-failure",
+                      "RestartPreventExitStatus=2", "StateDirectory=fall-edge", "NoNewPrivileges=yes"):
+        assert directive in text.splitlines(), directive
+    unit = tmp_path / "fall-edge.service"
+    unit.write_text(text.replace("/opt/fall-edge/.venv/bin/fall-edge", str(Path(sys.executable).parent / "fall-edge")))
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "fall-edge.service" not in result.stdout + result.stderr, result.stderr
