@@ -247,3 +247,40 @@ def test_outbox_on_a_full_disk_keeps_events_in_memory_then_stores_them(tmp_path,
     outbox._db.execute("PRAGMA max_page_count=1000000")  # space freed
     stored = [row.payload["event_id"] for row in outbox.pending(limit=100)]
     assert stored == ["before"] + [f"full-{index}" for index in range(50)]
+
+
+def test_a_buzzer_that_cannot_be_opened_is_reported_retried_and_never_stops_the_alarm(monkeypatch, caplog):
+    from gpiozero import LED
+
+    from edge.alarms import buzzer as buzzer_module
+    from edge.alarms.buzzer import ResilientBuzzer
+
+    monkeypatch.setattr(buzzer_module, "RETRY_S", 0.0)
+    factory = MockFactory()
+    blocker = LED(24, pin_factory=factory)  # another program holds the line
+    buzzer = ResilientBuzzer(BuzzerConfig(enabled=True, pin=24), pin_factory=factory)
+    alarm = LocalAlarm(buzzer, None)
+    try:
+        with caplog.at_level(logging.ERROR):
+            alarm.handle(event("fall_detected", 1))
+            alarm.handle(event("alarm", 1))
+        assert not buzzer.is_sounding and "cannot be opened" in alarm.problems()["buzzer"]
+        assert caplog.text.count("cannot be opened") == 1  # once, not on every retry
+        blocker.close()  # the line is free again
+        alarm.handle(event("alarm", 1))
+        assert buzzer.is_sounding and factory.pin(24).state
+        assert alarm.problems() == {}
+    finally:
+        alarm.close()
+
+
+def test_the_daemon_detects_without_a_gpio_driver(tmp_path, clips_dir):
+    """This machine has no GPIO: the buzzer cannot open, the run goes on and prints its events."""
+    from conftest import run_daemon_on_clip
+
+    config = tmp_path / "config.yaml"
+    config.write_text("buzzer:\n  enabled: true\n  pin_factory: default\n")
+    result = run_daemon_on_clip(config, clips_dir / "gmdcsa24_s3_fall20.mp4")
+    assert result.returncode == 0, result.stderr
+    assert '"fall_detected"' in result.stdout and '"alarm"' in result.stdout
+    assert result.stderr.count("cannot be opened") == 1 and "Traceback" not in result.stderr

@@ -354,8 +354,8 @@ def test_health_and_test_command(broker, tmp_path, models):
         health = json.loads(collector.on("gate/health")[0][0])
         assert health["device"] == "gate" and health["dropped_frames"] == 3
         assert health["cameras"]["door"]["outages"] == 1
-        assert {"uptime_s", "stage_fps", "outbox_depth", "outbox_dropped", "outbox_error", "mqtt_outages",
-                "temperatures_c", "queue_depth"} <= set(health)
+        assert {"uptime_s", "stage_fps", "outbox_depth", "outbox_dropped", "outbox_error", "alarm_problems",
+                "mqtt_outages", "temperatures_c", "queue_depth"} <= set(health)
         collector.client.publish("fall/gate/cmd/test", b"", qos=1)
         assert wait_for(lambda: buzzer.is_sounding)
     finally:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+import warnings
 from typing import Optional
 
 from edge.config import BuzzerConfig
@@ -78,3 +80,65 @@ class Buzzer:
     def close(self) -> None:
         self.stop()
         self._device.close()
+
+
+RETRY_S = 60.0  # how often a buzzer that could not be opened is tried again
+
+
+class ResilientBuzzer:
+    """The buzzer as the daemon uses it: a GPIO line that cannot be opened (no permission, in
+    use, no GPIO driver, Jetson.GPIO missing) is logged once and reported (`error`), tried again
+    every RETRY_S when an alarm wants it, and never stops detection or the spoken warning."""
+
+    def __init__(self, config: BuzzerConfig, pin_factory=None) -> None:
+        self.config = config
+        self._pin_factory = pin_factory
+        self._buzzer: Optional[Buzzer] = None
+        self.error: Optional[str] = None
+        self._next_try = 0.0
+        self._open()
+
+    def _open(self) -> Optional[Buzzer]:
+        if self._buzzer is not None:
+            return self._buzzer
+        now = time.monotonic()
+        if now < self._next_try:
+            return None
+        self._next_try = now + RETRY_S
+        try:
+            with warnings.catch_warnings():  # gpiozero warns for every pin library it tries
+                warnings.simplefilter("ignore")
+                factory = self._pin_factory if self._pin_factory is not None else make_pin_factory(
+                    self.config.pin_factory)
+                self._buzzer = Buzzer(self.config, pin_factory=factory)
+        except ConfigError as exc:
+            if str(exc) != self.error:
+                logger.error("%s; the alarm goes on without the buzzer (spoken warning and MQTT), trying again "
+                             "every %.0f s", exc, RETRY_S)
+            self.error = str(exc)
+            return None
+        if self.error is not None:
+            logger.warning("buzzer on pin %s opened after all", self.config.pin)
+        self.error = None
+        return self._buzzer
+
+    def sound(self, kind: str) -> None:
+        buzzer = self._open()
+        if buzzer is not None:
+            buzzer.sound(kind)
+
+    def stop(self) -> None:
+        if self._buzzer is not None:
+            self._buzzer.stop()
+
+    @property
+    def is_sounding(self) -> bool:
+        return self._buzzer is not None and self._buzzer.is_sounding
+
+    @property
+    def pattern(self) -> Optional[str]:
+        return self._buzzer.pattern if self._buzzer is not None else None
+
+    def close(self) -> None:
+        if self._buzzer is not None:
+            self._buzzer.close()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
-from edge.alarms.buzzer import Buzzer
+from edge.alarms.buzzer import Buzzer, ResilientBuzzer
 from edge.alarms.speech import Speaker
 from edge.types import FallEvent
 
@@ -20,7 +20,7 @@ ChainKey = Tuple[str, int]  # (camera, track id): one fall's chain of events
 
 
 class LocalAlarm:
-    def __init__(self, buzzer: Optional[Buzzer], speaker: Optional[Speaker]) -> None:
+    def __init__(self, buzzer: Optional[Union[Buzzer, ResilientBuzzer]], speaker: Optional[Speaker]) -> None:
         self.buzzer = buzzer
         self.speaker = speaker
         self._active: Dict[ChainKey, str] = {}  # chain -> fall_detected | alarm
@@ -94,6 +94,15 @@ class LocalAlarm:
                 self.buzzer.stop()
             else:  # another fall still stands: keep sounding its pattern
                 self.buzzer.sound("alarm" if "alarm" in self._active.values() else "fall_detected")
+
+    def problems(self) -> Dict[str, str]:
+        """What of the local alarm does not work now (for health): buzzer and speech."""
+        out = {}
+        if self.buzzer is not None and getattr(self.buzzer, "error", None):
+            out["buzzer"] = str(self.buzzer.error)
+        if self.speaker is not None and self.speaker.problem:
+            out["speech"] = self.speaker.problem
+        return out
 
     @staticmethod
     def _speech_key(key: ChainKey) -> str:

@@ -59,6 +59,7 @@ class Speaker:
         self._wake = threading.Condition(self._lock)
         self._playing: Optional[Tuple[str, subprocess.Popen]] = None  # (kind, aplay) while one plays
         self._warned: set = set()
+        self.problem: Optional[str] = None  # why speech does not work now (health)
         self.spoken = 0  # messages played (or synthesised, where there is no sound device)
         self.announced: Deque[str] = deque(maxlen=100)  # kinds, in the order they were begun
         self._closed = False
@@ -140,6 +141,7 @@ class Speaker:
                 self.say(kind, key)
 
     def _warn_once(self, key: str, message: str, *args: object) -> None:
+        self.problem = message % args  # the latest, for health; logged once per kind
         if key not in self._warned:
             self._warned.add(key)
             logger.warning(message, *args)
@@ -214,3 +216,4 @@ class Speaker:
                                     "set speech.alsa_device", reason)
             return
         self.spoken += 1
+        self.problem = None

@@ -59,9 +59,9 @@ def build_router(config: Config) -> EventRouter:
         publisher.start()
     buzzer = speaker = None
     if config.buzzer.enabled:
-        from edge.alarms.buzzer import Buzzer
+        from edge.alarms.buzzer import ResilientBuzzer
 
-        buzzer = Buzzer(config.buzzer)
+        buzzer = ResilientBuzzer(config.buzzer)  # a GPIO line that will not open never stops detection
     if config.speech.enabled:
         from edge.alarms.speech import Speaker
 

@@ -260,6 +260,8 @@ class EventRouter:
             "outbox_dropped": self.publisher.outbox.dropped() if self.publisher else 0,
             # why events wait in memory (disk full, corrupt file moved aside, ...); None when fine
             "outbox_error": self.publisher.outbox.error if self.publisher else None,
+            # parts of the local alarm that do not work now (buzzer, speech): {} when all do
+            "alarm_problems": self.alarm.problems() if self.alarm is not None else {},
             "mqtt_outages": self.publisher.outages if self.publisher else 0,
             "temperatures_c": read_temperatures(),
             "python": sys.version.split()[0],
