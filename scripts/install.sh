@@ -129,4 +129,7 @@ echo "  sudo -u $USER_NAME $PREFIX/.venv/bin/fall-edge build-engines --source <w
 run install -m 0644 "$SOURCE/systemd/fall-edge.service" /etc/systemd/system/fall-edge.service
 run systemctl daemon-reload
 run systemctl enable --now fall-edge.service
+# Last: what works and what does not on this site (cameras, broker, buzzer, sound, ...).
+run "$PREFIX/.venv/bin/fall-edge" doctor --config "$ETC/config.yaml" || \
+  echo "install.sh: fall-edge doctor found problems (above): fix them in $ETC/config.yaml"
 echo "install.sh: done; journalctl -u fall-edge -f shows the service"

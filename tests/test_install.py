@@ -40,7 +40,8 @@ def test_the_install_plan_for_each_jetpack(jetpack, python):
     assert "install -m 0600 -o fall-edge -g fall-edge /dev/null /etc/fall-edge/mqtt.password" in steps
     assert "install -m 0644 " + str(ROOT / "systemd" / "fall-edge.service") + \
         " /etc/systemd/system/fall-edge.service" in steps
-    assert steps[-1] == "systemctl enable --now fall-edge.service"
+    assert steps[-2] == "systemctl enable --now fall-edge.service"
+    assert steps[-1] == "/opt/fall-edge/.venv/bin/fall-edge doctor --config /etc/fall-edge/config.yaml"
 
 
 def test_uninstall_keeps_the_outbox_and_engines_unless_purged():

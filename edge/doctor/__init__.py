@@ -1,0 +1,1 @@
+"""`fall-edge doctor`: what an installer checks on site, in one table."""

@@ -1,0 +1,246 @@
+"""`fall-edge doctor`: one row per thing an installer needs working on site (platform, models,
+cameras, broker, buzzer, sound, disk, service), each ok / warning / fail with the fix.
+
+Each check is a small function returning its rows; none of them raises: a check that breaks
+is itself a failed row."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from edge.config import Config
+from edge.errors import FallEdgeError
+
+OK, WARNING, FAIL = "ok", "warning", "fail"
+NOT_HERE = "not on this machine"
+_FIRST_FRAME_S = 15.0
+_BROKER_S = 10.0
+_MIN_FREE_BYTES = 200 * 1024 * 1024
+
+
+@dataclass
+class Row:
+    what: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+def _jetpack() -> Optional[str]:
+    """The L4T release line of a Jetson ("R35 (release), REVISION: 4.1"), None elsewhere."""
+    try:
+        first = Path("/etc/nv_tegra_release").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return ", ".join(first.lstrip("# ").split(", ")[:2])
+
+
+def check_platform(config: Config) -> List[Row]:
+    rows = [Row("python", OK, f"{platform.python_version()} ({sys.executable})")]
+    release = _jetpack()
+    rows.append(Row("jetson", OK if release else WARNING, f"L4T {release}" if release else NOT_HERE,
+                    "" if release else "the TensorRT backends need a Jetson; the CPU backends run anywhere"))
+    wants_trt = "tensorrt" in (config.detector.type, config.pose.type)
+    try:
+        import tensorrt  # noqa: F401 - JetPack's python3-libnvinfer
+
+        rows.append(Row("tensorrt", OK, tensorrt.__version__))
+    except ImportError:
+        rows.append(Row("tensorrt", FAIL if wants_trt else OK, NOT_HERE if not wants_trt else "not importable",
+                        "apt-get install python3-libnvinfer; use a --system-site-packages venv" if wants_trt else ""))
+    return rows
+
+
+def check_models(config: Config) -> List[Row]:
+    from edge.daemon.runner import load_models
+
+    started = time.monotonic()
+    try:
+        models = load_models(config)
+    except FallEdgeError as exc:
+        return [Row("models", FAIL, str(exc), "fall-edge fetch-models, or build the engines")]
+    names = f"pose {config.pose.type} {config.pose.model}"
+    if models.detector is not None:
+        names += f", detector {config.detector.type} {config.detector.model}"
+    return [Row("models", OK, f"{names} (loaded in {time.monotonic() - started:.1f} s)")]
+
+
+def _first_frame(source) -> Optional[object]:
+    frames = []
+
+    def take() -> None:
+        for frame in source.frames():
+            frames.append(frame)
+            return
+
+    worker = threading.Thread(target=take, daemon=True)
+    worker.start()
+    worker.join(_FIRST_FRAME_S)
+    return frames[0] if frames else None
+
+
+def check_cameras(config: Config, cameras: List[tuple]) -> List[Row]:
+    from edge.capture import open_source
+
+    rows = []
+    if not cameras:
+        return [Row("cameras", FAIL, "none configured", "list them under cameras: in the config, or pass --source")]
+    for name, text in cameras:
+        try:
+            with open_source(text, config.capture, name=name) as source:
+                frame = _first_frame(source)
+                if frame is None:
+                    rows.append(Row(f"camera {name}", FAIL, f"no frame within {_FIRST_FRAME_S:.0f} s",
+                                    "check the cable or address, and its log lines above"))
+                    continue
+                height, width = frame.image.shape[:2]
+                rows.append(Row(f"camera {name}", OK, f"{width}x{height} at {getattr(source, 'fps', 0):.0f} fps"))
+        except FallEdgeError as exc:
+            rows.append(Row(f"camera {name}", FAIL, str(exc), "fix the source in the config"))
+    return rows
+
+
+def check_broker(config: Config) -> List[Row]:
+    if not config.mqtt.enabled:
+        return [Row("broker", OK, "MQTT off (mqtt.enabled: false)")]
+    from edge.mqtt.connection import describe_refusal, make_client, watch_connect_errors
+
+    result = {"error": None}
+    done = threading.Event()
+
+    def failed(reason: str) -> None:
+        result["error"] = reason
+        done.set()
+
+    def on_connect(client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            failed(describe_refusal(reason_code))
+        else:
+            done.set()
+
+    where = f"{config.mqtt.host}:{config.mqtt.port}"
+    try:
+        client = make_client(config.mqtt, f"fall-edge-doctor-{int(time.time())}")
+    except FallEdgeError as exc:
+        return [Row("broker", FAIL, str(exc), "fix the mqtt section")]
+    client.on_connect = on_connect
+    watch_connect_errors(client, failed, config.mqtt)
+    client.connect_async(config.mqtt.host, config.mqtt.port, keepalive=config.mqtt.keepalive_s)
+    client.loop_start()
+    try:
+        answered = done.wait(_BROKER_S)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if not answered:
+        return [Row("broker", FAIL, f"no answer from {where} in {_BROKER_S:.0f} s", "check mqtt.host and the network")]
+    if result["error"]:
+        return [Row("broker", FAIL, result["error"])]
+    tls = "TLS" if config.mqtt.ca_file else "no TLS"
+    login = f"as {config.mqtt.username}" if config.mqtt.username else "anonymous"
+    return [Row("broker", OK, f"{where} accepted the connection ({tls}, {login})")]
+
+
+def check_buzzer(config: Config) -> List[Row]:
+    if not config.buzzer.enabled:
+        return [Row("buzzer", OK, "off (buzzer.enabled: false)")]
+    from edge.alarms.buzzer import ResilientBuzzer
+
+    buzzer = ResilientBuzzer(config.buzzer)
+    try:
+        if buzzer.error:
+            on_jetson = _jetpack() is not None
+            return [Row("buzzer", FAIL if on_jetson else WARNING, buzzer.error if on_jetson else f"{NOT_HERE}: "
+                        f"{buzzer.error}", "add the user to the gpio group, check buzzer.pin")]
+        return [Row("buzzer", OK, f"GPIO pin {config.buzzer.pin} opened ({config.buzzer.pin_factory} factory)")]
+    finally:
+        buzzer.close()
+
+
+def _silence(path: Path) -> None:
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(16000)
+        handle.writeframes(b"\0\0" * 3200)  # 0.2 s
+
+
+def check_sound(config: Config, folder: Path) -> List[Row]:
+    if not config.speech.enabled:
+        return [Row("sound", OK, "speech off (speech.enabled: false)")]
+    rows = []
+    if shutil.which(config.speech.command) is None:
+        rows.append(Row("speech engine", FAIL, f"{config.speech.command} not found", "apt-get install espeak-ng"))
+    else:
+        rows.append(Row("speech engine", OK, config.speech.command))
+    if shutil.which("aplay") is None:
+        return rows + [Row("sound device", FAIL, "aplay not found", "apt-get install alsa-utils")]
+    wav = folder / "doctor-silence.wav"
+    _silence(wav)
+    command = ["aplay", "-q"] + (["-D", config.speech.alsa_device] if config.speech.alsa_device else []) + [str(wav)]
+    played = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    wav.unlink()
+    if played.returncode != 0:
+        reason = (played.stderr.strip().splitlines() or ["no output"])[-1]
+        return rows + [Row("sound device", FAIL, reason, "set speech.alsa_device (aplay -L lists them); "
+                           "add the user to the audio group")]
+    return rows + [Row("sound device", OK, f"played on {config.speech.alsa_device or 'the default device'}")]
+
+
+def check_disk(config: Config) -> List[Row]:
+    if not config.mqtt.enabled:
+        return []
+    folder = Path(config.mqtt.outbox_path).expanduser().resolve().parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    status = OK if free >= _MIN_FREE_BYTES else WARNING
+    return [Row("outbox disk", status, f"{free / 2 ** 30:.1f} GB free at {existing}",
+                "" if status == OK else "free some space: events wait in memory when the disk is full")]
+
+
+def check_service() -> List[Row]:
+    if shutil.which("systemctl") is None or not Path("/run/systemd/system").is_dir():
+        return [Row("service", WARNING, f"{NOT_HERE}: systemd is not running", "on the Jetson: scripts/install.sh")]
+    state = subprocess.run(["systemctl", "is-active", "fall-edge.service"], capture_output=True, text=True, timeout=10)
+    active = (state.stdout.strip() or state.stderr.strip() or "unknown").splitlines()[0]
+    return [Row("service", OK if active == "active" else WARNING, f"fall-edge.service {active}",
+                "" if active == "active" else "sudo systemctl enable --now fall-edge (scripts/install.sh does it)")]
+
+
+def run_checks(config: Config, cameras: List[tuple], folder: Path,
+               progress: Optional[Callable[[str], None]] = None) -> List[Row]:
+    steps = [("platform", lambda: check_platform(config)), ("models", lambda: check_models(config)),
+             ("cameras", lambda: check_cameras(config, cameras)), ("broker", lambda: check_broker(config)),
+             ("buzzer", lambda: check_buzzer(config)), ("sound", lambda: check_sound(config, folder)),
+             ("disk", lambda: check_disk(config)), ("service", check_service)]
+    rows: List[Row] = []
+    for name, step in steps:
+        if progress is not None:
+            progress(name)
+        try:
+            rows += step()
+        except Exception as exc:  # a check that breaks is a failed row, never a traceback
+            rows.append(Row(name, FAIL, f"the check itself failed ({type(exc).__name__}: {exc})"))
+    return rows
+
+
+def format_rows(rows: List[Row]) -> str:
+    width = max(len(row.what) for row in rows)
+    lines = [f"{'check':<{width}}  status   detail"]
+    for row in rows:
+        lines.append(f"{row.what:<{width}}  {row.status:<7}  {row.detail}" + (f"  -> {row.fix}" if row.fix else ""))
+    failed = sum(row.status == FAIL for row in rows)
+    warned = sum(row.status == WARNING for row in rows)
+    lines.append(f"{len(rows)} checks: {failed} failed, {warned} warnings")
+    return "\n".join(lines)
