@@ -400,3 +400,45 @@ def test_webhook_receives_each_alarm_once(broker, tmp_path):
         monitor.stop()
         webhook.close()
         server.shutdown()
+
+
+def test_a_degraded_device_says_so_in_its_retained_status(broker, tmp_path, monkeypatch):
+    """A bad outbox and a buzzer that cannot open show in fall/<device>/status (and so in the
+    monitor) until they work again; a healthy device's status stays plain `online`."""
+    from gpiozero import LED
+    from gpiozero.pins.mock import MockFactory
+
+    from edge.alarms import buzzer as buzzer_module
+    from edge.alarms.buzzer import ResilientBuzzer
+    from edge.mqtt import outbox as outbox_module
+
+    monkeypatch.setattr(outbox_module, "RETRY_S", 0.0)
+    monkeypatch.setattr(buzzer_module, "RETRY_S", 0.0)
+    outbox_path = tmp_path / "outbox.sqlite"
+    outbox_path.mkdir()  # a folder where the file should be
+    factory = MockFactory()
+    blocker = LED(25, pin_factory=factory)
+    config = Config()
+    config.mqtt = mqtt_config(broker, snapshot_dir=str(tmp_path / "snaps"))
+    publisher = MqttPublisher(config.mqtt, Outbox(outbox_path))
+    publisher.start()
+    alarm = LocalAlarm(ResilientBuzzer(BuzzerConfig(enabled=True, pin=25), pin_factory=factory), None)
+    router = EventRouter(config, publisher=publisher, alarm=alarm, print_events=False)
+    monitor = Monitor(mqtt_config(broker), tmp_path / "monitor.sqlite", client_id="desk-3")
+    monitor.start()
+    try:
+        assert wait_for(lambda: publisher.connected and monitor.connected.is_set())
+        router.maybe_send_health([], force=True)
+        assert wait_for(lambda: "problems" in monitor.devices().get("edge1", ""))
+        shown = monitor.devices()["edge1"]
+        assert shown.startswith("online (problems: buzzer: buzzer on pin 25 cannot be opened")
+        assert "outbox: the path is a folder" in shown or "outbox: cannot open the file" in shown
+        outbox_path.rmdir()  # fixed on site
+        blocker.close()
+        router._route(fall_event("fall_detected"), None)  # the outbox opens again, the buzzer too
+        router.maybe_send_health([], force=True)
+        assert wait_for(lambda: monitor.devices().get("edge1") == "online")
+    finally:
+        publisher.stop()
+        monitor.stop()
+        alarm.close()

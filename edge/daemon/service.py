@@ -231,11 +231,19 @@ class EventRouter:
         """Every mqtt.health_interval_s; cameras: capture counters per camera."""
         if self.publisher is None:
             return
+        self.publisher.set_problems(self.problems())  # cheap when nothing changed
         now = time.monotonic()
         if not force and now - self._last_health < self.config.mqtt.health_interval_s:
             return
         self._last_health = now
         self.publisher.send_health(self.health(pipelines, cameras or {}))
+
+    def problems(self) -> Dict[str, str]:
+        """The parts that degrade the service now: the outbox, the buzzer, speech."""
+        out = dict(self.alarm.problems()) if self.alarm is not None else {}
+        if self.publisher is not None and self.publisher.outbox.error:
+            out["outbox"] = self.publisher.outbox.error
+        return out
 
     def health(self, pipelines: Sequence[FallPipeline], cameras: Dict[str, Dict[str, int]]) -> Dict[str, object]:
         stage_fps = {}

@@ -26,7 +26,7 @@ from edge.errors import FallEdgeError
 from edge.mqtt import topics
 from edge.mqtt.commands import read_command_key, sign_command
 from edge.mqtt.connection import describe_disconnect, describe_refusal, make_client, watch_connect_errors
-from edge.mqtt.schema import event_problem, status_problem
+from edge.mqtt.schema import event_problem, parse_status
 
 logger = logging.getLogger(__name__)
 
@@ -161,11 +161,13 @@ class Monitor:
             if device is None:
                 return
             if leaf == "status" and camera is None:
-                problem = status_problem(message.payload)
-                if problem:
-                    self._skip(message.topic, problem)
+                state, problems, why = parse_status(message.payload)
+                if why:
+                    self._skip(message.topic, why)
                     return
-                self._set_status(device, message.payload.decode("utf-8").strip())
+                shown = state if not problems else state + " (problems: " + "; ".join(
+                    f"{part}: {reason}" for part, reason in sorted(problems.items())) + ")"
+                self._set_status(device, shown)
             elif leaf == "events" and camera is not None:
                 self._on_event(device, camera, message.topic, message.payload)
         except Exception as exc:  # whatever arrives, the monitor keeps showing the others

@@ -63,6 +63,7 @@ class MqttPublisher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._latest_snapshots: Dict[str, bytes] = {}
+        self._problems: Dict[str, str] = {}
         self._outage_since: Optional[float] = None  # monotonic time the broker was last lost (or never reached)
         self._outage_reason: Optional[str] = None  # logged once per outage and reason
         self._ever_connected = False
@@ -129,6 +130,26 @@ class MqttPublisher:
         self._client.publish(topics.camera_status_topic(self.prefix, self.device, camera),
                              json.dumps(status, separators=(",", ":")), qos=1, retain=True)
 
+    def set_problems(self, problems: Dict[str, str]) -> None:
+        """What does not work on the device now (outbox, buzzer, speech): shown in the retained
+        status, so the control room sees a degraded device without reading its health."""
+        with self._lock:
+            if problems == self._problems:
+                return
+            self._problems = dict(problems)
+        if self.connected:
+            self._client.publish(topics.status_topic(self.prefix, self.device), self._status_payload(), qos=1,
+                                 retain=True)
+
+    def _status_payload(self) -> bytes:
+        """`online` when all works (and `offline`, the last will); else a JSON object with the state
+        and the problems, which the monitor reads too."""
+        with self._lock:
+            problems = dict(self._problems)
+        if not problems:
+            return b"online"
+        return json.dumps({"state": "online", "problems": problems}, separators=(",", ":")).encode("utf-8")
+
     def send_health(self, health: Dict[str, object]) -> None:
         if self.connected:
             self._client.publish(topics.health_topic(self.prefix, self.device),
@@ -163,7 +184,7 @@ class MqttPublisher:
             logger.info("MQTT connected to %s:%d", self.config.host, self.config.port)
         self._outage_since, self._outage_reason, self.last_error = None, None, None
         self._ever_connected = True
-        client.publish(topics.status_topic(self.prefix, self.device), b"online", qos=1, retain=True)
+        client.publish(topics.status_topic(self.prefix, self.device), self._status_payload(), qos=1, retain=True)
         client.subscribe(topics.command_topic(self.prefix, self.device, "+"), qos=1)
         self._connected.set()
         self._publish_snapshots()

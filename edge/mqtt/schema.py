@@ -8,6 +8,7 @@ the whole schema.
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from typing import Dict, Optional, Tuple
@@ -83,6 +84,24 @@ def event_problem(event: object, device: str, camera: str) -> Optional[str]:
     return None
 
 
+def parse_status(payload: bytes) -> Tuple[Optional[str], Dict[str, str], Optional[str]]:
+    """(state, problems, why not) of a device's retained status: `online`, `offline` (its last
+    will), or {"state": ..., "problems": {part: reason}} for a device that works degraded."""
+    if payload.strip() in (b"online", b"offline"):
+        return payload.strip().decode("ascii"), {}, None
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, {}, "status is neither online, offline nor a JSON status"
+    if not isinstance(data, dict) or data.get("state") not in ("online", "offline"):
+        return None, {}, "status has no state online or offline"
+    problems = data.get("problems", {})
+    if not isinstance(problems, dict) or len(problems) > 20 or not all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= 40 and len(v) <= 500 for k, v in problems.items()):
+        return None, {}, "status problems are not a small mapping of text"
+    return data["state"], dict(problems), None
+
+
 def status_problem(payload: bytes) -> Optional[str]:
-    """A device's retained status is `online` or `offline` (its last will)."""
-    return None if payload.strip() in (b"online", b"offline") else "status is neither online nor offline"
+    """Why this is not a device status, or None."""
+    return parse_status(payload)[2]
