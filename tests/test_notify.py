@@ -133,3 +133,37 @@ def test_the_service_unit_verifies(tmp_path):
     unit.write_text(text.replace("/opt/fall-edge/.venv/bin/fall-edge", str(Path(sys.executable).parent / "fall-edge")))
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "fall-edge.service" not in result.stdout + result.stderr, result.stderr
+
+
+def test_a_camera_that_is_away_keeps_the_service_ready_and_the_watchdog_fed(tmp_path):
+    """The camera cannot be reached: the capture worker says so and keeps retrying; restarting
+    the service would not help (and in a loop would hit systemd's start limit), so READY comes
+    and the pings go on while every camera is offline."""
+    import functools
+
+    import pytest
+    from broker import free_port
+
+    from edge.capture.gst_readers import reader_available
+    from edge.capture.gst_source import GstSource
+    from edge.capture.sources import parse_uri
+
+    if reader_available("appsink") and reader_available("gst-launch"):
+        pytest.skip("needs a GStreamer reader")
+    listener = NotifyListener(tmp_path / "notify.sock")
+    notifier = FrameLoopNotifier(SystemdNotifier({"NOTIFY_SOCKET": str(listener.path), "WATCHDOG_USEC": "400000"}),
+                                 {"door"})
+    source = GstSource(parse_uri(f"rtsp://127.0.0.1:{free_port()}/stream"), 64, 48, 10, reconnect_min_s=0.2,
+                       reconnect_max_s=0.5, on_status=functools.partial(notifier.camera_status, "door"))
+    try:
+        with source:
+            threading.Thread(target=lambda: next(iter(source.frames()), None), daemon=True).start()
+            assert wait_for(lambda: "READY=1" in listener.lines(), 20)
+            ready_at = time.monotonic()
+            time.sleep(1.5)
+            pings = [t for t, line in listener.messages if line == "WATCHDOG=1" and t > ready_at]
+            assert len(pings) >= 4  # every 0.2 s, from the ticker
+            assert any("door offline" in line for line in listener.lines("STATUS="))
+    finally:
+        notifier.stopping()
+        listener.close()

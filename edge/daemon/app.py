@@ -3,7 +3,6 @@ cameras, health, and a clean stop on SIGTERM."""
 
 from __future__ import annotations
 
-import functools
 import signal
 import sys
 import time
@@ -91,11 +90,22 @@ def _summary(frames: int, started: float, cameras: int, events: int) -> None:
                      f"({frames / max(elapsed, 1e-9):.1f} frames/s), {events} events\n")
 
 
+def _status_sink(router: EventRouter, notifier: Optional[FrameLoopNotifier], name: str):
+    """A camera's online/offline reports, to the control room and to systemd's watchdog."""
+
+    def report(status: str, reason: str) -> None:
+        router.camera_status(name, status, reason)
+        if notifier is not None:
+            notifier.camera_status(name, status, reason)
+
+    return report
+
+
 def run_one_camera(config: Config, models: Models, router: EventRouter, name: str, source_text: str,
                    options: RunOptions, notifier: Optional[FrameLoopNotifier] = None) -> FallPipeline:
     pipeline = FallPipeline(config, models.pose, models.detector, camera=name)
     with open_source(source_text, config.capture, name=name, pad_end_s=options.pad_end_s,
-                     realtime=options.realtime, on_status=functools.partial(router.camera_status, name)) as video:
+                     realtime=options.realtime, on_status=_status_sink(router, notifier, name)) as video:
         writer = None
         if options.save_video:
             fps = config.output.process_fps or video.fps
@@ -125,8 +135,7 @@ def run_cameras(config: Config, models: Models, router: EventRouter, cameras: Li
     traces: Dict[str, TraceWriter] = {}
     try:
         for name, text in cameras:
-            source = open_source(text, config.capture, name=name,
-                                 on_status=functools.partial(router.camera_status, name))
+            source = open_source(text, config.capture, name=name, on_status=_status_sink(router, notifier, name))
             if not isinstance(source, GstSource):
                 source.close()
                 raise FallEdgeError(f"camera {name}: several cameras need GStreamer sources (set capture.reader "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from typing import Dict, Mapping, Optional, Set
 
@@ -56,41 +57,76 @@ class SystemdNotifier:
 
 
 class FrameLoopNotifier:
-    """What the frame loop tells systemd: call frame(camera) after each processed frame."""
+    """What the daemon tells systemd. The frame loop calls frame(camera) after each processed
+    frame; the capture workers call camera_status() when a camera goes offline or comes back.
+
+    The watchdog is fed by processed frames, and, while every camera is offline, by a ticker:
+    the capture workers are then alive and retrying (they notice a dead or silent camera
+    themselves), and restarting the service would not bring a camera back; restarting it in a
+    loop would hit systemd's start limit and leave nobody protected once the camera returns. A
+    hung inference stops the pings, since its cameras stay online."""
 
     def __init__(self, notifier: SystemdNotifier, cameras: Set[str]) -> None:
         self.notifier = notifier
         self.cameras = set(cameras)
-        self._seen: Set[str] = set()
+        self._seen: Set[str] = set()  # cameras that gave a frame or said they are offline
+        self._offline: Set[str] = set()
         self.ready = False
         self._last_ping = float("-inf")
         self._last_status = float("-inf")
         self._frames: Dict[str, int] = {}
         self._started = time.monotonic()
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        if notifier.enabled and notifier.ping_every_s is not None:
+            threading.Thread(target=self._tick, name="watchdog-offline", daemon=True).start()
 
     def frame(self, camera: str) -> None:
         if not self.notifier.enabled:
             return
-        now = time.monotonic()
-        self._frames[camera] = self._frames.get(camera, 0) + 1
-        if not self.ready:
+        with self._lock:
+            self._frames[camera] = self._frames.get(camera, 0) + 1
+            self._offline.discard(camera)
             self._seen.add(camera)
-            if self._seen >= self.cameras:
-                self.ready = True
-                self.notifier.send("READY=1", f"STATUS={self._status(now)}")
-                self._last_status = now
+            self._notify(time.monotonic())
+
+    def camera_status(self, camera: str, status: str, reason: str = "") -> None:
+        if not self.notifier.enabled:
+            return
+        with self._lock:
+            if status == "offline":
+                self._offline.add(camera)
+            else:
+                self._offline.discard(camera)
+            self._seen.add(camera)
+            self._notify(time.monotonic(), ping=False)
+
+    def _notify(self, now: float, ping: bool = True) -> None:
+        if not self.ready and self._seen >= self.cameras:
+            self.ready = True
+            self.notifier.send("READY=1", f"STATUS={self._status(now)}")
+            self._last_status = now
         ping_every = self.notifier.ping_every_s
-        if self.ready and ping_every is not None and now - self._last_ping >= ping_every:
+        if ping and self.ready and ping_every is not None and now - self._last_ping >= ping_every:
             self.notifier.send("WATCHDOG=1")
             self._last_ping = now
         if self.ready and now - self._last_status >= _STATUS_EVERY_S:
             self.notifier.send(f"STATUS={self._status(now)}")
             self._last_status = now
 
+    def _tick(self) -> None:
+        assert self.notifier.ping_every_s is not None
+        while not self._closed.wait(self.notifier.ping_every_s / 2):
+            with self._lock:
+                if self.ready and self.cameras and self._offline >= self.cameras:
+                    self._notify(time.monotonic())
+
     def _status(self, now: float) -> str:
         elapsed = max(now - self._started, 1e-3)
-        parts = [f"{name} {self._frames.get(name, 0) / elapsed:.1f} frames/s" for name in sorted(self.cameras)]
+        parts = [f"{name} " + ("offline" if name in self._offline else
+                               f"{self._frames.get(name, 0) / elapsed:.1f} frames/s") for name in sorted(self.cameras)]
         return "detecting: " + ", ".join(parts)
 
     def stopping(self) -> None:
+        self._closed.set()
         self.notifier.send("STOPPING=1", "STATUS=stopping")
