@@ -442,3 +442,15 @@ def test_a_degraded_device_says_so_in_its_retained_status(broker, tmp_path, monk
         publisher.stop()
         monitor.stop()
         alarm.close()
+
+
+def test_the_password_comes_from_systemds_credential_first(tmp_path, monkeypatch):
+    from edge.mqtt.connection import read_password
+
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "mqtt.password").write_text("from-systemd\n")
+    (tmp_path / "file").write_text("from-the-file\n")
+    config = MqttConfig(username="edge", password_file=str(tmp_path / "file"))
+    assert read_password(config) == "from-the-file"
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "creds"))
+    assert read_password(config) == "from-systemd"

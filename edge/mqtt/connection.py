@@ -22,8 +22,15 @@ def device_name(config: MqttConfig) -> str:
     return config.device or socket.gethostname().split(".")[0]
 
 
+CREDENTIAL_NAME = "mqtt.password"  # systemd's LoadCredential= name (see systemd/fall-edge.service)
+
+
 def read_password(config: MqttConfig) -> Optional[str]:
-    """From mqtt.password_file, else the variable named by mqtt.password_env; never from argv."""
+    """From systemd's credential (LoadCredential=, systemd 247+: the file stays root-only), else
+    mqtt.password_file, else the variable named by mqtt.password_env; never from argv."""
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and (Path(credentials) / CREDENTIAL_NAME).is_file():
+        return (Path(credentials) / CREDENTIAL_NAME).read_text(encoding="utf-8").strip()
     if config.password_file:
         path = Path(config.password_file).expanduser()
         try:
