@@ -205,6 +205,45 @@ def test_a_checkpoint_that_runs_code_is_refused(tmp_path):
         load_checkpoint(tmp_path / "none.pt")
 
 
+class MakesAMarker:
+    """A pickle payload that creates a folder when unpickled: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.makedirs, (self.marker,))
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["legacy-format", "zip-format"])
+def test_a_malicious_checkpoint_runs_nothing_in_either_format(tmp_path, legacy):
+    """Legacy (pre-1.6, non-zip) files are read by torch with pickle_module.load before its
+    Unpickler: that load too must be the restricted one, or a crafted file runs code before any
+    error (issue 12, part 2)."""
+    import pickle
+
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "evil.pt"
+    if legacy:
+        path.write_bytes(pickle.dumps(MakesAMarker(marker), protocol=2))  # where the magic number goes
+    else:
+        torch.save({"model": MakesAMarker(marker)}, path)
+    with pytest.raises(ModelError, match=r"refusing to load (posix|os)\.makedirs") as caught:
+        load_checkpoint(path)
+    assert "\n" not in str(caught.value)
+    assert not marker.exists()
+
+
+def test_a_plain_legacy_format_checkpoint_still_loads(tmp_path):
+    state = {"conv.weight": torch.arange(6.0).reshape(2, 3), "meta": {"epoch": 3}}
+    torch.save(state, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    assert (tmp_path / "old.pt").read_bytes()[:2] != b"PK"  # really the old format
+    loaded = load_checkpoint(tmp_path / "old.pt")
+    assert torch.equal(loaded["conv.weight"], state["conv.weight"]) and loaded["meta"] == {"epoch": 3}
+
+
 # -- ONNX export and parity -------------------------------------------------------------------------
 
 @needs_vtest

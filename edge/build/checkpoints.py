@@ -63,10 +63,19 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a checkpoint (not an allowed type)")
 
 
+def _restricted_load(file: Any, **options: Any) -> Any:
+    return _RestrictedUnpickler(file, **options).load()
+
+
 def _pickle_module() -> ModuleType:
+    """What torch.load gets as pickle_module: every unpickling it does goes through the
+    restricted unpickler. Its Unpickler reads zip-format checkpoints; its load() reads the
+    legacy (pre-1.6) format's magic number, protocol and system info, which come first in the
+    file and would otherwise be read by plain pickle, able to run code before any check."""
     module = ModuleType("fall_edge_restricted_pickle")
     module.Unpickler = _RestrictedUnpickler  # type: ignore[attr-defined]
-    module.load = pickle.load  # type: ignore[attr-defined]  (torch only uses Unpickler)
+    module.load = _restricted_load  # type: ignore[attr-defined]
+    module.UnpicklingError = pickle.UnpicklingError  # type: ignore[attr-defined]
     return module
 
 
