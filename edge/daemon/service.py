@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -99,6 +100,7 @@ class EventRouter:
         self._last_health = 0.0
         # Recent events, for acks by event_id; bounded, since the daemon runs for months.
         self._events_by_id: OrderedDict[str, FallEvent] = OrderedDict()
+        self._route_lock = threading.RLock()  # re-entrant: an ack routes its `acknowledged`
         # Whether an event can still be acknowledged: "open", "acknowledged" or "recovered".
         self._ack_state: Dict[str, str] = {}
         self._open_events: Dict[Tuple[str, int], List[str]] = {}  # (camera, track) -> its open events
@@ -117,6 +119,11 @@ class EventRouter:
             self._route(event, result)
 
     def _route(self, event: FallEvent, result: Optional[FrameResult]) -> None:
+        # The frame loop routes detections while the MQTT thread routes acknowledgements.
+        with self._route_lock:
+            self._route_locked(event, result)
+
+    def _route_locked(self, event: FallEvent, result: Optional[FrameResult]) -> None:
         self._events_by_id[event.event_id] = event
         while len(self._events_by_id) > _ACKABLE_EVENTS:
             old_id, _ = self._events_by_id.popitem(last=False)
@@ -160,6 +167,10 @@ class EventRouter:
         event_id = self._event_id_from(payload)
         if event_id is None:
             return
+        with self._route_lock:  # one ack at a time against the frame loop's events
+            self._ack(event_id)
+
+    def _ack(self, event_id: str) -> None:
         event = self._events_by_id.get(event_id)
         state = self._ack_state.get(event_id)
         if event is None or state != "open":
