@@ -19,7 +19,8 @@ setup(
         "PyYAML>=5.3",
         "scipy>=1.5",
         "paho-mqtt>=2.0",
-        "gpiozero>=1.6",
+        # 2.x: edge/alarms/jetson_pins.py uses its pin API (PiPin(factory, info)); 1.6's differs.
+        "gpiozero>=2.0,<3",
         # Progress bars for eval (4.64 is the last release that still installs on Python 3.6).
         "tqdm>=4.62",
     ],

@@ -284,3 +284,14 @@ def test_the_daemon_detects_without_a_gpio_driver(tmp_path, clips_dir):
     assert result.returncode == 0, result.stderr
     assert '"fall_detected"' in result.stdout and '"alarm"' in result.stdout
     assert result.stderr.count("cannot be opened") == 1 and "Traceback" not in result.stderr
+
+
+def test_the_installed_gpiozero_is_the_range_setup_py_states():
+    """jetson_pins.py is written against gpiozero 2.x's pin API; setup.py must not allow 1.x."""
+    import re
+    from importlib.metadata import version
+    from pathlib import Path
+
+    setup = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
+    lower, upper = re.search(r'"gpiozero>=(\d+)\.\d+,<(\d+)"', setup).groups()
+    assert lower == "2" and int(lower) <= int(version("gpiozero").split(".")[0]) < int(upper)
