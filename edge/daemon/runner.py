@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from edge.config import Config, DetectorConfig, PoseConfig
 from edge.daemon.pipeline import FallPipeline, FrameResult
 from edge.errors import SourceError
 from edge.perception import Detector, PoseEstimator
+from edge.private import private_file
 from edge.types import Frame
 
 logger = logging.getLogger(__name__)
@@ -136,8 +136,7 @@ class VideoWriterSink:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Owner-only before the first frame lands: it shows people (and falls).
-            os.close(os.open(str(self.path), os.O_CREAT | os.O_WRONLY, 0o600))
-            os.chmod(self.path, 0o600)
+            private_file(self.path)
             height, width = canvas.shape[:2]
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
             if not self._writer.isOpened():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -22,6 +21,7 @@ from edge.alarms.controller import LocalAlarm
 from edge.config import Config
 from edge.daemon.pipeline import FallPipeline, FrameResult, iso_utc
 from edge.mqtt.publisher import MqttPublisher
+from edge.private import open_private, private_folder
 from edge.types import FallEvent
 
 logger = logging.getLogger(__name__)
@@ -65,11 +65,9 @@ def mqtt_payload(event: FallEvent, device: str, snapshot: Optional[str]) -> Dict
 def save_snapshot(folder: Path, name: str, jpeg: bytes, keep: int, max_age_s: float) -> None:
     """Write one snapshot owner-only (whatever the umask: it shows a person on the floor), then
     delete the oldest beyond `keep` and any older than max_age_s."""
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(folder, 0o700)
+    private_folder(folder)
     if keep > 0:
-        descriptor = os.open(str(folder / name), os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
+        with open_private(folder / name, "wb") as handle:
             handle.write(jpeg)
     now = time.time()
     snapshots = sorted(folder.glob("*.jpg"), key=lambda path: path.stat().st_mtime, reverse=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import sqlite3
 import sys
@@ -27,6 +26,7 @@ from edge.mqtt import topics
 from edge.mqtt.commands import read_command_key, sign_command
 from edge.mqtt.connection import describe_disconnect, describe_refusal, make_client, watch_connect_errors
 from edge.mqtt.schema import event_problem, parse_status
+from edge.private import private_file
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +95,7 @@ class Monitor:
         self.on_event = on_event
         self.webhook = webhook
         db_path.parent.mkdir(parents=True, exist_ok=True)
-        # Owner-only: the log holds every event's boxes and keypoints.
-        os.close(os.open(str(db_path), os.O_CREAT | os.O_RDWR, 0o600))
-        os.chmod(db_path, 0o600)
+        private_file(db_path)  # the log holds every event's boxes and keypoints
         self._db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, device TEXT, camera TEXT, "

@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Deque, Dict, List, Optional, Tuple
 
+from edge.private import private_file
+
 logger = logging.getLogger(__name__)
 
 _MEMORY_FALLBACK = 1000
@@ -164,9 +166,9 @@ class Outbox:
 
     def _open(self) -> sqlite3.Connection:
         # Owner-only whatever the umask: the events hold people's boxes and keypoints.
+        # (an existing parent, such as /var/lib/fall-edge, keeps its mode: it may be shared)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.close(os.open(str(self.path), os.O_CREAT | os.O_RDWR, 0o600))
-        os.chmod(self.path, 0o600)
+        private_file(self.path)
         try:
             return _connect(self.path)
         except sqlite3.OperationalError:
@@ -182,7 +184,7 @@ class Outbox:
         for sidecar in _sidecars(self.path):
             if sidecar.exists():
                 os.replace(sidecar, moved.with_name(moved.name + sidecar.name[len(self.path.name):]))
-        os.close(os.open(str(self.path), os.O_CREAT | os.O_RDWR, 0o600))
+        private_file(self.path)
         db = _connect(self.path)
         db.execute("BEGIN IMMEDIATE")
         db.executemany("INSERT INTO outbox (seq, topic, payload) VALUES (?, ?, ?)", rows)

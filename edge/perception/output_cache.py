@@ -26,6 +26,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edge.private import private_file, private_folder
 from edge.types import NUM_KEYPOINTS, Box, Detection, Person
 
 logger = logging.getLogger(__name__)
@@ -41,11 +42,6 @@ def default_cache_dir() -> Path:
     """$XDG_CACHE_HOME/fall-edge, or ~/.cache/fall-edge."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "fall-edge"
-
-
-def _owner_only_folder(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(folder, 0o700)
 
 
 def _files_of(database: Path) -> List[Path]:
@@ -100,10 +96,9 @@ class OutputCache:
     """Model outputs by (frame digest, operation); one SQLite file per model fingerprint."""
 
     def __init__(self, folder: Path, model_fingerprint: str) -> None:
-        _owner_only_folder(folder)
+        private_folder(folder)
         self.path = folder / f"outputs-{model_fingerprint}.sqlite"
-        if not self.path.exists():
-            os.close(os.open(str(self.path), os.O_CREAT | os.O_WRONLY, 0o600))
+        private_file(self.path)
         os.utime(self.path)  # "recently used", for trim_cache
         try:
             self._db = self._open()

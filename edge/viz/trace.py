@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any, Dict, List, Optional
 
 from edge.daemon.pipeline import FrameResult
+from edge.private import open_private, private_folder
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,7 @@ class TraceWriter:
 
     def __init__(self, folder: Path, name: str, min_keypoint_score: float,
                  max_bytes: int = MAX_TRACE_BYTES) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(folder, 0o700)
+        private_folder(folder)
         self.path = folder / f"{name}.jsonl"
         self.max_bytes = max_bytes
         self.min_keypoint_score = min_keypoint_score
@@ -77,9 +77,8 @@ class TraceWriter:
         self._handle: Optional[IO[str]] = self._open()
 
     def _open(self) -> IO[str]:
-        descriptor = os.open(str(self.path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self._written = 0
-        return os.fdopen(descriptor, "w", encoding="utf-8")
+        return open_private(self.path, "w")
 
     def __call__(self, result: FrameResult) -> None:
         if self._handle is None:
