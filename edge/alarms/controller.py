@@ -9,6 +9,7 @@ from typing import Dict, Optional, Tuple, Union
 
 from edge.alarms.buzzer import Buzzer, ResilientBuzzer
 from edge.alarms.speech import Speaker
+from edge.logs import LogThrottle
 from edge.types import FallEvent
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class LocalAlarm:
         self._last_test_s: Optional[float] = None
         self._test_timer: Optional[threading.Timer] = None
         self._tests_refused = 0
-        self._last_refusal_log: Optional[float] = None
+        self._refusal_log = LogThrottle(TEST_INTERVAL_S)
 
     def handle(self, event: FallEvent) -> None:
         key = (event.camera, event.track_id)
@@ -78,10 +79,8 @@ class LocalAlarm:
 
     def _log_test_refusal(self, reason: str) -> None:
         self._tests_refused += 1
-        now = time.monotonic()
-        if self._last_refusal_log is None or now - self._last_refusal_log >= TEST_INTERVAL_S:
+        if self._refusal_log.allow():
             logger.warning("alarm test ignored: %s (%d ignored so far)", reason, self._tests_refused)
-            self._last_refusal_log = now
 
     def _silence(self, key: ChainKey) -> None:
         self._active.pop(key, None)

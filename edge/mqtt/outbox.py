@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Deque, Dict, List, Optional, Tuple
 
+from edge.logs import LogThrottle
 from edge.private import private_file
 
 logger = logging.getLogger(__name__)
@@ -66,18 +67,16 @@ class _DropCounter:
 
     def __init__(self, what: str, interval_s: float = DROP_LOG_INTERVAL_S) -> None:
         self.what = what
-        self.interval_s = interval_s
         self.total = 0
         self._unlogged = 0
-        self._last_log: Optional[float] = None
+        self._throttle = LogThrottle(interval_s)
 
     def add(self, count: int) -> None:
         self.total += count
         self._unlogged += count
-        now = time.monotonic()
-        if self._last_log is None or now - self._last_log >= self.interval_s:
+        if self._throttle.allow():
             logger.warning("%s: dropped the %d oldest event(s) (%d in all)", self.what, self._unlogged, self.total)
-            self._unlogged, self._last_log = 0, now
+            self._unlogged = 0
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -12,6 +12,7 @@ from typing import Callable, Dict, Optional
 import paho.mqtt.client as mqtt
 
 from edge.config import MqttConfig
+from edge.logs import LogThrottle
 from edge.mqtt import topics
 from edge.mqtt.commands import CommandVerifier, read_command_key
 from edge.mqtt.connection import (
@@ -53,7 +54,7 @@ class MqttPublisher:
             logger.warning("MQTT: commands (ack, test) are not authenticated: anyone who may publish to "
                            "%s/%s/cmd/ can send them; set mqtt.command_key_file and a broker ACL "
                            "(configs/mosquitto.acl)", config.prefix, self.device)
-        self._refusals_logged: Dict[str, float] = {}  # reason -> when last logged
+        self._refusal_log = LogThrottle(_REFUSAL_LOG_S)  # per reason
         self.commands_refused = 0
         self._lock = threading.Lock()
         self._in_flight: Dict[int, int] = {}  # paho mid -> outbox seq
@@ -231,9 +232,7 @@ class MqttPublisher:
     def _refuse(self, topic: str, why: str) -> None:
         """A refused command, logged once a minute per reason: a flood must not fill the log."""
         self.commands_refused += 1
-        now = time.monotonic()
-        if now - self._refusals_logged.get(why, -_REFUSAL_LOG_S) >= _REFUSAL_LOG_S:
-            self._refusals_logged[why] = now
+        if self._refusal_log.allow(why):
             logger.warning("MQTT: command on %s refused: %s (%d refused so far)", topic, why, self.commands_refused)
 
     # -- the outbox flusher ------------------------------------------------------------------
