@@ -68,7 +68,11 @@ class Baseline:
     torso_length: float  # the yardstick: drops are measured in upright torso lengths
     height: float  # body extent height
     top_y: float  # top of the body extent (the head)
-    bottom_y: float  # bottom of the body extent (the feet, where seen)
+
+    @property
+    def feet_y(self) -> float:
+        """Where the person stands: the bottom of the upright body."""
+        return self.top_y + self.height
 
 
 @dataclass
@@ -90,7 +94,6 @@ class _Sample:
     torso_length: Optional[float]
     height: float
     top_y: float
-    bottom_y: float
     upright: bool
     skeleton: bool  # hips from keypoints; without a skeleton hip_y is only the box centre
 
@@ -148,7 +151,7 @@ class FallStateMachine:
         return FallCues(lying_score=score if score is not None else 0.0, height_ratio=height_ratio,
                         torso_ratio=torso_ratio, descent=descent,
                         head_drop=(features.extent.y1 - base.top_y) / base.torso_length,
-                        feet_drop=(features.extent.y2 - base.bottom_y) / base.torso_length)
+                        feet_drop=(features.extent.y2 - base.feet_y) / base.torso_length)
 
     def _looks_upright(self, features: PostureFeatures, cues: FallCues) -> bool:
         """Standing: a skeleton says so (a bare detector box never does), the posture scores low,
@@ -182,7 +185,7 @@ class FallStateMachine:
         else:
             self._upright_run_start = None
         self._history.append(_Sample(time_s, features.hip_y, features.torso_length, features.extent.height,
-                                     features.extent.y1, features.extent.y2, upright, features.has_torso))
+                                     features.extent.y1, upright, features.has_torso))
         while self._history and self._history[0].time_s < time_s - _HISTORY_S:
             self._history.popleft()
         self._refresh_baseline(box_height)
@@ -201,8 +204,7 @@ class FallStateMachine:
         self.baseline = Baseline(hip_y=_median([s.hip_y for s in recent]),
                                  torso_length=_median(lengths) if lengths else box_height * _TORSO_SHARE_OF_HEIGHT,
                                  height=_median([s.height for s in recent]),
-                                 top_y=_median([s.top_y for s in recent]),
-                                 bottom_y=_median([s.bottom_y for s in recent]))
+                                 top_y=_median([s.top_y for s in recent]))
 
     def _refresh_descent_speed(self, time_s: float) -> None:
         scale = self.baseline.torso_length if self.baseline is not None else 1.0

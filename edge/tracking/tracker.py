@@ -124,10 +124,7 @@ class Tracker:
                 continue
             donor = self._fallen_from(observation, time_s) if observation.person is not None else None
             if donor is not None:
-                logger.debug("t=%.2f track %d continues at %s (found low after a fall)", time_s, donor.track_id,
-                             observation.box.as_list())
-                donor.observe(observation, time_s)
-                donor.handovers += 1
+                self._hand_over(donor, observation, time_s)
             else:
                 self._start(observation, time_s)
         self.tracks = [t for t in self.tracks if time_s - t.last_seen_s <= self._max_age(t)]
@@ -152,12 +149,19 @@ class Tracker:
                 continue
             if box.y1 < base.top_y + _LOW_BELOW_HEAD * base.height and not lying:
                 continue  # as tall as the person standing, and upright: somebody else
-            feet_x, feet_y = track.box.center[0], base.top_y + base.height
+            feet_x, feet_y = track.box.center[0], base.feet_y
             centre_x, centre_y = box.center
             distance = math.hypot(centre_x - feet_x, centre_y - feet_y) / max(base.height, 1.0)
             if distance <= self.config.handover_reach and distance < best_distance:
                 best, best_distance = track, distance
         return best
+
+    @staticmethod
+    def _hand_over(donor: Track, observation: Observation, time_s: float) -> None:
+        logger.debug("t=%.2f track %d continues at %s (found low after a fall)", time_s, donor.track_id,
+                     observation.box.as_list())
+        donor.observe(observation, time_s)
+        donor.handovers += 1
 
     def continue_fallen(self, time_s: float) -> None:
         """A track that got its first skeleton this frame from a crop pass (it began as a bare
@@ -171,10 +175,7 @@ class Tracker:
             donor = self._fallen_from(observation, time_s)
             if donor is None or donor is track:
                 continue
-            logger.debug("t=%.2f track %d continues as track %d (found low after a fall)", time_s, track.track_id,
-                         donor.track_id)
-            donor.observe(observation, time_s)
-            donor.handovers += 1
+            self._hand_over(donor, observation, time_s)
             if track.detector_time_s is not None and (donor.detector_time_s is None
                                                       or track.detector_time_s >= donor.detector_time_s):
                 donor.set_detector_score(track.detector_fall_score, track.detector_time_s)
