@@ -44,6 +44,11 @@ class _Announcement:
     batch: List[Tuple[str, str]] = field(compare=False)
 
 
+def aplay_command(config: SpeechConfig, wav: Path) -> List[str]:
+    """Play a WAV file on speech.alsa_device (the default device when empty)."""
+    return ["aplay", "-q"] + (["-D", config.alsa_device] if config.alsa_device else []) + [str(wav)]
+
+
 class Speaker:
     """One worker speaks the queued announcements, real alarms before tests.
 
@@ -190,7 +195,7 @@ class Speaker:
                                      "are synthesised but not played")
             self.spoken += 1
             return
-        command = ["aplay", "-q"] + (["-D", self.config.alsa_device] if self.config.alsa_device else []) + [str(wav)]
+        command = aplay_command(self.config, wav)
         try:
             process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         except OSError as exc:

@@ -70,9 +70,9 @@ def save_snapshot(folder: Path, name: str, jpeg: bytes, keep: int, max_age_s: fl
         with open_private(folder / name, "wb") as handle:
             handle.write(jpeg)
     now = time.time()
-    snapshots = sorted(folder.glob("*.jpg"), key=lambda path: path.stat().st_mtime, reverse=True)
-    for index, path in enumerate(snapshots):
-        if index >= keep or now - path.stat().st_mtime > max_age_s:
+    newest_first = sorted(((path.stat().st_mtime, path) for path in folder.glob("*.jpg")), reverse=True)
+    for index, (modified, path) in enumerate(newest_first):
+        if index >= keep or now - modified > max_age_s:
             path.unlink(missing_ok=True)
 
 

@@ -177,6 +177,8 @@ def _silence(path: Path) -> None:
 def check_sound(config: Config, folder: Path) -> List[Row]:
     if not config.speech.enabled:
         return [Row("sound", OK, "speech off (speech.enabled: false)")]
+    from edge.alarms.speech import aplay_command
+
     rows = []
     if shutil.which(config.speech.command) is None:
         rows.append(Row("speech engine", FAIL, f"{config.speech.command} not found", "apt-get install espeak-ng"))
@@ -186,8 +188,7 @@ def check_sound(config: Config, folder: Path) -> List[Row]:
         return rows + [Row("sound device", FAIL, "aplay not found", "apt-get install alsa-utils")]
     wav = folder / "doctor-silence.wav"
     _silence(wav)
-    command = ["aplay", "-q"] + (["-D", config.speech.alsa_device] if config.speech.alsa_device else []) + [str(wav)]
-    played = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    played = subprocess.run(aplay_command(config.speech, wav), capture_output=True, text=True, timeout=30)
     wav.unlink()
     if played.returncode != 0:
         reason = (played.stderr.strip().splitlines() or ["no output"])[-1]

@@ -40,7 +40,7 @@ _EVENT_FIELDS: Dict[str, Tuple[tuple, bool]] = {
     "descent_speed": (_NUMBER, _OPTIONAL),
     "operator": ((str,), _OPTIONAL),
 }
-_REQUIRED = ("event_id", "type", "track_id")
+_REQUIRED = tuple(name for name, (_, nullable) in _EVENT_FIELDS.items() if not nullable)
 _MAX_TEXT = 200
 
 
@@ -101,7 +101,3 @@ def parse_status(payload: bytes) -> Tuple[Optional[str], Dict[str, str], Optiona
         return None, {}, "status problems are not a small mapping of text"
     return data["state"], dict(problems), None
 
-
-def status_problem(payload: bytes) -> Optional[str]:
-    """Why this is not a device status, or None."""
-    return parse_status(payload)[2]
