@@ -109,5 +109,8 @@ def build_pipeline(spec: SourceSpec, width: int, height: int, fps: int, jetson: 
     raise SourceError(f"unknown source kind {spec.kind}")  # pragma: no cover
 
 
+L4T_RELEASE_FILE = Path("/etc/nv_tegra_release")  # there on every Jetson (Linux for Tegra)
+
+
 def on_jetson() -> bool:
-    return Path("/etc/nv_tegra_release").exists()
+    return L4T_RELEASE_FILE.exists()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
+from edge.capture.sources import L4T_RELEASE_FILE, on_jetson
 from edge.config import Config
 from edge.errors import FallEdgeError
 
@@ -38,7 +39,7 @@ class Row:
 def _jetpack() -> Optional[str]:
     """The L4T release line of a Jetson ("R35 (release), REVISION: 4.1"), None elsewhere."""
     try:
-        first = Path("/etc/nv_tegra_release").read_text().splitlines()[0]
+        first = L4T_RELEASE_FILE.read_text().splitlines()[0]
     except (OSError, IndexError):
         return None
     return ", ".join(first.lstrip("# ").split(", ")[:2])
@@ -158,8 +159,8 @@ def check_buzzer(config: Config) -> List[Row]:
     buzzer = ResilientBuzzer(config.buzzer)
     try:
         if buzzer.error:
-            on_jetson = _jetpack() is not None
-            return [Row("buzzer", FAIL if on_jetson else WARNING, buzzer.error if on_jetson else f"{NOT_HERE}: "
+            jetson = on_jetson()
+            return [Row("buzzer", FAIL if jetson else WARNING, buzzer.error if jetson else f"{NOT_HERE}: "
                         f"{buzzer.error}", "add the user to the gpio group, check buzzer.pin")]
         return [Row("buzzer", OK, f"GPIO pin {config.buzzer.pin} opened ({config.buzzer.pin_factory} factory)")]
     finally:
