@@ -209,7 +209,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         notifier.stopping()
         router.close()
-        notifier.notifier.close()
     if args.profile:
         sys.stderr.write(format_timings(pipeline.timings_ms) + "\n")
     return 0

@@ -128,5 +128,7 @@ class FrameLoopNotifier:
         return "detecting: " + ", ".join(parts)
 
     def stopping(self) -> None:
+        """The last word: STOPPING, then the socket is closed and the ticker ends."""
         self._closed.set()
         self.notifier.send("STOPPING=1", "STATUS=stopping")
+        self.notifier.close()
