@@ -1,6 +1,5 @@
 """fall-edge command line: a thin layer over the package; errors print as one line."""
 
-from __future__ import annotations
 
 import argparse
 import json

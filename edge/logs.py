@@ -1,6 +1,5 @@
 """Logging helpers shared by the parts that face floods (dropped events, refused commands)."""
 
-from __future__ import annotations
 
 import time
 from typing import Dict, Hashable

@@ -1,7 +1,6 @@
 """Files about people (events with keypoints, snapshots, traces, model outputs of people's
 frames) are owner-only, whatever the umask: the one place that says how."""
 
-from __future__ import annotations
 
 import os
 from pathlib import Path

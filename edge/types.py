@@ -1,6 +1,5 @@
 """Values that flow between the stages: frame -> detections/people -> tracks -> events."""
 
-from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple

@@ -1,6 +1,5 @@
 """The site buzzer through gpiozero: a pattern per event type, auto-stop, stop on ack."""
 
-from __future__ import annotations
 
 import logging
 import threading

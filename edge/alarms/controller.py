@@ -1,6 +1,5 @@
 """What the site hears: events start and stop the buzzer and the spoken warning."""
 
-from __future__ import annotations
 
 import logging
 import threading

@@ -6,7 +6,6 @@ mode uses the Pi's BCM numbers, so the Pi's board description serves for pin nam
 this factory only replaces the pin driver. Output and input only: no PWM, no edges.
 """
 
-from __future__ import annotations
 
 import time
 
@@ -24,7 +23,7 @@ def _gpio():
 
 
 class JetsonPin(PiPin):
-    def __init__(self, factory: JetsonFactory, info) -> None:
+    def __init__(self, factory: "JetsonFactory", info) -> None:
         super().__init__(factory, info)
         self._function = "input"
         self._gpio = _gpio()

@@ -5,7 +5,6 @@ device. Where there is no espeak-ng or no sound device, that is logged once and 
 daemon goes on: the buzzer and MQTT still work.
 """
 
-from __future__ import annotations
 
 import heapq
 import itertools

@@ -1,6 +1,5 @@
 """The small interface every inference backend implements, and the loader that picks one."""
 
-from __future__ import annotations
 
 import importlib
 import logging

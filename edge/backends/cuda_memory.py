@@ -5,7 +5,6 @@ Pinned host buffers are numpy arrays; device buffers are objects whose int() is 
 pointer, which is what TensorRT takes.
 """
 
-from __future__ import annotations
 
 import ctypes
 import logging

@@ -1,6 +1,5 @@
 """CPU backend on LiteRT (ai-edge-litert, TensorFlow Lite's runtime): runs MoveNet."""
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import List, Optional, Sequence

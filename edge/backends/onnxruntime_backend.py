@@ -1,6 +1,5 @@
 """CPU backend on ONNX Runtime (the embedded default for the detector)."""
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import List, Optional, Sequence

@@ -8,7 +8,6 @@ with execute_async_v3 (8.5 and newer, the only one in 10.x) and bindings with
 execute_async_v2 (8.0 to 8.4, JetPack 4.6).
 """
 
-from __future__ import annotations
 
 import logging
 from pathlib import Path

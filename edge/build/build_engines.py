@@ -10,7 +10,6 @@ engine (edge/build/engine.py) with its sidecar. Without TensorRT (any machine bu
 Jetson) it stops after the ONNX step and says so.
 """
 
-from __future__ import annotations
 
 import logging
 import sys

@@ -6,7 +6,6 @@ The batching and the cache are plain Python and tested everywhere; only the smal
 IInt8EntropyCalibrator2 subclass needs TensorRT and a GPU.
 """
 
-from __future__ import annotations
 
 import logging
 import sys

@@ -8,7 +8,6 @@ refuses every global outside a short allowlist, so a checkpoint cannot run code 
 The real network is then rebuilt by this project and filled by parameter name.
 """
 
-from __future__ import annotations
 
 import functools
 import inspect

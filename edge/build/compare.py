@@ -2,7 +2,6 @@
 real video frames: speed per frame and the detections that appear, vanish or move (a
 benchmark that prints figures, never a test)."""
 
-from __future__ import annotations
 
 import statistics
 import sys

@@ -2,7 +2,6 @@
 API, FP32, FP16 or INT8 (entropy calibration), for TensorRT 8.x (JetPack 4.6 and 5) and
 10.x (JetPack 6). Runs on the Jetson itself: an engine only runs where it was built."""
 
-from __future__ import annotations
 
 import datetime
 import logging
@@ -75,7 +74,7 @@ class _Heartbeat:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> _Heartbeat:
+    def __enter__(self) -> "_Heartbeat":
         self._started = time.monotonic()
         self._thread.start()
         return self

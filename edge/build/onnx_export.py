@@ -1,7 +1,6 @@
 """Step 1 of an engine build: a PyTorch network to a static-shape ONNX file, then a check
 that ONNX Runtime gives the same outputs as PyTorch on random and real inputs."""
 
-from __future__ import annotations
 
 import inspect
 import logging

@@ -11,7 +11,6 @@ Calibration is MinMax: ONNX Runtime's histogram methods (Percentile, Entropy) ke
 activation of every image and were killed for memory here (24 GB) after 50 images at 640.
 """
 
-from __future__ import annotations
 
 import logging
 import sys

@@ -2,7 +2,6 @@
 and for. A TensorRT engine only runs on the TensorRT version and the GPU it was built with,
 so the daemon checks this before loading one and says how to rebuild it."""
 
-from __future__ import annotations
 
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields

@@ -13,7 +13,6 @@ part maps and 42 affinity-field channels. Parameter names match trt_pose's modul
 in the checkpoints but unused, so they are skipped on load.
 """
 
-from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass

@@ -10,7 +10,6 @@ The exported head gives [1, N, 5 + nc]: box centre, size (input pixels), objectn
 class scores after the sigmoid, the layout edge.decoding.yolo calls `yolov5`.
 """
 
-from __future__ import annotations
 
 import math
 from dataclasses import dataclass

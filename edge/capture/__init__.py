@@ -1,6 +1,5 @@
 """Video sources: OpenCV for plain files (and where GStreamer is missing), GStreamer for cameras."""
 
-from __future__ import annotations
 
 import logging
 from typing import Optional, Union

@@ -1,7 +1,6 @@
 """`fall-edge bench-capture`: what reading frames through each GStreamer reader costs, next to
 the raw rate of the same pipeline into fakesink (a benchmark that prints figures, never a test)."""
 
-from __future__ import annotations
 
 import logging
 import shlex

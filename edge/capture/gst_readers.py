@@ -11,7 +11,6 @@ why it ended. abort() may be called from another thread (the stall watchdog, clo
 GstSource (gst_source.py) does the reconnecting, queueing and time stamps on top.
 """
 
-from __future__ import annotations
 
 import ctypes
 import logging

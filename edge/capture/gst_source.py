@@ -10,7 +10,6 @@ jitter. Each outage is logged once, counted, and reported through on_status. Fil
 frame in order, then the end. Frame images are read-only.
 """
 
-from __future__ import annotations
 
 import logging
 import random
@@ -133,7 +132,7 @@ class GstSource:
         self._abort_run()
         self._thread.join(timeout=5.0)
 
-    def __enter__(self) -> GstSource:
+    def __enter__(self) -> "GstSource":
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -5,7 +5,6 @@ is repeatable. Live sources are read on a thread that keeps only the newest fram
 slow pipeline never builds up lag.
 """
 
-from __future__ import annotations
 
 import logging
 import threading
@@ -69,7 +68,7 @@ class VideoSource:
     def close(self) -> None:
         self._capture.release()
 
-    def __enter__(self) -> VideoSource:
+    def __enter__(self) -> "VideoSource":
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -11,7 +11,6 @@ Every pipeline ends in BGR frames of the configured size; live ones also at the 
 frame rate. On a Jetson, decoding and scaling stay in NVMM memory (nvv4l2decoder, nvvidconv).
 """
 
-from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass

@@ -1,6 +1,5 @@
 """Load and validate the YAML config: unknown keys and wrong types are errors naming the key."""
 
-from __future__ import annotations
 
 import dataclasses
 import difflib

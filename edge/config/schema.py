@@ -3,7 +3,6 @@
 The README's "Config reference" explains each threshold; keep the two in step.
 """
 
-from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import List

@@ -1,7 +1,6 @@
 """The daemon as `fall-edge run` starts it: event sinks from the config, one or several
 cameras, health, and a clean stop on SIGTERM."""
 
-from __future__ import annotations
 
 import signal
 import sys

@@ -7,7 +7,6 @@ The protocol is one datagram per message on a unix socket; outside systemd (no
 NOTIFY_SOCKET) every call does nothing.
 """
 
-from __future__ import annotations
 
 import logging
 import os

@@ -6,7 +6,6 @@ after a track turns into a fall candidate, so that it can confirm or veto the fa
 People too small for the whole-frame pose pass get a second pass on a crop around them.
 """
 
-from __future__ import annotations
 
 import logging
 import time

@@ -1,6 +1,5 @@
 """Build the pipeline from a config and run it over a video source."""
 
-from __future__ import annotations
 
 import logging
 import time

@@ -1,7 +1,6 @@
 """Where events go: stdout, the local alarm, MQTT (through the outbox). Also the commands
 from the control room (ack, test) and the periodic health report."""
 
-from __future__ import annotations
 
 import json
 import logging

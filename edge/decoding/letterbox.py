@@ -1,6 +1,5 @@
 """Letterboxing (resize keeping aspect ratio, pad) and the inverse mapping back to frame pixels."""
 
-from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Tuple

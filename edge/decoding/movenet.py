@@ -1,6 +1,5 @@
 """Decode MoveNet MultiPose output [1, 6, 56] into people with the 18-point skeleton."""
 
-from __future__ import annotations
 
 from typing import List
 

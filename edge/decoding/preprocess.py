@@ -1,7 +1,6 @@
 """Model input tensors from a letterboxed BGR canvas. Inference and INT8 calibration both use
 these, so a calibrated engine sees exactly the inputs it was calibrated on."""
 
-from __future__ import annotations
 
 from typing import Callable, Dict
 

@@ -13,7 +13,6 @@ The steps follow trt_pose's parser (written here in numpy, so no compiled plugin
 5. parts joined by assigned links form one person (connected components over the graph).
 """
 
-from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass

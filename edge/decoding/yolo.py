@@ -1,6 +1,5 @@
 """Decode YOLO heads (v8 [1, 4+nc, N] and v5 [1, N, 5+nc]) and run class-aware NMS."""
 
-from __future__ import annotations
 
 from typing import List, Sequence
 

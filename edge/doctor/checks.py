@@ -4,7 +4,6 @@ cameras, broker, buzzer, sound, disk, service), each ok / warning / fail with th
 Each check is a small function returning its rows; none of them raises: a check that breaks
 is itself a failed row."""
 
-from __future__ import annotations
 
 import platform
 import shutil

@@ -1,6 +1,5 @@
 """Per-stage timings of the pipeline and of each model alone (a benchmark, never a test)."""
 
-from __future__ import annotations
 
 import os
 import statistics

@@ -6,7 +6,6 @@ whose outcome changed, and `fall-edge eval --rerun-failures RESULT` runs only th
 false alarms of a result again.
 """
 
-from __future__ import annotations
 
 import fnmatch
 import hashlib

@@ -1,6 +1,5 @@
 """Score the pipeline on labelled clips: per-clip result, precision, recall, F1, delay."""
 
-from __future__ import annotations
 
 import csv
 import functools

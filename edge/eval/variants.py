@@ -14,7 +14,6 @@ frames, so results can be compared between versions of the fall logic.
              patch of background (a bed or a table in the way)
 """
 
-from __future__ import annotations
 
 import logging
 from dataclasses import dataclass

@@ -1,6 +1,5 @@
 """Pure geometry on one skeleton, and the lying score that combines the cues the fall logic reads."""
 
-from __future__ import annotations
 
 import math
 from dataclasses import dataclass

@@ -19,7 +19,6 @@ alarm. A track that takes over another's history (tracker: a person found on the
 someone was falling) keeps that baseline and candidate.
 """
 
-from __future__ import annotations
 
 import logging
 from collections import deque

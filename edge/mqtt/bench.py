@@ -1,7 +1,6 @@
 """`fall-edge bench-mqtt`: events/s through the outbox to the broker, and end-to-end latency
 from event creation to a subscriber's receipt (a benchmark that prints figures, never a test)."""
 
-from __future__ import annotations
 
 import json
 import statistics

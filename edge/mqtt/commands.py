@@ -7,7 +7,6 @@ another device or command (the topic is signed), older or newer than
 signature does, next to the fields in clear.
 """
 
-from __future__ import annotations
 
 import hashlib
 import hmac

@@ -1,6 +1,5 @@
 """Build a paho-mqtt client from the config: TLS, username/password, backoff, last will."""
 
-from __future__ import annotations
 
 import logging
 import os

@@ -5,7 +5,6 @@ The monitor uses a persistent MQTT session (clean_session false, a fixed client 
 broker keeps QoS 1 events for it while it is away.
 """
 
-from __future__ import annotations
 
 import json
 import logging

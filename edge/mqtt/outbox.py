@@ -11,7 +11,6 @@ is tried again every few seconds. A corrupt file is moved aside (`<name>.corrupt
 and a new one started with whatever rows could still be read from the old one.
 """
 
-from __future__ import annotations
 
 import json
 import logging

@@ -1,7 +1,6 @@
 """The device's MQTT side: status with a last will, events from the outbox, snapshots, health,
 and commands from the control room. Nothing here blocks the caller on the network."""
 
-from __future__ import annotations
 
 import json
 import logging

@@ -6,7 +6,6 @@ than jsonschema: the current jsonschema needs a Rust extension and Python 3.8+, 
 the whole schema.
 """
 
-from __future__ import annotations
 
 import json
 import math

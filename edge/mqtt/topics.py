@@ -1,6 +1,5 @@
 """The topic layout, in one place: publisher and monitor both use it."""
 
-from __future__ import annotations
 
 from typing import Optional, Tuple
 

@@ -1,6 +1,5 @@
 """The YOLO detector: letterbox -> backend -> decode -> detections in frame pixels."""
 
-from __future__ import annotations
 
 import logging
 from pathlib import Path
@@ -44,7 +43,7 @@ class Detector:
             raise ModelError(f"detector model {backend.model_path}: {exc}") from None
 
     @classmethod
-    def from_config(cls, config: DetectorConfig, model_path: Path) -> Detector:
+    def from_config(cls, config: DetectorConfig, model_path: Path) -> "Detector":
         verify_model_file(model_path)
         backend = create_backend(config.type, model_path, threads=config.threads,
                                  input_shape=(1, 3, config.input_size, config.input_size))

@@ -14,7 +14,6 @@ drops fingerprints not used for `max_age_days`, then the least recently used one
 oldest rows of the newest, until the folder is under `max_bytes`.
 """
 
-from __future__ import annotations
 
 import hashlib
 import logging

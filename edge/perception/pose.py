@@ -1,6 +1,5 @@
 """The pose model: whole frames or crops around people -> 18-point skeletons in frame pixels."""
 
-from __future__ import annotations
 
 import logging
 from pathlib import Path
@@ -54,7 +53,7 @@ class PoseEstimator:
                                  f"expected trt_pose cmap [1,{NUM_KEYPOINTS},H,W] and paf [1,{PAF_CHANNELS},H,W]")
 
     @classmethod
-    def from_config(cls, config: PoseConfig, model_path: Path) -> PoseEstimator:
+    def from_config(cls, config: PoseConfig, model_path: Path) -> "PoseEstimator":
         if config.input_size % 32 != 0 or config.input_size < 64:
             raise ConfigError(f"pose.input_size must be a multiple of 32 and at least 64, got {config.input_size}")
         verify_model_file(model_path)

@@ -8,7 +8,6 @@ again on the floor), a skeleton that appears low, within reach of where a track 
 falling moments before, continues that track: its baseline and fall candidate carry on.
 """
 
-from __future__ import annotations
 
 import logging
 import math

@@ -1,6 +1,5 @@
 """Draw skeletons, boxes and fall states on a frame (a copy; the input is untouched)."""
 
-from __future__ import annotations
 
 from typing import Dict, List, Tuple
 

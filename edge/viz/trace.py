@@ -9,7 +9,6 @@ each track's fall state did or did not change. Read it with `jq` or any JSON-lin
 A frame with nobody in it gets one line with "track": null, so the trace shows every frame.
 """
 
-from __future__ import annotations
 
 import json
 import logging
