@@ -37,7 +37,7 @@ setup(
         # The engine build script: checkpoints to ONNX (fall-edge build-engines). On a Jetson use
         # NVIDIA's PyTorch wheel for the JetPack release instead of PyPI's.
         "build": ["torch>=1.10", "onnx>=1.12"],
-        "dev": ["pytest>=7", "ruff>=0.5", "scikit-image>=0.19", "hypothesis>=6"],
+        "dev": ["pytest>=7", "ruff>=0.5", "scikit-image>=0.19", "hypothesis>=6", "vermin>=1.6"],
     },
     entry_points={"console_scripts": ["fall-edge=edge.cli:main"]},
     include_package_data=False,

@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fall-edge", description="On-device fall detection.")
     parser.add_argument("--version", action="version", version=f"fall-edge {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command")
+    commands.required = True  # add_subparsers(required=) is Python 3.7+; JetPack 4.6 has 3.6
 
     run = commands.add_parser("run", help="detect falls in a video, camera or stream; one JSON line per event")
     run.add_argument("--config", type=Path, help="YAML config (default: built-in defaults)")

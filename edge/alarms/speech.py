@@ -31,7 +31,7 @@ _PLAY_TIMEOUT_S = 120.0
 def synthesize(text: str, voice: str, target: Path, config: SpeechConfig) -> None:
     """Write `text` spoken in `voice` to a WAV file; raises OSError/CalledProcessError on failure."""
     subprocess.run([config.command, "-v", voice, "-s", str(config.words_per_minute), "-w", str(target), text],
-                   check=True, capture_output=True, timeout=_SYNTH_TIMEOUT_S)
+                   check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=_SYNTH_TIMEOUT_S)
 
 
 @dataclass(order=True)
@@ -196,7 +196,8 @@ class Speaker:
             return
         command = aplay_command(self.config, wav)
         try:
-            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                       universal_newlines=True)
         except OSError as exc:
             self._warn_once("play", "speech: aplay could not start (%s)", exc)
             return

@@ -120,7 +120,7 @@ class Transition(nn.Sequential):
 
 
 def densenet121_features() -> nn.Sequential:
-    layers: OrderedDict[str, nn.Module] = OrderedDict([
+    layers: "OrderedDict[str, nn.Module]" = OrderedDict([
         ("conv0", nn.Conv2d(3, 64, 7, 2, 3, bias=False)), ("norm0", nn.BatchNorm2d(64)),
         ("relu0", nn.ReLU(inplace=True)), ("pool0", nn.MaxPool2d(3, 2, 1))])
     channels = 64

@@ -104,14 +104,16 @@ def _convert(expected: Any, value: Any, dotted: str, source: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: '{dotted}' must be a mapping, got {type(value).__name__}")
         return _build(expected, value, prefix=f"{dotted}.", source=source)
-    origin = typing.get_origin(expected)
+    # typing.get_origin/get_args are 3.8+ (JetPack 4.6 has 3.6); for Optional[X] and List[X] the
+    # dunders say the same on every version (List's origin is typing.List on 3.6, list later).
+    origin = getattr(expected, "__origin__", None)
     if origin is Union:
-        options = [arg for arg in typing.get_args(expected) if arg is not type(None)]
+        options = [arg for arg in getattr(expected, "__args__", ()) if arg is not type(None)]
         if value is None:
             return None
         return _convert(options[0], value, dotted, source)
     if origin in (list, typing.List):
-        (item_type,) = typing.get_args(expected)
+        (item_type,) = getattr(expected, "__args__", ())
         if not isinstance(value, list):
             raise ConfigError(f"{source}: '{dotted}' must be a list, got {type(value).__name__}")
         return [_convert(item_type, item, f"{dotted}[{i}]", source) for i, item in enumerate(value)]

@@ -96,7 +96,7 @@ class EventRouter:
         self.started = time.monotonic()
         self._last_health = 0.0
         # Recent events, for acks by event_id; bounded, since the daemon runs for months.
-        self._events_by_id: OrderedDict[str, FallEvent] = OrderedDict()
+        self._events_by_id: "OrderedDict[str, FallEvent]" = OrderedDict()
         self._route_lock = threading.RLock()  # re-entrant: an ack routes its `acknowledged`
         # Whether an event can still be acknowledged: "open", "acknowledged" or "recovered".
         self._ack_state: Dict[str, str] = {}

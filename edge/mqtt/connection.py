@@ -83,10 +83,12 @@ def describe_refusal(reason_code: object) -> str:
 def describe_connect_error(exc: OSError, config: MqttConfig) -> str:
     """Why a connection attempt failed, in words, with the setting to check."""
     where = f"{config.host}:{config.port}"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate of {where} not trusted ({exc.verify_message}): check mqtt.ca_file"
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or str(exc)
+        if str(reason).upper() == "CERTIFICATE_VERIFY_FAILED":
+            # ssl.SSLCertVerificationError and its verify_message are 3.7+; 3.6 raises SSLError.
+            detail = getattr(exc, "verify_message", None) or reason
+            return f"TLS certificate of {where} not trusted ({detail}): check mqtt.ca_file"
         if "WRONG_VERSION_NUMBER" in str(reason).upper() or "wrong version" in str(exc):
             return f"TLS handshake with {where} failed ({reason}): the port does not speak TLS; check mqtt.port"
         if "CERTIFICATE" in str(reason).upper():
