@@ -12,15 +12,20 @@ setup(
     description="On-device fall detection: pose + detector, per-person fall state machine, alarms and MQTT",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    python_requires=">=3.8",
+    python_requires=">=3.6",  # 3.6: the Jetson path only (tests/test_python36.py)
     packages=find_packages(include=["edge", "edge.*"]),
     install_requires=[
         "numpy>=1.19",
         "PyYAML>=5.3",
         "scipy>=1.5",
-        "paho-mqtt>=2.0",
-        # 2.x: edge/alarms/jetson_pins.py uses its pin API (PiPin(factory, info)); 1.6's differs.
-        "gpiozero>=2.0,<3",
+        # JetPack 4.6 (the Jetson Nano's last) has Python 3.6: paho-mqtt 2.x needs 3.7 and
+        # gpiozero 2.x imports importlib.metadata (3.8) though pip offers it to 3.6. The 1.6 lines
+        # of both work there (edge/mqtt/connection.py, edge/alarms/jetson_pins.py; tests/test_jetpack46.py).
+        "paho-mqtt>=2.0,<3; python_version>='3.7'",
+        "paho-mqtt>=1.6,<2; python_version<'3.7'",
+        "gpiozero>=2.0,<3; python_version>='3.8'",
+        "gpiozero>=1.6.2,<2; python_version<'3.8'",
+        "dataclasses>=0.8; python_version<'3.7'",
         # Progress bars for eval (4.64 is the last release that still installs on Python 3.6).
         "tqdm>=4.62",
     ],

@@ -45,6 +45,14 @@ fi
 echo "bootstrap: installing fall-edge[$extras] into .venv" >&2
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${extras}]"
 
+if [ "$extras" = "cpu,gst,dev,build" ] && [ ! -f .venv/jetpack46/pkg_resources/__init__.py ]; then
+  # What JetPack 4.6 (Python 3.6) gets instead of paho-mqtt 2 and gpiozero 2: tests/test_jetpack46.py
+  # runs the MQTT and alarm tests with them.
+  echo "bootstrap: installing paho-mqtt 1.6.1 and gpiozero 1.6.2 into .venv/jetpack46" >&2
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --target .venv/jetpack46 \
+    "paho-mqtt==1.6.1" "gpiozero==1.6.2" "setuptools<70"  # gpiozero 1.6 imports pkg_resources, as a 3.6 venv has
+fi
+
 echo "bootstrap: fetching models" >&2
 .venv/bin/fall-edge fetch-models >/dev/null
 echo "bootstrap: ready" >&2

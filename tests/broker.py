@@ -75,24 +75,29 @@ class Broker:
         self.process = None
 
 
+# tests/test_paho1.py runs the MQTT tests again with paho-mqtt 1.6 (JetPack 4.6), which has no
+# callback_api_version.
+PAHO_CLIENT_ARGS = ({"callback_api_version": mqtt.CallbackAPIVersion.VERSION2}
+                    if hasattr(mqtt, "CallbackAPIVersion") else {})
+
+
 class Collector:
     """A plain subscriber that records every message."""
 
     def __init__(self, broker: Broker, topic: str = "#", **tls) -> None:
         self.messages = []
         self._lock = threading.Lock()
-        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"collector-{uuid.uuid4().hex[:6]}")
+        self.client = mqtt.Client(client_id=f"collector-{uuid.uuid4().hex[:6]}", **PAHO_CLIENT_ARGS)
         if tls:
             self.client.tls_set(ca_certs=tls["ca"])
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_connect = lambda client, *args: client.subscribe(topic, qos=1)  # 1.6's and 2.x's arguments
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
 
     def _on_message(self, client, userdata, message):
         with self._lock:
-            self.messages.append((message.topic, message.payload, message.retain))
+            self.messages.append((message.topic, message.payload, bool(message.retain)))  # 1.6: an int
 
     def on(self, suffix):
         with self._lock:

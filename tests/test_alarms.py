@@ -287,11 +287,13 @@ def test_the_daemon_detects_without_a_gpio_driver(tmp_path, clips_dir):
 
 
 def test_the_installed_gpiozero_is_the_range_setup_py_states():
-    """jetson_pins.py is written against gpiozero 2.x's pin API; setup.py must not allow 1.x."""
+    """jetson_pins.py is written against gpiozero 2.x's pin API and 1.6's (JetPack 4.6's Python 3.6,
+    tests/test_jetpack46.py); setup.py must allow no other line, and the installed one is in range."""
     import re
     from importlib.metadata import version
     from pathlib import Path
 
     setup = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
-    lower, upper = re.search(r'"gpiozero>=(\d+)\.\d+,<(\d+)"', setup).groups()
-    assert lower == "2" and int(lower) <= int(version("gpiozero").split(".")[0]) < int(upper)
+    lines = re.findall(r'"gpiozero>=([\d.]+),<(\d+); python_version([<>=]+)\'(3\.\d+)\'"', setup)
+    assert lines == [("2.0", "3", ">=", "3.8"), ("1.6.2", "2", "<", "3.8")]
+    assert 2 <= int(version("gpiozero").split(".")[0]) < 3  # this machine's Python is 3.8+

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from broker import Broker, wait_for
+from broker import PAHO_CLIENT_ARGS, Broker, wait_for
 
 from edge.config import Config, MqttConfig
 from edge.daemon.service import EventRouter
@@ -64,8 +64,7 @@ def event(kind: str) -> FallEvent:
 
 
 def client_as(broker: Broker, user: str, password: str) -> mqtt.Client:
-    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-                         client_id=f"{user}-{uuid.uuid4().hex[:6]}")
+    client = mqtt.Client(client_id=f"{user}-{uuid.uuid4().hex[:6]}", **PAHO_CLIENT_ARGS)
     client.username_pw_set(user, password)
     client.connect("127.0.0.1", broker.port)
     client.loop_start()

@@ -4,6 +4,10 @@ gpiozero's own factories do not know Jetson boards ("Unable to load any default 
 factory"). The Jetson 40-pin header follows the Raspberry Pi layout and Jetson.GPIO's BCM
 mode uses the Pi's BCM numbers, so the Pi's board description serves for pin names and
 this factory only replaces the pin driver. Output and input only: no PWM, no edges.
+
+Written for gpiozero 2.x (Python 3.8+) and 1.6 (what JetPack 4.6's Python 3.6 gets): their
+PiPin takes (factory, pin info) and (factory, number) respectively, which are passed through
+untouched, and both keep the BCM number in `_number` and name the pin in repr().
 """
 
 
@@ -37,7 +41,7 @@ class JetsonPin(PiPin):
 
     def _set_function(self, value: str) -> None:
         if value not in ("input", "output"):
-            raise PinInvalidFunction(f"pin {self.info.name} on a Jetson supports input and output only")
+            raise PinInvalidFunction(f"pin {self!r} on a Jetson supports input and output only")
         self._gpio.setup(self._number, self._gpio.OUT if value == "output" else self._gpio.IN)
         self._function = value
 
@@ -46,7 +50,7 @@ class JetsonPin(PiPin):
 
     def _set_state(self, value: bool) -> None:
         if self._function != "output":
-            raise PinSetInput(f"cannot set the state of input pin {self.info.name}")
+            raise PinSetInput(f"cannot set the state of input pin {self!r}")
         self._gpio.output(self._number, self._gpio.HIGH if value else self._gpio.LOW)
 
     def _get_pull(self) -> str:

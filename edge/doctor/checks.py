@@ -112,7 +112,7 @@ def check_cameras(config: Config, cameras: List[tuple]) -> List[Row]:
 def check_broker(config: Config) -> List[Row]:
     if not config.mqtt.enabled:
         return [Row("broker", OK, "MQTT off (mqtt.enabled: false)")]
-    from edge.mqtt.connection import describe_refusal, make_client, watch_connect_errors
+    from edge.mqtt.connection import describe_refusal, make_client, set_callbacks, watch_connect_errors
 
     result = {"error": None}
     done = threading.Event()
@@ -132,7 +132,7 @@ def check_broker(config: Config) -> List[Row]:
         client = make_client(config.mqtt, f"fall-edge-doctor-{int(time.time())}")
     except FallEdgeError as exc:
         return [Row("broker", FAIL, str(exc), "fix the mqtt section")]
-    client.on_connect = on_connect
+    set_callbacks(client, on_connect=on_connect)
     watch_connect_errors(client, failed, config.mqtt)
     client.connect_async(config.mqtt.host, config.mqtt.port, keepalive=config.mqtt.keepalive_s)
     client.loop_start()

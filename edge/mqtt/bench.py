@@ -15,7 +15,7 @@ from typing import Dict, List, Union
 from edge.config import MqttConfig
 from edge.errors import FallEdgeError
 from edge.mqtt import topics
-from edge.mqtt.connection import make_client
+from edge.mqtt.connection import make_client, set_callbacks
 from edge.mqtt.outbox import Outbox
 from edge.mqtt.publisher import MqttPublisher
 
@@ -45,9 +45,8 @@ def run_mqtt_bench(config: MqttConfig, count: int) -> Dict[str, Union[str, float
         if len(received[phase]) >= expected[phase]:
             finished[phase].set()
 
-    subscriber.on_connect = on_connect
-    subscriber.on_subscribe = lambda *args: subscribed.set()
-    subscriber.on_message = on_message
+    set_callbacks(subscriber, on_connect=on_connect, on_message=on_message)
+    subscriber.on_subscribe = lambda *args: subscribed.set()  # any signature
     subscriber.connect_async(config.host, config.port)
     subscriber.loop_start()
 

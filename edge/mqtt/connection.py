@@ -42,10 +42,57 @@ def read_password(config: MqttConfig) -> Optional[str]:
     return None
 
 
+# paho-mqtt 2.x needs Python 3.7; JetPack 4.6 (Python 3.6) gets 1.6, whose callbacks take
+# other arguments. The handlers here are written for 2.x's VERSION2 callbacks and set through
+# set_callbacks(), which adapts them to 1.6.
+PAHO_2 = hasattr(mqtt, "CallbackAPIVersion")
+
+
+class Paho1ReasonCode:
+    """paho 1.6 hands on_connect/on_disconnect a number; 2.x a ReasonCode. The handlers read
+    `is_failure` and str() of it, as of 2.x's."""
+
+    def __init__(self, value: int, text: str) -> None:
+        self.value, self._text = value, text
+
+    @property
+    def is_failure(self) -> bool:
+        return self.value != 0
+
+    def __str__(self) -> str:
+        return self._text
+
+
+def set_callbacks(client: mqtt.Client, on_connect: Optional[Callable[..., None]] = None,
+                  on_disconnect: Optional[Callable[..., None]] = None, on_publish: Optional[Callable[..., None]] = None,
+                  on_message: Optional[Callable[..., None]] = None) -> None:
+    """Install handlers written for paho 2.x's VERSION2 signatures, on paho 2.x or 1.6."""
+    if PAHO_2:
+        for name, handler in (("on_connect", on_connect), ("on_disconnect", on_disconnect),
+                              ("on_publish", on_publish), ("on_message", on_message)):
+            if handler is not None:
+                setattr(client, name, handler)
+        return
+    if on_connect is not None:
+        client.on_connect = lambda c, userdata, flags, rc: on_connect(
+            c, userdata, flags, Paho1ReasonCode(rc, mqtt.connack_string(rc)), None)
+    if on_disconnect is not None:
+        # 1.6 reports a dropped connection as 1 or 7, which describe_disconnect knows.
+        client.on_disconnect = lambda c, userdata, rc: on_disconnect(c, userdata, None, Paho1ReasonCode(rc, str(rc)),
+                                                                     None)
+    if on_publish is not None:
+        client.on_publish = lambda c, userdata, mid: on_publish(c, userdata, mid, None, None)
+    if on_message is not None:
+        client.on_message = on_message  # the same arguments in both
+
+
 def make_client(config: MqttConfig, client_id: str, will_topic: Optional[str] = None,
                 clean_session: bool = True) -> mqtt.Client:
-    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                         clean_session=clean_session, protocol=mqtt.MQTTv311)
+    if PAHO_2:
+        client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                             clean_session=clean_session, protocol=mqtt.MQTTv311)
+    else:
+        client = mqtt.Client(client_id=client_id, clean_session=clean_session, protocol=mqtt.MQTTv311)
     if config.username:
         client.username_pw_set(config.username, read_password(config))
     if config.ca_file:
@@ -75,7 +122,8 @@ def describe_refusal(reason_code: object) -> str:
     """A one-line reason for a refused connection, with the fix."""
     text = str(reason_code)
     lowered = text.lower()
-    if "not authorized" in lowered or "bad user name" in lowered or "password" in lowered:
+    # 2.x says "Not authorized"; 1.6 says "Connection Refused: not authorised."
+    if "not authori" in lowered or "bad user name" in lowered or "password" in lowered:
         return f"broker refused the login ({text}): check mqtt.username and the password file or variable"
     return f"broker refused the connection ({text}): check the broker's settings for this client"
 

@@ -23,7 +23,13 @@ from edge.config import MqttConfig
 from edge.errors import FallEdgeError
 from edge.mqtt import topics
 from edge.mqtt.commands import read_command_key, sign_command
-from edge.mqtt.connection import describe_disconnect, describe_refusal, make_client, watch_connect_errors
+from edge.mqtt.connection import (
+    describe_disconnect,
+    describe_refusal,
+    make_client,
+    set_callbacks,
+    watch_connect_errors,
+)
 from edge.mqtt.schema import event_problem, parse_status
 from edge.private import private_file
 
@@ -108,9 +114,8 @@ class Monitor:
         self.connected = threading.Event()
         self.error: Optional[str] = None
         self._client = make_client(config, client_id, clean_session=False)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
+        set_callbacks(self._client, on_connect=self._on_connect, on_disconnect=self._on_disconnect,
+                      on_message=self._on_message)
         self.ever_connected = False
         self._stopping = False
         self._refused = False

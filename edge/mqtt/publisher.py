@@ -19,6 +19,7 @@ from edge.mqtt.connection import (
     describe_refusal,
     device_name,
     make_client,
+    set_callbacks,
     watch_connect_errors,
 )
 from edge.mqtt.outbox import Outbox
@@ -41,10 +42,8 @@ class MqttPublisher:
         self._client = make_client(config, client_id or f"fall-edge-{self.device}",
                                    will_topic=topics.status_topic(self.prefix, self.device))
         self._client.max_inflight_messages_set(max(1, config.max_inflight))
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_publish = self._on_publish
-        self._client.on_message = self._on_message
+        set_callbacks(self._client, on_connect=self._on_connect, on_disconnect=self._on_disconnect,
+                      on_publish=self._on_publish, on_message=self._on_message)
         self._handlers: Dict[str, CommandHandler] = {}
         self._verifier: Optional[CommandVerifier] = None
         if config.command_key_file:
