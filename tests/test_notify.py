@@ -117,22 +117,41 @@ def test_watchdog_pings_stop_when_the_frame_loop_hangs(tmp_path, clips_dir, mode
         listener.close()
 
 
-def test_the_service_unit_verifies(tmp_path):
-    """systemd-analyze verify on the shipped unit (ExecStart pointed at this checkout's CLI)."""
+def test_the_service_unit_verifies_with_its_drop_ins_and_is_hardened(tmp_path):
+    """systemd-analyze verify on the shipped unit with the drop-ins install.sh writes (JetPack 4.6's
+    environment, DeviceAllow=), ExecStart pointed at this checkout's CLI; and its offline security
+    exposure stays low (9.2 UNSAFE for the unit before issue 11)."""
+    import re
     import shutil
 
     import pytest
+    from test_install import plan, written
 
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze not installed")
     text = (ROOT / "systemd" / "fall-edge.service").read_text()
     for directive in ("Type=notify", "NotifyAccess=main", "WatchdogSec=30", "Restart=on-failure",
-                      "RestartPreventExitStatus=2", "StateDirectory=fall-edge", "NoNewPrivileges=yes"):
+                      "RestartPreventExitStatus=2", "StateDirectory=fall-edge", "NoNewPrivileges=yes",
+                      "CapabilityBoundingSet=", "SystemCallErrorNumber=EPERM"):
         assert directive in text.splitlines(), directive
-    unit = tmp_path / "fall-edge.service"
-    unit.write_text(text.replace("/opt/fall-edge/.venv/bin/fall-edge", str(Path(sys.executable).parent / "fall-edge")))
-    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    units = tmp_path / "units"
+    (units / "fall-edge.service.d").mkdir(parents=True)
+    (units / "fall-edge.service").write_text(
+        text.replace("/opt/fall-edge/.venv/bin/fall-edge", str(Path(sys.executable).parent / "fall-edge")))
+    shutil.copy(ROOT / "systemd" / "jetpack-4.6.conf", units / "fall-edge.service.d" / "jetpack-4.6.conf")
+    devices = written(plan("--jetpack", "4.6"), "/etc/systemd/system/fall-edge.service.d/devices.conf")
+    (units / "fall-edge.service.d" / "devices.conf").write_text("\n".join(devices) + "\n")
+    env = dict(os.environ, SYSTEMD_UNIT_PATH=f"{units}:")
+    result = subprocess.run(["systemd-analyze", "verify", "fall-edge.service"], capture_output=True, text=True,
+                            timeout=60, env=env)
     assert result.returncode == 0 and "fall-edge.service" not in result.stdout + result.stderr, result.stderr
+    security = subprocess.run(["systemd-analyze", "security", "--offline=yes", "fall-edge.service"],
+                              capture_output=True, text=True, timeout=60, env=env)
+    if "--offline" in security.stderr:
+        pytest.skip("systemd-analyze security --offline needs systemd 250+")
+    exposure = float(re.search(r"Overall exposure level for fall-edge.service: ([\d.]+)", security.stdout).group(1))
+    assert exposure <= 2.0, security.stdout[-3000:]
+    assert "char-alsa:rw" in security.stdout  # the DeviceAllow= drop-in was read with the unit
 
 
 def test_a_camera_that_is_away_keeps_the_service_ready_and_the_watchdog_fed(tmp_path):
