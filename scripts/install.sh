@@ -113,6 +113,14 @@ packages="python3-venv python3-dev build-essential python3-libnvinfer python3-gi
 packages="$packages gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav"
 packages="$packages espeak-ng alsa-utils"
 run apt-get update
+# TensorRT's Python bindings come from NVIDIA's L4T apt repository, not Ubuntu's: say so rather
+# than apt's "Unable to locate package" (this is where a real install stops on a non-Jetson).
+if [ "$dry_run" -eq 0 ] && ! apt-cache policy python3-libnvinfer 2>/dev/null | grep -q "Candidate: [0-9]"; then
+  echo "install.sh: python3-libnvinfer (TensorRT for Python) is not in this machine's apt sources: it comes" \
+       "from NVIDIA's L4T repository (/etc/apt/sources.list.d/nvidia-l4t-apt-source.list, set up by" \
+       "JetPack/SDK Manager); flash the Jetson with JetPack $jetpack or restore that file, then rerun" >&2
+  exit 1
+fi
 run env DEBIAN_FRONTEND=noninteractive apt-get install -y $packages
 
 # The service user, in the groups for cameras, GPIO (the group Jetson.GPIO's udev rule uses)

@@ -111,3 +111,22 @@ def test_a_non_jetson_is_refused_with_the_reason():
     here = plan()
     assert here.returncode == 1 and "not a Jetson" in here.stderr and "--jetpack" in here.stderr
     assert commands(here) == []
+
+
+def test_the_real_install_on_a_non_jetson_stops_at_tensorrt_and_changes_nothing():
+    """Not a dry run: as root, with --jetpack given, the install gets as far as apt and stops there
+    with the reason (TensorRT's bindings come from NVIDIA's L4T apt repository), before any user,
+    venv or unit exists."""
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("apt-cache") is None:
+        pytest.skip("needs root and apt (the real install)")
+    if Path("/etc/apt/sources.list.d/nvidia-l4t-apt-source.list").exists():
+        pytest.skip("this machine has NVIDIA's L4T apt source")
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "install.sh"), "--jetpack", "6"], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "python3-libnvinfer (TensorRT for Python) is not in this machine's apt sources" in result.stderr
+    assert commands(result) == ["apt-get update"]
+    assert not Path("/opt/fall-edge").exists() and not Path("/etc/systemd/system/fall-edge.service").exists()
+    assert subprocess.run(["id", "fall-edge"], capture_output=True).returncode != 0
