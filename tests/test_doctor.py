@@ -45,6 +45,8 @@ def test_doctor_on_this_machine(tmp_path, clips_dir):
     assert table["broker"][0] == "ok" and f"127.0.0.1:{broker.port} accepted" in table["broker"][1]
     assert table["buzzer"][0] == "ok" and table["outbox disk"][0] == "ok"
     assert table["tensorrt"] == ("ok", "not on this machine")
+    assert table["gpu"] == ("ok", "not on this machine (the CPU backends need none)")
+    assert table["engines"] == ("ok", "not on this machine: the CPU backends need none")
     assert "0 failed" in result.stdout.splitlines()[-1]
 
 
@@ -61,3 +63,43 @@ def test_doctor_fails_with_the_reason_and_exit_1(tmp_path):
     assert table["broker"][0] == "fail" and f"connection refused by 127.0.0.1:{port}" in table["broker"][1]
     assert table["speech engine"][0] == "fail" and "apt-get install espeak-ng" in table["speech engine"][1]
     assert "Traceback" not in result.stderr
+
+
+def test_doctor_reads_engine_sidecars_and_never_builds(tmp_path):
+    """A Jetson config on this machine: a missing engine with build_from is a warning (the service
+    builds it), and the doctor does not start that build; an engine with its sidecar is described;
+    one without a sidecar fails with the rebuild command; TensorRT and the GPU fail with the fix."""
+    from edge.build.sidecar import EngineInfo, write_sidecar
+
+    detector = tmp_path / "fall_detector_int8.engine"
+    detector.write_bytes(b"engine bytes")
+    write_sidecar(detector, EngineInfo(
+        engine_file=str(detector), source_file="models/fall_yolov8s.onnx", source_sha256="ab" * 32,
+        onnx_sha256="cd" * 32, kind="yolo", precision="fp16", requested_precision="int8", input_name="images",
+        input_shape=[1, 3, 640, 640], output_names=["output0"], tensorrt_version="8.2.1.8",
+        device_name="NVIDIA Tegra X1", compute_capability="5.3", built_at="2026-12-04T18:00:00Z",
+        notes=["no fast INT8 on this GPU: built FP16"]))
+    pose = tmp_path / "pose_fp16.engine"
+    config = tmp_path / "config.yaml"
+    base = (f"detector:\n  type: tensorrt\n  model: {detector}\n"
+            f"pose:\n  type: tensorrt\n  model: {pose}\n  input_size: 224\n  build_from: models/resnet18.pth\n"
+            f"  build_precision: fp16\n")
+    config.write_text(base)
+    table = rows(doctor(config))
+    assert table["tensorrt"] == ("fail", "not importable  -> apt-get install python3-libnvinfer; use a "
+                                         "--system-site-packages venv")
+    assert table["gpu"][0] == "fail" and "pycuda" in table["gpu"][1]
+    assert table["engine detector"][0] == "warning"
+    assert table["engine detector"][1].startswith(
+        "fall_detector_int8.engine: yolo fp16 [1, 3, 640, 640] TensorRT 8.2.1.8 on NVIDIA Tegra X1 (sm 5.3)")
+    assert table["engine pose"][0] == "warning" and "not built yet" in table["engine pose"][1]
+    assert "the service builds it from models/resnet18.pth" in table["engine pose"][1]
+    assert table["models"] == ("warning", "not loaded: the pose engine is not built yet (above)")
+    assert not pose.exists()  # no build was started
+
+    (tmp_path / "fall_detector_int8.engine.json").unlink()
+    config.write_text(base.replace("  build_from: models/resnet18.pth\n", ""))
+    table = rows(doctor(config))
+    assert table["engine detector"][0] == "fail" and "has no fall_detector_int8.engine.json" in \
+        table["engine detector"][1]
+    assert table["engine pose"][0] == "fail" and "fall-edge build-engines" in table["engine pose"][1]

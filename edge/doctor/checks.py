@@ -35,21 +35,32 @@ class Row:
     fix: str = ""
 
 
+# L4T major release -> JetPack (what scripts/install.sh and the README's table speak of).
+_JETPACK_OF_L4T = {"R32": "JetPack 4.6", "R35": "JetPack 5", "R36": "JetPack 6"}
+
+
 def _jetpack() -> Optional[str]:
-    """The L4T release line of a Jetson ("R35 (release), REVISION: 4.1"), None elsewhere."""
+    """A Jetson's release ("L4T R35 (release), REVISION: 4.1 = JetPack 5"), None elsewhere."""
     try:
         first = L4T_RELEASE_FILE.read_text().splitlines()[0]
     except (OSError, IndexError):
         return None
-    return ", ".join(first.lstrip("# ").split(", ")[:2])
+    release = ", ".join(first.lstrip("# ").split(", ")[:2])
+    jetpack = _JETPACK_OF_L4T.get(release.split(" ")[0], "an unknown JetPack")
+    return f"L4T {release} = {jetpack}"
+
+
+def _tensorrt_sections(config: Config) -> List[tuple]:
+    sections = [("pose", config.pose)] + ([("detector", config.detector)] if config.detector.enabled else [])
+    return [(name, section) for name, section in sections if section.type == "tensorrt"]
 
 
 def check_platform(config: Config) -> List[Row]:
     rows = [Row("python", OK, f"{platform.python_version()} ({sys.executable})")]
     release = _jetpack()
-    rows.append(Row("jetson", OK if release else WARNING, f"L4T {release}" if release else NOT_HERE,
+    rows.append(Row("jetson", OK if release else WARNING, release or NOT_HERE,
                     "" if release else "the TensorRT backends need a Jetson; the CPU backends run anywhere"))
-    wants_trt = "tensorrt" in (config.detector.type, config.pose.type)
+    wants_trt = bool(_tensorrt_sections(config))
     try:
         import tensorrt  # noqa: F401 - JetPack's python3-libnvinfer
 
@@ -57,12 +68,83 @@ def check_platform(config: Config) -> List[Row]:
     except ImportError:
         rows.append(Row("tensorrt", FAIL if wants_trt else OK, NOT_HERE if not wants_trt else "not importable",
                         "apt-get install python3-libnvinfer; use a --system-site-packages venv" if wants_trt else ""))
+    rows.append(_gpu_row(wants_trt or release is not None))
+    return rows
+
+
+def _gpu_row(wanted: bool) -> Row:
+    """The GPU as CUDA sees it (through pycuda or cuda-python, as the TensorRT backend does)."""
+    from edge.backends.cuda_memory import cuda_memory
+    from edge.errors import ModelError
+
+    if not wanted:
+        return Row("gpu", OK, f"{NOT_HERE} (the CPU backends need none)")
+    try:
+        name, capability = cuda_memory().device()
+    except ModelError as exc:
+        # The message says what to install; once installed, a start failure is mostly permissions.
+        fix = "" if "pip install" in str(exc) else "the user needs the video group for /dev/nvhost-* and /dev/nvmap"
+        return Row("gpu", FAIL, str(exc), fix)
+    return Row("gpu", OK, f"{name} (sm {capability})")
+
+
+def check_engines(config: Config) -> List[Row]:
+    """Each TensorRT engine: there, built by build-engines, for this TensorRT and GPU. Reads the
+    sidecars only: the doctor never builds an engine (the service does, at its first start)."""
+    from edge.build.sidecar import check_engine_fits, describe, read_sidecar
+    from edge.daemon.runner import resolve_model_path
+
+    sections = _tensorrt_sections(config)
+    if not sections:
+        return [Row("engines", OK, f"{NOT_HERE}: the CPU backends need none")]
+    try:
+        import tensorrt
+
+        version = str(tensorrt.__version__)
+    except ImportError:
+        version = None
+    device = None
+    if version is not None:
+        try:
+            from edge.backends.cuda_memory import cuda_memory
+
+            device = cuda_memory().device()
+        except FallEdgeError:
+            pass  # the gpu row says why
+    rows = []
+    for name, section in sections:
+        path = resolve_model_path(section.model)
+        build = (f"fall-edge build-engines --source {section.build_from or '<weights>'} "
+                 f"--precision {section.build_precision} --out {path}")
+        if not path.is_file():
+            if section.build_from:
+                rows.append(Row(f"engine {name}", WARNING, f"{path} not built yet",
+                                f"the service builds it from {section.build_from} at its first start (minutes), "
+                                f"or now: {build}"))
+            else:
+                rows.append(Row(f"engine {name}", FAIL, f"{path} not found", f"build it on this device: {build}"))
+            continue
+        try:
+            info = read_sidecar(path)
+            if version is None or device is None:
+                rows.append(Row(f"engine {name}", WARNING, describe(info),
+                                "cannot check it against this device: no TensorRT or GPU (rows above)"))
+                continue
+            check_engine_fits(info, path, version, device[0], device[1])
+        except FallEdgeError as exc:
+            rows.append(Row(f"engine {name}", FAIL, str(exc)))
+            continue
+        rows.append(Row(f"engine {name}", OK, describe(info)))
     return rows
 
 
 def check_models(config: Config) -> List[Row]:
-    from edge.daemon.runner import load_models
+    from edge.daemon.runner import load_models, resolve_model_path
 
+    missing = [name for name, section in _tensorrt_sections(config) if not resolve_model_path(section.model).is_file()]
+    if missing:  # loading would build them here, minutes, racing the service's own build
+        engines = " and ".join(missing) + (" engines are" if len(missing) > 1 else " engine is")
+        return [Row("models", WARNING, f"not loaded: the {engines} not built yet (above)")]
     started = time.monotonic()
     try:
         models = load_models(config)
@@ -223,7 +305,8 @@ def check_service() -> List[Row]:
 
 def run_checks(config: Config, cameras: List[tuple], folder: Path,
                progress: Optional[Callable[[str], None]] = None) -> List[Row]:
-    steps = [("platform", lambda: check_platform(config)), ("models", lambda: check_models(config)),
+    steps = [("platform", lambda: check_platform(config)), ("engines", lambda: check_engines(config)),
+             ("models", lambda: check_models(config)),
              ("cameras", lambda: check_cameras(config, cameras)), ("broker", lambda: check_broker(config)),
              ("buzzer", lambda: check_buzzer(config)), ("sound", lambda: check_sound(config, folder)),
              ("disk", lambda: check_disk(config)), ("service", check_service)]
