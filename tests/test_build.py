@@ -52,6 +52,53 @@ YOLOV5N = {
 }
 
 
+UPSTREAM = DATA / "yolov5_upstream"  # made by scripts/make_yolov5_fixture.py with the yolov5 7.0.14 package
+
+
+@pytest.mark.parametrize("release", ["v7", "v7_relu", "v5"])
+def test_yolov5_gives_upstreams_outputs(release):
+    """Release .pt files saved by upstream's code (v7.0 layers; v7.0 with `activation: nn.ReLU()`;
+    v5.0 layers with BottleneckCSP's LeakyReLU), BatchNorm variances small enough for eps to
+    matter: the rebuilt network gives upstream's decoded outputs. With eps 1e-5 and SiLU
+    everywhere (before issue 12) they differed by 61, 109 and 16 px."""
+    expected = np.load(UPSTREAM / f"{release}.npz")
+    checkpoint = load_yolov5(UPSTREAM / f"{release}.pt")
+    with torch.no_grad():
+        ours = checkpoint.model(torch.from_numpy(expected["image"])).numpy()
+    assert ours.shape == expected["expected"].shape
+    assert np.abs(ours - expected["expected"]).max() <= 1e-4 * np.abs(expected["expected"]).max()
+
+
+@pytest.mark.parametrize("release", ["v7", "v7_relu", "v5"])
+def test_yolov5_release_rules_alone_give_upstreams_outputs(release):
+    """Weights without their modules (a bare state dict): eps 1e-3, the yaml's activation and
+    BottleneckCSP's LeakyReLU come from the release rules, and still match upstream."""
+    from edge.build.checkpoints import load_by_name
+
+    expected = np.load(UPSTREAM / f"{release}.npz")
+    pickled = load_checkpoint(UPSTREAM / f"{release}.pt")["model"]
+    model = YoloV5(pickled.yaml)
+    load_by_name(model, pickled.state_dict(), release, ignore=(r"\.anchor_grid$",))
+    with torch.no_grad():
+        ours = model.eval()(torch.from_numpy(expected["image"])).numpy()
+    assert np.abs(ours - expected["expected"]).max() <= 1e-4 * np.abs(expected["expected"]).max()
+
+
+def test_yolov5_yaml_activation_is_parsed_not_run_and_unknown_keys_warn(caplog):
+    from edge.build.yolov5_net import yaml_activation
+
+    assert isinstance(yaml_activation("nn.LeakyReLU(0.1)"), torch.nn.LeakyReLU)
+    assert yaml_activation("nn.LeakyReLU(0.1)").negative_slope == pytest.approx(0.1)
+    assert isinstance(yaml_activation("nn.SiLU()"), torch.nn.SiLU)
+    for text in ("nn.Softsign()", "__import__('os').system('true')", "nn.LeakyReLU(x)"):
+        with pytest.raises(ModelError, match="activation .* is not one this build script knows"):
+            YoloV5(dict(YOLOV5N, activation=text))
+    with caplog.at_level("WARNING", logger="edge.build.yolov5_net"):
+        YoloV5(dict(YOLOV5N, kpt_shape=[17, 3]))
+    assert "YOLOv5 yaml keys not used by this build script: kpt_shape" in caplog.text
+
+
+
 def reference_keys(name):
     """name -> shape, as listed from the original code (trt_pose, yolov5) into tests/data."""
     keys = {}

@@ -8,19 +8,42 @@ yolov5 code, torchvision or network access is needed.
 
 The exported head gives [1, N, 5 + nc]: box centre, size (input pixels), objectness and
 class scores after the sigmoid, the layout edge.decoding.yolo calls `yolov5`.
+
+Numerics the state dict does not hold are taken as upstream has them: every BatchNorm's eps
+and each activation come from the checkpoint's pickled modules where it has them (a release
+or training .pt holds the module objects), else from the release rules: eps 1e-3 on every
+BatchNorm (upstream's initialize_weights), SiLU in Conv unless the yaml's `activation:` (v7.0)
+says otherwise, LeakyReLU(0.1) after BottleneckCSP's BatchNorm (v4.0 to v6.0; SiLU from v6.1,
+whose files say so in their pickled modules).
 """
 
 
+import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from edge.build.checkpoints import load_by_name, load_checkpoint
 from edge.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+UPSTREAM_BN_EPS = 1e-3  # utils/torch_utils.initialize_weights, on every BatchNorm2d
+# BottleneckCSP's activation after its BatchNorm from v4.0 to v6.0 (v6.1 made it SiLU).
+CSP_LEAKY_SLOPE = 0.1
+# The activations a checkpoint or a yaml may name, with the attribute each needs.
+_ACTIVATIONS: Dict[str, Callable[..., nn.Module]] = {
+    "SiLU": lambda: nn.SiLU(), "LeakyReLU": lambda slope=0.01: nn.LeakyReLU(float(slope)),
+    "ReLU": lambda: nn.ReLU(), "ReLU6": lambda: nn.ReLU6(), "Hardswish": lambda: nn.Hardswish(),
+    "Sigmoid": lambda: nn.Sigmoid(), "Tanh": lambda: nn.Tanh(), "Identity": lambda: nn.Identity(),
+    "GELU": lambda: nn.GELU(), "Mish": lambda: nn.Mish(),
+}
+_YAML_KEYS = {"nc", "depth_multiple", "width_multiple", "anchors", "backbone", "head", "ch", "activation"}
 
 
 def _pad(kernel: int, padding: Optional[int]) -> int:
@@ -177,11 +200,75 @@ def _make_divisible(value: float, divisor: int = 8) -> int:
     return int(math.ceil(value / divisor) * divisor)
 
 
+def yaml_activation(text: str) -> nn.Module:
+    """v7.0's `activation:` key (e.g. "nn.LeakyReLU(0.1)", which upstream eval()s): parsed, not run."""
+    match = re.fullmatch(r"\s*(?:nn\.|torch\.nn\.)?(\w+)\(\s*([-+0-9.eE]*)\s*\)\s*", str(text))
+    if match is None or match.group(1) not in _ACTIVATIONS:
+        raise ModelError(f"the YOLOv5 yaml's activation {text!r} is not one this build script knows "
+                         f"({', '.join(sorted(_ACTIVATIONS))}): export the model to ONNX with the yolov5 repository "
+                         f"and pass the .onnx")
+    name, argument = match.groups()
+    return _ACTIVATIONS[name](float(argument)) if argument else _ACTIVATIONS[name]()
+
+
+def _activation_like(module: nn.Module, where: str) -> nn.Module:
+    """A fresh activation equal to a pickled one (the pickled object itself is not kept)."""
+    name = type(module).__name__
+    if name not in _ACTIVATIONS:
+        raise ModelError(f"the checkpoint's {where} uses the activation {name}, which this build script does not "
+                         f"know: export the model to ONNX with the yolov5 repository and pass the .onnx")
+    if name == "LeakyReLU":
+        return nn.LeakyReLU(float(module.negative_slope))
+    return _ACTIVATIONS[name]()
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def apply_release_rules(model: "YoloV5", description: Dict[str, Any]) -> None:
+    """What upstream's code sets and the weights do not carry, for a checkpoint without its modules."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eps = UPSTREAM_BN_EPS
+        if isinstance(module, BottleneckCSP):
+            module.act = nn.LeakyReLU(CSP_LEAKY_SLOPE)
+    if description.get("activation"):
+        for module in model.modules():
+            if isinstance(module, Conv) and not isinstance(module.act, nn.Identity):
+                module.act = yaml_activation(description["activation"])
+
+
+def copy_numerics(model: "YoloV5", pickled: nn.Module) -> int:
+    """BatchNorm eps and activations from the checkpoint's own modules, by name; returns how many
+    were taken. Names the rebuilt network lacks are left (load_by_name checks the weights)."""
+    ours = dict(model.named_modules())
+    taken = 0
+    for name, theirs in pickled.named_modules():
+        mine = ours.get(name)
+        if mine is None or not name:
+            continue
+        if isinstance(theirs, nn.BatchNorm2d) and isinstance(mine, nn.BatchNorm2d):
+            mine.eps = float(theirs.eps)
+            taken += 1
+        elif type(theirs).__name__ in _ACTIVATIONS or (type(mine).__name__ in _ACTIVATIONS
+                                                       and type(theirs).__module__.startswith("torch.nn")):
+            _replace(model, name, _activation_like(theirs, name))
+            taken += 1
+    return taken
+
+
 class YoloV5(nn.Module):
-    """The network described by a yolov5 model yaml (as a dict)."""
+    """The network described by a yolov5 model yaml (as a dict), with upstream's numerics
+    (apply_release_rules; load_yolov5 then takes them from the checkpoint where it has them)."""
 
     def __init__(self, description: Dict[str, Any]) -> None:
         super().__init__()
+        unknown = sorted(str(key) for key in description if key not in _YAML_KEYS)
+        if unknown:
+            logger.warning("YOLOv5 yaml keys not used by this build script: %s (check the exported model against "
+                           "the yolov5 repository's)", ", ".join(unknown))
         nc = int(description["nc"])
         depth, width = float(description["depth_multiple"]), float(description["width_multiple"])
         anchors = description["anchors"]
@@ -222,6 +309,7 @@ class YoloV5(nn.Module):
             raise ModelError("the YOLOv5 description does not end in a Detect layer")
         self.num_classes = nc
         self.input_channels = int(description.get("ch", 3))
+        apply_release_rules(self, description)
         # Strides from one pass at 256x256, as yolov5 does it.
         with torch.no_grad():
             features = self._features(torch.zeros(1, self.input_channels, 256, 256))
@@ -264,6 +352,8 @@ def load_yolov5(checkpoint: Path) -> YoloV5Checkpoint:
     model = YoloV5(description)
     state = pickled.state_dict()
     load_by_name(model, state, str(checkpoint), ignore=(r"\.anchor_grid$",))
+    taken = copy_numerics(model, pickled)
+    logger.info("%s: BatchNorm eps and activations of %d modules taken from the checkpoint", checkpoint, taken)
     names = getattr(pickled, "names", None) or [f"class{i}" for i in range(model.num_classes)]
     if isinstance(names, dict):
         names = [names[key] for key in sorted(names)]
