@@ -108,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--imgsz", type=int, default=640, help="YOLO input size (multiple of 32)")
     build.add_argument("--calib-dir", type=Path, help="INT8 calibration images (and real inputs for the parity check)")
     build.add_argument("--calib-limit", type=int, default=0, help="use at most this many calibration images")
+    build.add_argument("--calibrator", choices=["minmax", "entropy"],
+                       help="INT8 calibration (default: minmax for YOLO, whose head mixes pixels and scores; "
+                            "entropy for trt_pose)")
     build.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT builder workspace")
     build.add_argument("--onnx-only", action="store_true", help="stop after the ONNX export and parity check")
 
@@ -123,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     quantize.add_argument("--calib-dir", type=Path, required=True)
     quantize.add_argument("--kind", choices=["yolo", "trt_pose"], default="yolo")
     quantize.add_argument("--keep-float", action="append", default=None,
-                          help="node name prefix kept in float (repeatable; default /model.22/ for yolo)")
+                          help="node name prefix kept in float (repeatable; yolo default: its head, /model.22/)")
     quantize.add_argument("--calib-limit", type=int, default=0)
 
     compare = commands.add_parser("compare-detectors", help="speed and detections of two detector models on videos")
@@ -367,7 +370,8 @@ def _cmd_build_engines(args: argparse.Namespace) -> int:
 
     result = build(BuildRequest(source=args.source, out=args.out, precision=args.precision, arch=args.arch or "",
                                 imgsz=args.imgsz, calib_dir=args.calib_dir, calib_limit=args.calib_limit,
-                                onnx_only=args.onnx_only, workspace_mb=args.workspace_mb))
+                                onnx_only=args.onnx_only, workspace_mb=args.workspace_mb,
+                                calibrator=args.calibrator))
     print(json.dumps({"onnx": str(result.onnx), "kind": result.kind, "engine": str(result.engine or ""),
                       "class_names": result.class_names,
                       "parity_max_abs_diff": None if result.parity is None else result.parity.worst()}))
@@ -384,8 +388,7 @@ def _cmd_calib_frames(args: argparse.Namespace) -> int:
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from edge.build.quantize import quantize_onnx
 
-    keep = args.keep_float if args.keep_float is not None else (["/model.22/"] if args.kind == "yolo" else [])
-    print(quantize_onnx(args.source, args.out, args.calib_dir, args.kind, keep, args.calib_limit))
+    print(quantize_onnx(args.source, args.out, args.calib_dir, args.kind, args.keep_float, args.calib_limit))
     return 0
 
 

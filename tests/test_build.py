@@ -353,6 +353,7 @@ def test_calibration_batches_use_the_inference_preprocessing(tmp_path):
     image = cv2.imread(str(sorted((tmp_path / "calib").iterdir())[1]))
     assert np.array_equal(first[1:2], model_input("yolo", image, 320))
     assert batches.next_batch() is not None and batches.next_batch() is None
+    assert batches.images_given == 8  # what the calibrator was actually fed (the sidecar's count)
     assert len(list(batches)) == 2  # iterating starts over
     pose_batches = CalibrationBatches(tmp_path / "calib", "trt_pose", (1, 3, 224, 224), limit=3)
     assert len(pose_batches) == 3 and abs(float(pose_batches.next_batch().mean())) < 2.0  # ImageNet-normalised
@@ -368,6 +369,72 @@ def test_calibration_cache_round_trip(tmp_path):
     cache.write(b"TRT-8601-EntropyCalibration2\ninput: 3c010a14\n")
     assert cache.exists() and cache.read() == b"TRT-8601-EntropyCalibration2\ninput: 3c010a14\n"
     assert not list((tmp_path / "engines").glob("*.tmp"))
+
+
+def test_a_calibration_cache_is_used_only_for_what_it_was_computed_from(tmp_path, caplog):
+    """The key: the ONNX's sha256, the preprocessing (as what it does), the input shape and the
+    calibrator. Another of any, or no record of them, and the table is not used; calibration
+    images given explicitly always recalibrate."""
+    from edge.build.calibration import calibration_key
+
+    key = calibration_key("ab" * 32, "yolo", (1, 3, 320, 320), "minmax")
+    table = b"TRT-8601-MinMaxCalibration\nimages: 3c010a14\n"
+    CalibrationCache(tmp_path / "y.calib", key=key).write(table, images=16)
+    same = CalibrationCache(tmp_path / "y.calib", key=dict(key))
+    assert same.usable() and same.read() == table and same.used and same.meta()["images"] == 16
+    for changed in (calibration_key("cd" * 32, "yolo", (1, 3, 320, 320), "minmax"),
+                    calibration_key("ab" * 32, "yolo", (1, 3, 320, 320), "entropy"),
+                    calibration_key("ab" * 32, "yolo", (1, 3, 640, 640), "minmax")):
+        other = CalibrationCache(tmp_path / "y.calib", key=changed)
+        with caplog.at_level("WARNING", logger="edge.build.calibration"):
+            assert not other.usable() and other.read() is None and not other.used
+        assert "not using the calibration cache" in caplog.text and "calibrating again" in caplog.text
+    assert "computed for another calibrator" in CalibrationCache(
+        tmp_path / "y.calib", key=calibration_key("ab" * 32, "yolo", (1, 3, 320, 320), "entropy")).mismatch()
+    assert CalibrationCache(tmp_path / "y.calib", key=key, recalibrate=True).read() is None
+    (tmp_path / "y.calib.json").unlink()
+    assert "has no y.calib.json" in CalibrationCache(tmp_path / "y.calib", key=key).mismatch()
+
+
+def test_the_preprocessing_digest_follows_what_the_preprocessing_does(monkeypatch):
+    import edge.build.calibration as calibration
+
+    yolo = calibration.preprocessing_digest("yolo", 320)
+    assert yolo == calibration.preprocessing_digest("yolo", 320)
+    assert yolo != calibration.preprocessing_digest("yolo", 640)
+    assert yolo != calibration.preprocessing_digest("trt_pose", 320)
+    original = calibration.model_input
+    monkeypatch.setattr(calibration, "model_input", lambda kind, frame, size: original(kind, frame[..., ::-1], size))
+    assert calibration.preprocessing_digest("yolo", 320) != yolo  # channels swapped: another table
+
+
+def test_calibrator_defaults_and_names():
+    from edge.build.calibration import default_calibrator, make_calibrator
+
+    assert default_calibrator("yolo") == "minmax" and default_calibrator("trt_pose") == "entropy"
+    with pytest.raises(FallEdgeError, match="calibrator 'percentile' is not one of minmax, entropy"):
+        make_calibrator(None, None, None, CalibrationCache(Path("x.calib")), 1, "percentile")
+
+
+@pytest.mark.skipif(not FALL_MODEL.exists(), reason="models/ not fetched (fall-edge fetch-models)")
+def test_the_head_kept_out_of_int8_is_the_last_yolo_block(tmp_path):
+    """One rule for both INT8 paths (TensorRT's per-layer FP16 and ONNX Runtime's float nodes):
+    /model.22/ in the fetched YOLOv8 fall model, /model.24/ in a YOLOv5 export, nothing in trt_pose."""
+    import onnx
+
+    from edge.build.head import head_prefix
+    from edge.build.quantize import float_nodes
+
+    names = [node.name for node in onnx.load(str(FALL_MODEL)).graph.node]
+    assert head_prefix(names) == "/model.22/"
+    kept = float_nodes(FALL_MODEL, None, "yolo")
+    assert kept == [name for name in names if name.startswith("/model.22/")] and len(kept) > 20
+    assert float_nodes(FALL_MODEL, None, "trt_pose") == []
+    yolov5 = export_onnx(YoloV5(YOLOV5N).eval(), (1, 3, 320, 320), tmp_path / "y5.onnx", "images", ["output0"])
+    assert head_prefix(node.name for node in onnx.load(str(yolov5)).graph.node) == "/model.24/"
+    pose = export_onnx(build_trt_pose("resnet18_baseline_att"), (1, 3, 224, 224), tmp_path / "pose.onnx", "input",
+                       ["cmap", "paf"])
+    assert head_prefix(node.name for node in onnx.load(str(pose)).graph.node) == ""
 
 
 # -- sidecars and precision -------------------------------------------------------------------------
@@ -432,7 +499,7 @@ def test_int8_onnx_keeps_the_detections_of_the_float_model(tmp_path):
     from edge.perception import Detector
 
     extract_frames([VTEST], tmp_path / "calib", every_s=4.0, limit=8)
-    out = quantize_onnx(FALL_MODEL, tmp_path / "fall_int8.onnx", tmp_path / "calib", "yolo", ["/model.22/"])
+    out = quantize_onnx(FALL_MODEL, tmp_path / "fall_int8.onnx", tmp_path / "calib", "yolo")  # head: the default
     import onnx
 
     nodes = onnx.load(str(out)).graph.node

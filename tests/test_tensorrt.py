@@ -84,9 +84,15 @@ def test_int8_calibrates_once_then_reuses_the_cache(gpu, frames, yolo_onnx, tmp_
         return
     cache = Path(info.calibration_cache)
     assert info.calibration_images == 16 and cache.is_file() and cache.stat().st_size > 0
+    assert info.calibrator == "minmax" and info.fp16_layers  # the head, pinned to FP16
+    assert all(name.startswith("/model.24/") for name in info.fp16_layers)
     cache_bytes = cache.read_bytes()
     again = build_engine(yolo_onnx, tmp_path / "again.engine", "int8", "yolo", yolo_onnx, cache_path=cache)
     assert again.precision == "int8" and cache.read_bytes() == cache_bytes  # no images needed the second time
+    assert again.calibration_images == 16  # the images the reused table was made from
+    with pytest.raises(ModelError, match="computed for another calibrator"):
+        build_engine(yolo_onnx, tmp_path / "entropy.engine", "int8", "yolo", yolo_onnx, cache_path=cache,
+                     calibrator="entropy")
     backend = create_backend("tensorrt", engine)
     tensor = model_input("yolo", frames[0], 320)
     assert np.abs(backend.infer(tensor)[0][..., 4:] - onnxruntime_outputs(yolo_onnx, tensor)[0][..., 4:]).max() < 0.2
@@ -112,3 +118,22 @@ def test_an_engine_from_another_tensorrt_is_refused(gpu, yolo_onnx, tmp_path):
     sidecar_path(engine).write_text(json.dumps(data))
     with pytest.raises(ModelError, match="built with TensorRT 8.2.1.8.*rebuild it on this device"):
         create_backend("tensorrt", engine)
+
+
+def test_the_yolo_head_is_pinned_to_fp16_and_the_builder_told_to_obey(gpu, yolo_onnx):
+    from edge.build.engine import keep_head_in_fp16
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    explicit = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)  # TensorRT 8; gone in 10
+    flags = 1 << int(explicit) if explicit is not None and int(trt.__version__.split(".")[0]) < 10 else 0
+    network = builder.create_network(flags)
+    assert trt.OnnxParser(network, logger).parse(Path(yolo_onnx).read_bytes())
+    config = builder.create_builder_config()
+    kept = keep_head_in_fp16(trt, network, config)
+    assert kept and all(name.startswith("/model.24/") for name in kept)
+    layers = {network.get_layer(i).name: network.get_layer(i) for i in range(network.num_layers)}
+    assert all(layers[name].precision == trt.float16 for name in kept)
+    assert not any(layer.precision_is_set for name, layer in layers.items() if not name.startswith("/model.24/"))
+    obey = getattr(trt.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS", None)
+    assert config.get_flag(obey if obey is not None else trt.BuilderFlag.STRICT_TYPES)

@@ -43,6 +43,7 @@ class BuildRequest:
     random_inputs: int = 3
     onnx_only: bool = False
     workspace_mb: int = 1024
+    calibrator: Optional[str] = None  # minmax | entropy; default per kind (edge/build/calibration.py)
 
 
 @dataclass
@@ -186,7 +187,8 @@ def build(request: BuildRequest) -> BuildResult:
         raise ModelError(f"{exc}. The ONNX is ready at {onnx_path}: copy it to the Jetson and run "
                          f"fall-edge build-engines --source {onnx_path.name} there") from None
     info = build_engine(onnx_path, engine_path, request.precision, kind, source, request.calib_dir,
-                        request.calib_limit, workspace_mb=request.workspace_mb, class_names=class_names)
+                        request.calib_limit, workspace_mb=request.workspace_mb, class_names=class_names,
+                        calibrator=request.calibrator)
     sys.stderr.write(f"  built {engine_path}: {info.precision}, TensorRT {info.tensorrt_version}, "
                      f"{info.device_name}\n")
     return BuildResult(onnx_path, kind, parity, engine_path, class_names)

@@ -1,16 +1,20 @@
 """INT8 calibration data: batches from a folder of images, preprocessed exactly as at
 inference (edge.decoding.preprocess), a cache file that makes rebuilds skip calibration, and
-TensorRT's entropy calibrator on top of them.
+TensorRT's calibrator (entropy or MinMax) on top of them.
 
+The cache is tied to what it was computed from (the ONNX file, the preprocessing, the
+calibrator): a key in `<cache>.json` beside it, and a cache whose key differs is not used.
 The batching and the cache are plain Python and tested everywhere; only the small
-IInt8EntropyCalibrator2 subclass needs TensorRT and a GPU.
+calibrator subclass needs TensorRT and a GPU.
 """
 
 
+import hashlib
+import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -44,6 +48,7 @@ class CalibrationBatches:
                                 f"{self.batch_size} needed (about 500 varied site frames is usual)")
         self.files = files[: len(files) - len(files) % self.batch_size]
         self._next = 0
+        self.images_given = 0  # to the calibrator, this build (0 when a cache was used instead)
 
     def __len__(self) -> int:
         return len(self.files) // self.batch_size
@@ -62,6 +67,7 @@ class CalibrationBatches:
         start = self._next * self.batch_size
         tensors = [self._load(path) for path in self.files[start:start + self.batch_size]]
         self._next += 1
+        self.images_given += len(tensors)
         if self._next == len(self) or self._next % 10 == 0:
             sys.stderr.write(f"  calibration batch {self._next}/{len(self)}\n")
         return np.ascontiguousarray(np.concatenate(tensors, axis=0), dtype=np.float32)
@@ -81,38 +87,102 @@ class CalibrationBatches:
         return model_input(self.kind, image, self.size)
 
 
-class CalibrationCache:
-    """TensorRT's calibration table in a file: read back on rebuilds so calibration is skipped."""
+CALIBRATORS = ("minmax", "entropy")
 
-    def __init__(self, path: Path) -> None:
+
+def default_calibrator(kind: str) -> str:
+    """MinMax for detectors: the YOLO head's output spans pixels and 0..1 scores, entropy
+    calibration clips the large values (Ultralytics' TensorRT INT8 export uses MinMax after
+    measuring both, and so does the CPU's INT8 in edge/build/quantize.py); entropy for trt_pose's
+    maps, as torch2trt does."""
+    return "minmax" if kind == "yolo" else "entropy"
+
+
+def preprocessing_digest(kind: str, size: int) -> str:
+    """What the preprocessing does, as a hash of its output on a fixed synthetic frame: a change
+    to edge.decoding.preprocess (scaling, channel order, letterbox) changes it."""
+    ramp = np.arange(480 * 640 * 3, dtype=np.uint32).reshape(480, 640, 3)
+    frame = ((ramp * 2654435761) >> 24).astype(np.uint8)  # fixed, varied, no randomness
+    tensor = np.ascontiguousarray(model_input(kind, frame, size), dtype=np.float32)
+    return hashlib.sha256(tensor.tobytes()).hexdigest()
+
+
+def calibration_key(onnx_sha256: str, kind: str, input_shape: Sequence[int], calibrator: str) -> Dict[str, Any]:
+    return {"onnx_sha256": onnx_sha256, "kind": kind, "input_shape": [int(d) for d in input_shape],
+            "preprocessing_sha256": preprocessing_digest(kind, int(input_shape[-1])), "calibrator": calibrator}
+
+
+class CalibrationCache:
+    """TensorRT's calibration table in a file, read back on rebuilds so calibration is skipped,
+    but only for the ONNX, preprocessing and calibrator it was computed from (`key`), and never
+    when the build was given calibration images (`recalibrate`)."""
+
+    def __init__(self, path: Path, key: Optional[Dict[str, Any]] = None, recalibrate: bool = False) -> None:
         self.path = Path(path)
+        self.meta_path = Path(str(self.path) + ".json")
+        self.key = key
+        self.recalibrate = recalibrate
+        self.used = False
 
     def exists(self) -> bool:
         return self.path.is_file() and self.path.stat().st_size > 0
 
+    def meta(self) -> Dict[str, Any]:
+        try:
+            return dict(json.loads(self.meta_path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return {}
+
+    def mismatch(self) -> Optional[str]:
+        """Why the cache on disk cannot be used for this build, or None if it can."""
+        if not self.exists():
+            return "there is none"
+        if self.key is None:
+            return None
+        stored = self.meta().get("key")
+        if not isinstance(stored, dict):
+            return f"it has no {self.meta_path.name} saying what it was computed from"
+        changed = [name for name in self.key if stored.get(name) != self.key[name]]
+        return f"it was computed for another {', '.join(changed)}" if changed else None
+
+    def usable(self) -> bool:
+        return not self.recalibrate and self.mismatch() is None
+
     def read(self) -> Optional[bytes]:
-        if self.exists():
-            logger.info("reusing the calibration cache %s", self.path)
-            return self.path.read_bytes()
-        return None
+        if self.recalibrate:
+            return None  # calibration images were given: calibrate on them
+        why = self.mismatch()
+        if why is not None:
+            if self.exists():
+                logger.warning("not using the calibration cache %s: %s; calibrating again", self.path, why)
+            return None
+        logger.info("reusing the calibration cache %s", self.path)
+        self.used = True
+        return self.path.read_bytes()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, images: int = 0) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(self.path.suffix + ".tmp")
-        temporary.write_bytes(bytes(data))
-        temporary.replace(self.path)  # never a half-written cache
-        logger.info("wrote the calibration cache %s (%d bytes)", self.path, len(data))
+        for path, content in ((self.path, bytes(data)),
+                              (self.meta_path, (json.dumps({"key": self.key, "images": images}, indent=2) + "\n")
+                               .encode())):
+            temporary = path.with_suffix(path.suffix + ".tmp")
+            temporary.write_bytes(content)
+            temporary.replace(path)  # never a half-written cache
+        logger.info("wrote the calibration cache %s (%d bytes, %d images)", self.path, len(data), images)
 
 
-def make_entropy_calibrator(trt: Any, cuda: Any, batches: Optional[CalibrationBatches], cache: CalibrationCache,
-                            batch_size: int) -> Any:
-    """A trt.IInt8EntropyCalibrator2 fed from `batches` through one device buffer; with no
-    batches it only hands TensorRT the cached table (a rebuild needs no images).
-    `cuda` is edge.backends.cuda_memory's API (pycuda or cuda-python)."""
+def make_calibrator(trt: Any, cuda: Any, batches: Optional[CalibrationBatches], cache: CalibrationCache,
+                    batch_size: int, algorithm: str) -> Any:
+    """A trt.IInt8MinMaxCalibrator or IInt8EntropyCalibrator2 fed from `batches` through one
+    device buffer; with no batches it only hands TensorRT the cached table (a rebuild needs no
+    images). `cuda` is edge.backends.cuda_memory's API (pycuda or cuda-python)."""
+    if algorithm not in CALIBRATORS:
+        raise FallEdgeError(f"calibrator '{algorithm}' is not one of {', '.join(CALIBRATORS)}")
+    base = trt.IInt8MinMaxCalibrator if algorithm == "minmax" else trt.IInt8EntropyCalibrator2
 
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
+    class Calibrator(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
+            base.__init__(self)
             self.device_input = cuda.alloc_device(batches.nbytes) if batches is not None else None
             if batches is not None:
                 batches.reset()
@@ -131,9 +201,9 @@ def make_entropy_calibrator(trt: Any, cuda: Any, batches: Optional[CalibrationBa
             return cache.read()
 
         def write_calibration_cache(self, data: Any) -> None:
-            cache.write(bytes(data))
+            cache.write(bytes(data), images=batches.images_given if batches is not None else 0)
 
-    return EntropyCalibrator()
+    return Calibrator()
 
 
 def extract_frames(videos: Sequence[Path], out_dir: Path, every_s: float, limit: int) -> int:

@@ -1,6 +1,7 @@
 """Step 2 of an engine build: ONNX to a serialized TensorRT engine with the TensorRT Python
-API, FP32, FP16 or INT8 (entropy calibration), for TensorRT 8.x (JetPack 4.6 and 5) and
-10.x (JetPack 6). Runs on the Jetson itself: an engine only runs where it was built."""
+API, FP32, FP16 or INT8 (MinMax or entropy calibration; a YOLO head kept in FP16), for TensorRT
+8.x (JetPack 4.6 and 5) and 10.x (JetPack 6). Runs on the Jetson itself: an engine only runs
+where it was built."""
 
 
 import datetime
@@ -11,7 +12,14 @@ import time
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
-from edge.build.calibration import CalibrationBatches, CalibrationCache, make_entropy_calibrator
+from edge.build.calibration import (
+    CalibrationBatches,
+    CalibrationCache,
+    calibration_key,
+    default_calibrator,
+    make_calibrator,
+)
+from edge.build.head import head_prefix, in_head
 from edge.build.sidecar import EngineInfo, write_sidecar
 from edge.errors import ModelError
 from edge.modelstore.fetch import sha256_of
@@ -110,10 +118,34 @@ def _progress_monitor(trt: Any) -> Optional[Any]:
     return PhasePrinter()
 
 
+def keep_head_in_fp16(trt: Any, network: Any, config: Any) -> List[str]:
+    """Pin the YOLO head's layers (edge/build/head.py) to FP16 in an INT8 build and tell the
+    builder to obey it (OBEY_PRECISION_CONSTRAINTS, TensorRT 8.2+; STRICT_TYPES before).
+    Layers with non-float outputs (shapes, indices) and constants are left to the builder.
+    Returns the names of the layers pinned."""
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    prefix = head_prefix(layer.name for layer in layers)
+    kept = []
+    for layer in layers:
+        if not in_head(layer.name, prefix) or layer.type == trt.LayerType.CONSTANT:
+            continue
+        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        if not outputs or any(output.dtype not in (trt.float32, trt.float16) for output in outputs):
+            continue
+        layer.precision = trt.float16
+        for index in range(layer.num_outputs):
+            layer.set_output_type(index, trt.float16)
+        kept.append(layer.name)
+    if kept:
+        obey = getattr(trt.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS", None)
+        config.set_flag(obey if obey is not None else trt.BuilderFlag.STRICT_TYPES)
+    return kept
+
+
 def build_engine(onnx_path: Path, engine_path: Path, requested_precision: str, kind: str, source_file: Path,
                  calibration_dir: Optional[Path] = None, calibration_limit: int = 0,
                  cache_path: Optional[Path] = None, workspace_mb: int = 1024,
-                 class_names: Optional[List[str]] = None) -> EngineInfo:
+                 class_names: Optional[List[str]] = None, calibrator: Optional[str] = None) -> EngineInfo:
     """Build and write the engine and its sidecar; returns the sidecar's contents."""
     from edge.backends.cuda_memory import cuda_memory
 
@@ -145,20 +177,28 @@ def build_engine(onnx_path: Path, engine_path: Path, requested_precision: str, k
     precision, notes = choose_precision(requested_precision, *_platform_speed(builder, compute_capability))
     for note in notes:
         logger.warning("%s: %s", engine_path.name, note)
-    calibration_images = 0
-    cache = CalibrationCache(cache_path or engine_path.with_suffix(".calib"))
+    onnx_sha256 = sha256_of(Path(onnx_path))
+    algorithm = calibrator or default_calibrator(kind)
+    cache = CalibrationCache(cache_path or engine_path.with_suffix(".calib"),
+                             key=calibration_key(onnx_sha256, kind, input_shape, algorithm),
+                             recalibrate=calibration_dir is not None)
+    batches: Optional[CalibrationBatches] = None
+    fp16_layers: List[str] = []
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)  # INT8 engines keep FP16 for layers INT8 cannot run
     if precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
-        if not cache.exists() and calibration_dir is None:
-            raise ModelError(f"INT8 needs calibration images (--calib-dir) or an existing cache {cache.path}")
-        batches = CalibrationBatches(calibration_dir, kind, tuple(input_shape), calibration_limit) \
-            if calibration_dir is not None else None
-        if batches is not None:
-            calibration_images = len(batches) * batches.batch_size
-            sys.stderr.write(f"INT8 calibration on {calibration_images} images from {calibration_dir}\n")
-        config.int8_calibrator = make_entropy_calibrator(trt, cuda, batches, cache, batch_size=input_shape[0])
+        if calibration_dir is None and not cache.usable():
+            raise ModelError(f"INT8 needs calibration images (--calib-dir): the calibration cache {cache.path} "
+                             f"cannot be used ({cache.mismatch()})")
+        if calibration_dir is not None:
+            batches = CalibrationBatches(calibration_dir, kind, tuple(input_shape), calibration_limit)
+            sys.stderr.write(f"INT8 calibration ({algorithm}) on {len(batches) * batches.batch_size} images "
+                             f"from {calibration_dir}\n")
+        config.int8_calibrator = make_calibrator(trt, cuda, batches, cache, input_shape[0], algorithm)
+        if kind == "yolo":
+            fp16_layers = keep_head_in_fp16(trt, network, config)
+            sys.stderr.write(f"  {len(fp16_layers)} head layers kept in FP16\n")
     monitor = _progress_monitor(trt)
     if monitor is not None:
         config.progress_monitor = monitor
@@ -169,7 +209,6 @@ def build_engine(onnx_path: Path, engine_path: Path, requested_precision: str, k
                          f"(a larger --workspace-mb often helps)")
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     engine_path.write_bytes(bytes(serialized))
-    onnx_sha256 = sha256_of(Path(onnx_path))
     built_from_onnx = Path(source_file).resolve() == Path(onnx_path).resolve()  # no need to hash it twice
     source_sha256 = onnx_sha256 if built_from_onnx else sha256_of(Path(source_file))
     info = EngineInfo(
@@ -178,7 +217,11 @@ def build_engine(onnx_path: Path, engine_path: Path, requested_precision: str, k
         input_name=model_input.name, input_shape=input_shape, output_names=output_names,
         tensorrt_version=str(trt.__version__), device_name=device_name, compute_capability=compute_capability,
         built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        calibration_images=calibration_images, calibration_cache=str(cache.path) if precision == "int8" else "",
+        # Images that made the table: fed this build, else those the reused cache was made from.
+        calibration_images=(batches.images_given if batches is not None and batches.images_given
+                            else int(cache.meta().get("images", 0)) if precision == "int8" else 0),
+        calibration_cache=str(cache.path) if precision == "int8" else "",
+        calibrator=algorithm if precision == "int8" else "", fp16_layers=fp16_layers,
         class_names=list(class_names or []), notes=notes)
     write_sidecar(engine_path, info)
     return info

@@ -4,8 +4,8 @@ same preprocessing as the engines.
 
 Quantizing a YOLO detector whole ruins it: the decode at the end of the head mixes box
 coordinates in pixels (hundreds) with scores in 0..1 in one tensor, and one INT8 scale
-cannot hold both. So the nodes whose names start with the head's prefix stay in float
-(for the YOLOv8 fall model, `/model.22/`).
+cannot hold both. So the head's nodes stay in float (edge/build/head.py, the same rule as the
+TensorRT INT8 build; for the YOLOv8 fall model, `/model.22/`).
 
 Calibration is MinMax: ONNX Runtime's histogram methods (Percentile, Entropy) keep every
 activation of every image and were killed for memory here (24 GB) after 50 images at 640.
@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from edge.build.calibration import CalibrationBatches
+from edge.build.head import head_prefix
 from edge.errors import FallEdgeError
 
 logger = logging.getLogger(__name__)
@@ -39,16 +40,19 @@ def _reader(batches: CalibrationBatches, input_name: str):
     return Reader()
 
 
-def float_nodes(onnx_path: Path, keep_float_prefixes: Sequence[str]) -> List[str]:
+def float_nodes(onnx_path: Path, keep_float_prefixes: Optional[Sequence[str]], kind: str = "yolo") -> List[str]:
+    """The nodes kept in float: those under the given prefixes; by default a YOLO's head."""
     import onnx
 
-    graph = onnx.load(str(onnx_path)).graph
-    return [node.name for node in graph.node if any(node.name.startswith(p) for p in keep_float_prefixes)]
+    names = [node.name for node in onnx.load(str(onnx_path)).graph.node]
+    if keep_float_prefixes is None:
+        keep_float_prefixes = [head_prefix(names)] if kind == "yolo" and head_prefix(names) else []
+    return [name for name in names if any(name.startswith(p) for p in keep_float_prefixes)]
 
 
 def quantize_onnx(onnx_path: Path, out_path: Path, calib_dir: Path, kind: str,
-                  keep_float_prefixes: Sequence[str] = (), calib_limit: int = 0) -> Path:
-    """Write the INT8 ONNX; returns its path."""
+                  keep_float_prefixes: Optional[Sequence[str]] = None, calib_limit: int = 0) -> Path:
+    """Write the INT8 ONNX; returns its path. keep_float_prefixes None: the YOLO head."""
     import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -57,7 +61,7 @@ def quantize_onnx(onnx_path: Path, out_path: Path, calib_dir: Path, kind: str,
     model_input = session.get_inputs()[0]
     shape = tuple(int(d) for d in model_input.shape)
     batches = CalibrationBatches(calib_dir, kind, shape, calib_limit)
-    excluded = float_nodes(onnx_path, keep_float_prefixes)
+    excluded = float_nodes(onnx_path, keep_float_prefixes, kind)
     if keep_float_prefixes and not excluded:
         raise FallEdgeError(f"no node of {onnx_path} starts with {', '.join(keep_float_prefixes)}: "
                             f"check --keep-float (e.g. /model.22/ for the YOLOv8 head)")

@@ -32,6 +32,8 @@ class EngineInfo:
     calibration_images: int = 0
     calibration_cache: str = ""
     class_names: List[str] = field(default_factory=list)
+    calibrator: str = ""  # INT8: minmax | entropy
+    fp16_layers: List[str] = field(default_factory=list)  # INT8: the YOLO head's layers pinned to FP16
     notes: List[str] = field(default_factory=list)  # fallbacks taken, e.g. no fast INT8 on this GPU
 
 
