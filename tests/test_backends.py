@@ -39,3 +39,36 @@ def test_litert_backend_resizes_movenet_input():
 def test_detector_model_with_a_fixed_input_refuses_another_size():
     with pytest.raises(ModelError, match="config asks for"):
         create_backend("onnxruntime", MODELS / "fall_yolov8s.onnx", input_shape=(1, 3, 320, 320))
+
+
+def test_cuda_python_frees_its_buffers_on_close_and_when_collected():
+    """Where cuda-python and a GPU exist (skipped elsewhere): device and pinned buffers come back
+    on close(), and a device buffer dropped by its owner comes back when collected."""
+    import gc
+
+    pytest.importorskip("cuda", reason="cuda-python does not import here (no GPU machine)")
+    from edge.backends.cuda_memory import CudaPythonMemory
+
+    try:
+        memory = CudaPythonMemory()
+    except (ImportError, ModelError) as exc:
+        pytest.skip(f"no usable GPU through cuda-python: {exc}")
+
+    def free_mb() -> float:
+        return memory._check(memory._rt.cudaMemGetInfo(), "cudaMemGetInfo") / 2**20
+
+    before = free_mb()
+    buffers = [memory.alloc_device(64 << 20) for _ in range(4)]
+    pinned = memory.alloc_pinned((16, 1024, 1024), np.float32)
+    stream = memory.new_stream()
+    assert stream is not None and pinned.nbytes == 64 << 20
+    assert free_mb() <= before - 200  # 256 MB taken on the device
+    memory.close()
+    assert all(buffer.freed for buffer in buffers)
+    assert free_mb() >= before - 32
+    memory.close()  # idempotent
+    dropped = memory.alloc_device(256 << 20)
+    assert free_mb() <= before - 200
+    del dropped
+    gc.collect()
+    assert free_mb() >= before - 32

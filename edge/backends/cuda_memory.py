@@ -8,7 +8,8 @@ pointer, which is what TensorRT takes.
 
 import ctypes
 import logging
-from typing import Any, Tuple
+import weakref
+from typing import Any, List, Tuple
 
 import numpy as np
 
@@ -50,6 +51,9 @@ class PyCudaMemory:
     def copy_to_host_async(self, host: np.ndarray, device: Any, stream: Any) -> None:
         self._driver.memcpy_dtoh_async(host, device, stream)
 
+    def close(self) -> None:
+        """Nothing to do: pycuda frees each buffer and stream when it is collected."""
+
     def device(self) -> Tuple[str, str]:
         """(GPU name, compute capability such as '8.7')."""
         gpu = self._driver.Device(0)
@@ -57,9 +61,27 @@ class PyCudaMemory:
         return gpu.name(), f"{major}.{minor}"
 
 
+def _free_quietly(free: Any, pointer: int) -> None:
+    try:
+        free(pointer)
+    except Exception:  # at interpreter exit the runtime may be gone already
+        pass
+
+
 class _DevicePointer:
-    def __init__(self, pointer: int, nbytes: int) -> None:
+    """A cudaMalloc'd buffer, freed when released (close()) or garbage-collected, as pycuda's
+    DeviceAllocation is."""
+
+    def __init__(self, pointer: int, nbytes: int, free: Any) -> None:
         self.pointer, self.nbytes = int(pointer), nbytes
+        self._finalizer = weakref.finalize(self, _free_quietly, free, self.pointer)
+
+    def free(self) -> None:
+        self._finalizer()  # runs once; later calls and the collector do nothing
+
+    @property
+    def freed(self) -> bool:
+        return not self._finalizer.alive
 
     def __int__(self) -> int:
         return self.pointer
@@ -75,6 +97,11 @@ class CudaPythonMemory:
             from cuda import cudart  # older cuda-python
         self._rt = cudart
         self._check(cudart.cudaFree(0), "cudaFree(0)")  # creates the primary context
+        # Everything allocated here, freed by close() (or each by the collector, when its last
+        # reference goes): a backend rebuilt on a long-running daemon must not leak GPU memory.
+        self._device: "weakref.WeakSet[_DevicePointer]" = weakref.WeakSet()
+        self._pinned: List[weakref.finalize] = []
+        self._streams: List[Any] = []
 
     def _check(self, result: Any, call: str) -> Any:
         error = result[0] if isinstance(result, tuple) else result
@@ -86,13 +113,32 @@ class CudaPythonMemory:
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
         pointer = self._check(self._rt.cudaMallocHost(max(1, nbytes)), "cudaMallocHost")
         raw = (ctypes.c_char * max(1, nbytes)).from_address(int(pointer))
+        # The array keeps `raw` alive; once both are gone the pinned memory is freed.
+        self._pinned = [finalizer for finalizer in self._pinned if finalizer.alive]
+        self._pinned.append(weakref.finalize(raw, _free_quietly, self._rt.cudaFreeHost, int(pointer)))
         return np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
     def alloc_device(self, nbytes: int) -> Any:
-        return _DevicePointer(self._check(self._rt.cudaMalloc(max(1, int(nbytes))), "cudaMalloc"), int(nbytes))
+        pointer = self._check(self._rt.cudaMalloc(max(1, int(nbytes))), "cudaMalloc")
+        buffer = _DevicePointer(pointer, int(nbytes), self._rt.cudaFree)
+        self._device.add(buffer)
+        return buffer
 
     def new_stream(self) -> Any:
-        return self._check(self._rt.cudaStreamCreate(), "cudaStreamCreate")
+        stream = self._check(self._rt.cudaStreamCreate(), "cudaStreamCreate")
+        self._streams.append(stream)
+        return stream
+
+    def close(self) -> None:
+        """Free every buffer and stream made here (the arrays from alloc_pinned must not be used
+        after this). Idempotent."""
+        for buffer in list(self._device):
+            buffer.free()
+        for finalizer in self._pinned:
+            finalizer()
+        for stream in self._streams:
+            _free_quietly(self._rt.cudaStreamDestroy, stream)
+        self._device, self._pinned, self._streams = weakref.WeakSet(), [], []
 
     def stream_handle(self, stream: Any) -> int:
         return int(stream)

@@ -97,3 +97,9 @@ class TensorRTBackend(InferenceBackend):
         self._cuda.synchronize(self._stream)
         # Copies: the pinned buffers are overwritten by the next call.
         return [output.host.copy() for output in self._outputs]
+
+    def close(self) -> None:
+        """Release the engine and its GPU buffers (cuda-python frees them here; pycuda when collected)."""
+        self._context = self._engine = None
+        self._tensors, self._outputs, self._input = [], [], None
+        self._cuda.close()
