@@ -108,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--imgsz", type=int, default=640, help="YOLO input size (multiple of 32)")
     build.add_argument("--calib-dir", type=Path, help="INT8 calibration images (and real inputs for the parity check)")
     build.add_argument("--calib-limit", type=int, default=0, help="use at most this many calibration images")
+    build.add_argument("--min-agreement", type=float, default=0.85,
+                       help="INT8: agreement with an FP16 engine on held-back calibration frames under which the "
+                            "FP16 engine is kept (0: no check; default 0.85)")
     build.add_argument("--calibrator", choices=["minmax", "entropy"],
                        help="INT8 calibration (default: minmax for YOLO, whose head mixes pixels and scores; "
                             "entropy for trt_pose)")
@@ -135,6 +138,17 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("videos", nargs="+", type=Path)
     compare.add_argument("--every-n", type=int, default=5, help="use every Nth frame")
     compare.add_argument("--config", type=Path, help="detector settings (class names, thresholds)")
+
+    agreement = commands.add_parser("int8-agreement", help="how far an INT8 model agrees with its full-precision "
+                                                           "reference on images (the build's check, any backend)")
+    agreement.add_argument("reference", type=Path, help="the float model: .onnx (ONNX Runtime) or .engine")
+    agreement.add_argument("candidate", type=Path, help="the INT8 one: quantize-onnx's .onnx or an INT8 .engine")
+    agreement.add_argument("images", type=Path, help="a folder of frames, e.g. from calib-frames")
+    agreement.add_argument("--kind", choices=["yolo", "trt_pose"], default="yolo")
+    agreement.add_argument("--config", type=Path, help="detector/pose settings (classes, thresholds, the floor)")
+    agreement.add_argument("--limit", type=int, default=0, help="use at most this many images")
+    agreement.add_argument("--min-agreement", type=float,
+                           help="the floor (default: the config's build_min_agreement); exit 1 under it")
 
     doctor = commands.add_parser("doctor", help="check this device on site: platform, models, cameras, broker, "
                                                 "buzzer, sound, disk, service")
@@ -371,7 +385,7 @@ def _cmd_build_engines(args: argparse.Namespace) -> int:
     result = build(BuildRequest(source=args.source, out=args.out, precision=args.precision, arch=args.arch or "",
                                 imgsz=args.imgsz, calib_dir=args.calib_dir, calib_limit=args.calib_limit,
                                 onnx_only=args.onnx_only, workspace_mb=args.workspace_mb,
-                                calibrator=args.calibrator))
+                                calibrator=args.calibrator, min_agreement=args.min_agreement))
     print(json.dumps({"onnx": str(result.onnx), "kind": result.kind, "engine": str(result.engine or ""),
                       "class_names": result.class_names,
                       "parity_max_abs_diff": None if result.parity is None else result.parity.worst()}))
@@ -402,6 +416,40 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_int8_agreement(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from edge.build.agreement import detector_agreement, pose_agreement
+    from edge.build.build_engines import int8_verdict
+    from edge.build.calibration import IMAGE_SUFFIXES, read_image
+    from edge.config import load_config
+    from edge.perception import Detector, PoseEstimator
+
+    config = load_config(args.config)
+    backends = {".onnx": "onnxruntime", ".engine": "tensorrt", ".tflite": "litert"}
+    for path in (args.reference, args.candidate):
+        if path.suffix not in backends:
+            raise FallEdgeError(f"{path}: not a model this command reads (.onnx, .engine or .tflite)")
+    if not args.images.is_dir():
+        raise FallEdgeError(f"{args.images} is not a folder of images: make one with `fall-edge calib-frames`")
+    files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = files[:args.limit] if args.limit else files
+    images = (read_image(path) for path in files)
+    section = config.detector if args.kind == "yolo" else config.pose
+    load = Detector.from_config if args.kind == "yolo" else PoseEstimator.from_config
+    pair = [load(replace(section, type=backends[path.suffix], model=str(path)), path)
+            for path in (args.reference, args.candidate)]
+    if args.kind == "yolo":
+        result = detector_agreement(images, *pair)
+    else:
+        result = pose_agreement(images, *pair, min_score=config.pose.min_keypoint_score)
+    floor = section.build_min_agreement if args.min_agreement is None else args.min_agreement
+    keep, message = int8_verdict(result, floor)
+    sys.stderr.write(message + "\n")
+    print(json.dumps(dict(result.as_dict(), min_agreement=floor, kept=keep), indent=2))
+    return 0 if keep else 1
+
+
 def _stoppable(command):
     def run(args: argparse.Namespace) -> int:
         from edge.daemon.app import StopRequestedError
@@ -419,7 +467,8 @@ COMMANDS = {"run": _stoppable(_cmd_run), "eval": _cmd_eval, "eval-diff": _cmd_ev
             "fetch-models": _cmd_fetch, "doctor": _cmd_doctor,
             "monitor": _cmd_monitor, "bench-mqtt": _cmd_bench_mqtt, "pipeline": _cmd_pipeline,
             "bench-capture": _cmd_bench_capture, "build-engines": _cmd_build_engines,
-            "calib-frames": _cmd_calib_frames, "quantize-onnx": _cmd_quantize, "compare-detectors": _cmd_compare}
+            "calib-frames": _cmd_calib_frames, "quantize-onnx": _cmd_quantize, "compare-detectors": _cmd_compare,
+            "int8-agreement": _cmd_int8_agreement}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

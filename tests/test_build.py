@@ -494,7 +494,8 @@ def test_a_missing_engine_names_the_build_command(tmp_path):
 @needs_vtest
 @pytest.mark.skipif(not FALL_MODEL.exists(), reason="models/ not fetched (fall-edge fetch-models)")
 def test_int8_onnx_keeps_the_detections_of_the_float_model(tmp_path):
-    from edge.build.compare import match
+    from edge.build.agreement import detector_agreement
+    from edge.build.build_engines import int8_verdict
     from edge.build.quantize import quantize_onnx
     from edge.perception import Detector
 
@@ -508,12 +509,11 @@ def test_int8_onnx_keeps_the_detections_of_the_float_model(tmp_path):
     assert head  # the head stays in float: its convolutions read dequantized weights
     reference = Detector.from_config(DetectorConfig(), FALL_MODEL)
     candidate = Detector.from_config(replace(DetectorConfig(), model=str(out)), out)
-    found = matched = 0
-    for frame in vtest_frames(4, step=150):  # frames the calibration did not see exactly
-        expected, got = reference.detect(frame), candidate.detect(frame)
-        found += len(expected)
-        matched += len(match(expected, got))
-    assert found >= 4 and matched >= 0.7 * found
+    # The build's INT8 agreement check, on the ONNX Runtime pair: frames the calibration did not see.
+    agreement = detector_agreement(vtest_frames(4, step=150), reference, candidate)
+    assert agreement.frames == 4 and agreement.reference_found >= 4
+    assert agreement.score >= 0.7 and agreement.iou_median > 0.8
+    assert int8_verdict(agreement, 0.7)[0] and not int8_verdict(agreement, 1.01)[0]
     with pytest.raises(FallEdgeError, match="no node of .* starts with /nothing/"):
         quantize_onnx(FALL_MODEL, tmp_path / "x.onnx", tmp_path / "calib", "yolo", ["/nothing/"])
 

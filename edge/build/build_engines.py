@@ -12,15 +12,19 @@ Jetson) it stops after the ONNX step and says so.
 
 
 import logging
+import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
-from edge.build.calibration import IMAGE_SUFFIXES
+from edge.build.agreement import Agreement, detector_agreement, pose_agreement
+from edge.build.calibration import IMAGE_SUFFIXES, CalibrationBatches, read_image
 from edge.build.onnx_export import ParityReport, check_parity, export_onnx
+from edge.build.sidecar import EngineInfo, read_sidecar, sidecar_path, write_sidecar
+from edge.config import DetectorConfig, PoseConfig
 from edge.decoding.preprocess import model_input
 from edge.errors import FallEdgeError, ModelError
 
@@ -44,6 +48,11 @@ class BuildRequest:
     onnx_only: bool = False
     workspace_mb: int = 1024
     calibrator: Optional[str] = None  # minmax | entropy; default per kind (edge/build/calibration.py)
+    # INT8: checked against an FP16 engine on every HOLDOUT_EVERY-th calibration image, kept
+    # back from calibration; under this agreement the FP16 engine is kept instead (0: no check).
+    min_agreement: float = 0.85
+    detector: Optional[DetectorConfig] = None  # the classes and thresholds the check runs with
+    pose: Optional[PoseConfig] = None
 
 
 @dataclass
@@ -148,6 +157,61 @@ def onnx_kind(onnx_path: Path) -> tuple:
     return kind, int(shape[-1]) if isinstance(shape[-1], int) else 0
 
 
+HOLDOUT_EVERY = 5  # one calibration image in five is kept back for the INT8 agreement check
+
+
+def int8_verdict(agreement: Agreement, floor: float) -> Tuple[bool, str]:
+    """Keep the INT8 engine? With the line that says so."""
+    if agreement.passes(floor):
+        return True, f"{agreement.line()}: at or above {floor:g}, INT8 kept"
+    return False, (f"{agreement.line()}: under the floor {floor:g}, so the INT8 engine is refused and the FP16 "
+                   f"one kept; more varied calibration frames from the site (fall-edge calib-frames) or "
+                   f"--calibrator entropy may do better")
+
+
+def _check_int8(request: BuildRequest, info: EngineInfo, onnx_path: Path, engine_path: Path, kind: str,
+                source: Path, class_names: List[str]) -> EngineInfo:
+    """Build the FP16 reference, compare on the held-back frames, keep INT8 or fall back to FP16."""
+    from edge.build.engine import build_engine
+    from edge.perception import Detector, PoseEstimator
+
+    frames = CalibrationBatches(request.calib_dir, kind, tuple(info.input_shape), request.calib_limit,
+                                HOLDOUT_EVERY).held_back
+    reference_path = engine_path.with_name(f"{engine_path.stem}.fp16-reference.engine")
+    sys.stderr.write(f"  INT8 agreement: FP16 reference {reference_path.name}, {len(frames)} held-back frames\n")
+    build_engine(onnx_path, reference_path, "fp16", kind, source, workspace_mb=request.workspace_mb,
+                 class_names=class_names)
+    images = (read_image(path) for path in frames)
+    if kind == "yolo":
+        settings = request.detector or DetectorConfig()
+        if class_names:
+            settings = replace(settings, class_names=list(class_names))
+        pair = [Detector.from_config(replace(settings, type="tensorrt", model=str(path)), path)
+                for path in (reference_path, engine_path)]
+        agreement = detector_agreement(images, *pair)
+    else:
+        settings = request.pose or PoseConfig()
+        pair = [PoseEstimator.from_config(replace(settings, type="tensorrt", model=str(path)), path)
+                for path in (reference_path, engine_path)]
+        agreement = pose_agreement(images, *pair, min_score=settings.min_keypoint_score)
+    del pair  # release both engines before files move
+    keep, message = int8_verdict(agreement, request.min_agreement)
+    sys.stderr.write(f"  {message}\n")
+    if keep:
+        reference_path.unlink()
+        sidecar_path(reference_path).unlink()
+        info = replace(info, agreement=agreement.as_dict(), min_agreement=request.min_agreement)
+    else:
+        logger.warning("%s: %s", engine_path.name, message)
+        os.replace(reference_path, engine_path)
+        sidecar_path(reference_path).unlink()
+        info = replace(read_sidecar(engine_path), engine_file=str(engine_path), requested_precision="int8",
+                       agreement=agreement.as_dict(), min_agreement=request.min_agreement,
+                       notes=info.notes + [message])
+    write_sidecar(engine_path, info)
+    return info
+
+
 def build(request: BuildRequest) -> BuildResult:
     source = request.source
     if not source.is_file():
@@ -186,9 +250,16 @@ def build(request: BuildRequest) -> BuildResult:
     except ModelError as exc:
         raise ModelError(f"{exc}. The ONNX is ready at {onnx_path}: copy it to the Jetson and run "
                          f"fall-edge build-engines --source {onnx_path.name} there") from None
+    checked = request.precision == "int8" and request.min_agreement > 0 and request.calib_dir is not None
     info = build_engine(onnx_path, engine_path, request.precision, kind, source, request.calib_dir,
                         request.calib_limit, workspace_mb=request.workspace_mb, class_names=class_names,
-                        calibrator=request.calibrator)
+                        calibrator=request.calibrator, holdout_every=HOLDOUT_EVERY if checked else 0)
+    if info.precision == "int8" and request.min_agreement > 0:
+        if checked:
+            info = _check_int8(request, info, onnx_path, engine_path, kind, source, class_names)
+        else:
+            logger.warning("%s: INT8 not checked against FP16 (a calibration table was reused; pass --calib-dir)",
+                           engine_path.name)
     sys.stderr.write(f"  built {engine_path}: {info.precision}, TensorRT {info.tensorrt_version}, "
                      f"{info.device_name}\n")
     return BuildResult(onnx_path, kind, parity, engine_path, class_names)

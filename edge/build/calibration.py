@@ -29,9 +29,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 class CalibrationBatches:
     """Full batches of preprocessed images, in file-name order. A final partial batch is
-    dropped (TensorRT's explicit-batch networks need the network's own batch size)."""
+    dropped (TensorRT's explicit-batch networks need the network's own batch size).
+    holdout_every=k keeps every k-th image out of calibration (`held_back`): the frames the
+    INT8 engine is then checked on (edge/build/agreement.py)."""
 
-    def __init__(self, image_dir: Path, kind: str, input_shape: Tuple[int, ...], limit: int = 0) -> None:
+    def __init__(self, image_dir: Path, kind: str, input_shape: Tuple[int, ...], limit: int = 0,
+                 holdout_every: int = 0) -> None:
         self.image_dir = Path(image_dir)
         if not self.image_dir.is_dir():
             raise FallEdgeError(f"calibration folder {image_dir} not found: make one with "
@@ -39,6 +42,10 @@ class CalibrationBatches:
         files = sorted(p for p in self.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if limit:
             files = files[:limit]
+        self.held_back: List[Path] = []
+        if holdout_every > 1 and len(files) >= holdout_every:
+            self.held_back = files[holdout_every - 1::holdout_every]
+            files = [path for index, path in enumerate(files) if index % holdout_every != holdout_every - 1]
         self.kind = kind
         self.input_shape = tuple(int(d) for d in input_shape)
         self.batch_size = self.input_shape[0]
@@ -81,10 +88,18 @@ class CalibrationBatches:
             yield batch
 
     def _load(self, path: Path) -> np.ndarray:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise FallEdgeError(f"calibration image {path} cannot be read: delete it or replace it")
-        return model_input(self.kind, image, self.size)
+        return model_input(self.kind, read_image(path), self.size)
+
+    def held_back_images(self) -> Iterator[np.ndarray]:
+        for path in self.held_back:
+            yield read_image(path)
+
+
+def read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FallEdgeError(f"calibration image {path} cannot be read: delete it or replace it")
+    return image
 
 
 CALIBRATORS = ("minmax", "entropy")

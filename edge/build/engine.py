@@ -145,7 +145,8 @@ def keep_head_in_fp16(trt: Any, network: Any, config: Any) -> List[str]:
 def build_engine(onnx_path: Path, engine_path: Path, requested_precision: str, kind: str, source_file: Path,
                  calibration_dir: Optional[Path] = None, calibration_limit: int = 0,
                  cache_path: Optional[Path] = None, workspace_mb: int = 1024,
-                 class_names: Optional[List[str]] = None, calibrator: Optional[str] = None) -> EngineInfo:
+                 class_names: Optional[List[str]] = None, calibrator: Optional[str] = None,
+                 holdout_every: int = 0) -> EngineInfo:
     """Build and write the engine and its sidecar; returns the sidecar's contents."""
     from edge.backends.cuda_memory import cuda_memory
 
@@ -192,7 +193,7 @@ def build_engine(onnx_path: Path, engine_path: Path, requested_precision: str, k
             raise ModelError(f"INT8 needs calibration images (--calib-dir): the calibration cache {cache.path} "
                              f"cannot be used ({cache.mismatch()})")
         if calibration_dir is not None:
-            batches = CalibrationBatches(calibration_dir, kind, tuple(input_shape), calibration_limit)
+            batches = CalibrationBatches(calibration_dir, kind, tuple(input_shape), calibration_limit, holdout_every)
             sys.stderr.write(f"INT8 calibration ({algorithm}) on {len(batches) * batches.batch_size} images "
                              f"from {calibration_dir}\n")
         config.int8_calibrator = make_calibrator(trt, cuda, batches, cache, input_shape[0], algorithm)

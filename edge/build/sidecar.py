@@ -6,7 +6,7 @@ so the daemon checks this before loading one and says how to rebuild it."""
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from edge.errors import ModelError
 
@@ -34,6 +34,10 @@ class EngineInfo:
     class_names: List[str] = field(default_factory=list)
     calibrator: str = ""  # INT8: minmax | entropy
     fp16_layers: List[str] = field(default_factory=list)  # INT8: the YOLO head's layers pinned to FP16
+    # INT8 against an FP16 reference on held-back calibration frames (edge/build/agreement.py),
+    # and the floor it was held to; an engine refused for INT8 is the FP16 one, with a note.
+    agreement: Dict[str, Any] = field(default_factory=dict)
+    min_agreement: float = 0.0
     notes: List[str] = field(default_factory=list)  # fallbacks taken, e.g. no fast INT8 on this GPU
 
 

@@ -235,6 +235,8 @@ def _check_ranges(config: Config, source: str) -> None:
              "must be fp32, fp16 or int8")
         need(not (section.build_precision == "int8" and section.build_from and not section.build_calibration_dir),
              f"{section_name}.build_calibration_dir", "must name a folder of images for an int8 build")
+        need(0 <= section.build_min_agreement <= 1, f"{section_name}.build_min_agreement",
+             "must be between 0 (no check) and 1")
     need(0 < config.pose.cmap_threshold < 1, "pose.cmap_threshold", "must be between 0 and 1")
     need(0 <= config.pose.link_threshold < 1, "pose.link_threshold", "must be between 0 and 1")
     capture = config.capture

@@ -31,6 +31,9 @@ class DetectorConfig:
     build_from: str = ""
     build_precision: str = "fp16"
     build_calibration_dir: str = ""
+    # int8: the share of the FP16 engine's boxes the INT8 one must find on held-back calibration
+    # frames, else the FP16 engine is kept (0: no check). See README "Deploy on a Jetson".
+    build_min_agreement: float = 0.85
 
 
 @dataclass
@@ -56,6 +59,8 @@ class PoseConfig:
     build_from: str = ""
     build_precision: str = "fp16"
     build_calibration_dir: str = ""
+    # int8: keypoint agreement (PCK at 0.1 torso) with the FP16 engine on held-back frames.
+    build_min_agreement: float = 0.85
 
 
 @dataclass

@@ -49,8 +49,9 @@ def engine_path(section: Union[DetectorConfig, PoseConfig], name: str) -> Path:
     logger.warning("%s engine %s is missing: building it from %s (%s); this takes minutes", name, path,
                    section.build_from, section.build_precision)
     calibration = Path(section.build_calibration_dir) if section.build_calibration_dir else None
+    settings = {"detector": section} if isinstance(section, DetectorConfig) else {"pose": section}
     build(BuildRequest(source=resolve_model_path(section.build_from), out=path, precision=section.build_precision,
-                       calib_dir=calibration))
+                       calib_dir=calibration, min_agreement=section.build_min_agreement, **settings))
     return path
 
 
