@@ -202,7 +202,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from edge.daemon.app import RunOptions, build_router, install_stop_signals, run_cameras, run_one_camera
     from edge.daemon.notify import FrameLoopNotifier, SystemdNotifier
     from edge.daemon.runner import load_models
-    from edge.eval.bench import format_timings
+    from edge.daemon.timings import format_timings
 
     config = load_config(args.config)
     if args.source:
@@ -295,11 +295,12 @@ def _cmd_eval_diff(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    from edge.capture.sources import SAMPLE_VIDEO
     from edge.config import load_config
-    from edge.eval.bench import DEFAULT_BENCH_VIDEO, run_bench
+    from edge.eval.bench import run_bench
 
     config = load_config(args.config)
-    source = args.source or DEFAULT_BENCH_VIDEO
+    source = args.source or str(SAMPLE_VIDEO)
     report = run_bench(config, source, args.frames)
     print(json.dumps(report, indent=2) if args.json else report["text"])
     return 0

@@ -2,9 +2,12 @@
 
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
+
+if TYPE_CHECKING:  # for the annotation only: tracking imports these types, not the other way
+    from edge.tracking.tracker import Track
 
 # The 18-point skeleton used downstream, in trt_pose's order (COCO-17 plus a neck).
 KEYPOINT_NAMES: Tuple[str, ...] = (
@@ -159,3 +162,15 @@ class FallEvent:
             "detector_label": self.detector_label,
             **{key: round(value, 3) for key, value in self.extra.items()},
         }
+
+
+@dataclass
+class FrameResult:
+    """What the pipeline made of one frame: the tracks, the events, and what ran."""
+
+    frame: Frame
+    tracks: List["Track"]
+    events: List[FallEvent]
+    detector_ran: bool
+    crops: List[Box] = field(default_factory=list)
+    camera: str = ""

@@ -15,12 +15,12 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch missing: scripts/bootstrap.sh --dev installs it")
 
+from edge.backends.sidecar import EngineInfo, check_engine_fits, read_sidecar, sidecar_path, write_sidecar  # noqa: E402
 from edge.build.build_engines import BuildRequest, build  # noqa: E402
 from edge.build.calibration import CalibrationBatches, CalibrationCache, extract_frames  # noqa: E402
 from edge.build.checkpoints import load_checkpoint  # noqa: E402
 from edge.build.engine import choose_precision  # noqa: E402
 from edge.build.onnx_export import check_parity, export_onnx  # noqa: E402
-from edge.build.sidecar import EngineInfo, check_engine_fits, read_sidecar, sidecar_path, write_sidecar  # noqa: E402
 from edge.build.trt_pose_net import build_trt_pose, load_trt_pose  # noqa: E402
 from edge.build.yolov5_net import YoloV5, load_yolov5  # noqa: E402
 from edge.config import Config, DetectorConfig  # noqa: E402

@@ -7,8 +7,9 @@ from conftest import skimage_bgr
 
 from edge.daemon.pipeline import person_boxes
 from edge.decoding.letterbox import crop_letterbox, ensure_bgr, letterbox, square_crop_box
-from edge.decoding.yolo import decode_yolo, detect_layout, nms
+from edge.decoding.yolo import decode_yolo, detect_layout
 from edge.fall.features import torso_angle_deg
+from edge.geometry import nms
 from edge.types import KP, Box
 
 

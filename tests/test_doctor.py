@@ -69,7 +69,7 @@ def test_doctor_reads_engine_sidecars_and_never_builds(tmp_path):
     """A Jetson config on this machine: a missing engine with build_from is a warning (the service
     builds it), and the doctor does not start that build; an engine with its sidecar is described;
     one without a sidecar fails with the rebuild command; TensorRT and the GPU fail with the fix."""
-    from edge.build.sidecar import EngineInfo, write_sidecar
+    from edge.backends.sidecar import EngineInfo, write_sidecar
 
     detector = tmp_path / "fall_detector_int8.engine"
     detector.write_bytes(b"engine bytes")

@@ -12,10 +12,10 @@ trt = pytest.importorskip("tensorrt", reason="TensorRT does not import here (it 
 torch = pytest.importorskip("torch", reason="PyTorch missing: scripts/bootstrap.sh --dev installs it")
 
 from edge.backends import create_backend  # noqa: E402
+from edge.backends.sidecar import sidecar_path  # noqa: E402
 from edge.build.calibration import extract_frames  # noqa: E402
 from edge.build.engine import build_engine  # noqa: E402
 from edge.build.onnx_export import export_onnx  # noqa: E402
-from edge.build.sidecar import sidecar_path  # noqa: E402
 from edge.build.trt_pose_net import build_trt_pose  # noqa: E402
 from edge.build.yolov5_net import YoloV5  # noqa: E402
 from edge.decoding.preprocess import model_input  # noqa: E402

@@ -17,8 +17,8 @@ import numpy as np
 
 from edge.backends.base import InferenceBackend
 from edge.backends.cuda_memory import cuda_memory
-from edge.build.engine import import_tensorrt
-from edge.build.sidecar import check_engine_fits, read_sidecar
+from edge.backends.sidecar import check_engine_fits, read_sidecar
+from edge.backends.tensorrt_runtime import import_tensorrt
 from edge.errors import ModelError
 
 logger = logging.getLogger(__name__)

@@ -20,10 +20,10 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from edge.backends.sidecar import EngineInfo, read_sidecar, sidecar_path, write_sidecar
 from edge.build.agreement import Agreement, detector_agreement, pose_agreement
 from edge.build.calibration import IMAGE_SUFFIXES, CalibrationBatches, read_image
 from edge.build.onnx_export import ParityReport, check_parity, export_onnx
-from edge.build.sidecar import EngineInfo, read_sidecar, sidecar_path, write_sidecar
 from edge.config import DetectorConfig, PoseConfig
 from edge.decoding.preprocess import model_input
 from edge.errors import FallEdgeError, ModelError
@@ -89,9 +89,9 @@ def real_inputs(kind: str, size: int, calib_dir: Optional[Path], count: int) -> 
             if image is not None:
                 images.append(image)
     else:
-        from edge.eval.bench import DEFAULT_BENCH_VIDEO
+        from edge.capture.sources import SAMPLE_VIDEO
 
-        video = Path(DEFAULT_BENCH_VIDEO)
+        video = SAMPLE_VIDEO
         if video.is_file():
             capture = cv2.VideoCapture(str(video))
             while len(images) < count:
@@ -243,7 +243,8 @@ def build(request: BuildRequest) -> BuildResult:
         _step(3, "TensorRT engine: skipped (--onnx-only)")
         return BuildResult(onnx_path, kind, parity, None, class_names)
     _step(3, f"TensorRT engine {engine_path} ({request.precision})")
-    from edge.build.engine import build_engine, import_tensorrt
+    from edge.backends.tensorrt_runtime import import_tensorrt
+    from edge.build.engine import build_engine
 
     try:
         import_tensorrt()

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from edge.config import DetectorConfig
-from edge.decoding.yolo import boxes_array, iou_matrix
+from edge.geometry import boxes_array, iou_matrix
 from edge.perception import Detector
 from edge.types import Detection
 

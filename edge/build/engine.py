@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
+from edge.backends.sidecar import EngineInfo, write_sidecar
+from edge.backends.tensorrt_runtime import import_tensorrt, trt_major
 from edge.build.calibration import (
     CalibrationBatches,
     CalibrationCache,
@@ -20,7 +22,6 @@ from edge.build.calibration import (
     make_calibrator,
 )
 from edge.build.head import head_prefix, in_head
-from edge.build.sidecar import EngineInfo, write_sidecar
 from edge.errors import ModelError
 from edge.modelstore.fetch import sha256_of
 
@@ -30,19 +31,6 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # Tensor cores for INT8 from sm 6.1; the Jetson Nano (sm 5.3) has fast FP16 but no fast INT8.
 _FAST_INT8_FROM = (6, 1)
 _FAST_FP16_FROM = (5, 3)
-
-
-def import_tensorrt() -> Any:
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise ModelError(f"TensorRT is not installed here ({exc}): build engines on the Jetson, where JetPack "
-                         f"provides it (python3-libnvinfer), or pip install tensorrt on an x86 GPU machine") from None
-    return trt
-
-
-def trt_major(trt: Any) -> int:
-    return int(str(trt.__version__).split(".")[0])
 
 
 def choose_precision(requested: str, fast_fp16: bool, fast_int8: bool) -> Tuple[str, List[str]]:

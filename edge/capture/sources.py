@@ -109,6 +109,9 @@ def build_pipeline(spec: SourceSpec, width: int, height: int, fps: int, jetson: 
 
 
 L4T_RELEASE_FILE = Path("/etc/nv_tegra_release")  # there on every Jetson (Linux for Tegra)
+# OpenCV's sample clip of people walking (Debian's opencv-doc): the default of bench and of
+# the build's parity check when no frames are given.
+SAMPLE_VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 
 def on_jetson() -> bool:

@@ -11,7 +11,6 @@ import logging
 import time
 import uuid
 from collections import defaultdict, deque
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Deque, Dict, List, Optional, Tuple
 
@@ -20,11 +19,11 @@ from scipy.optimize import linear_sum_assignment
 
 from edge.config import Config
 from edge.decoding.letterbox import ensure_bgr, square_crop_box
-from edge.decoding.yolo import boxes_array, iou_matrix, nms
 from edge.fall.state_machine import FallState, Transition
+from edge.geometry import boxes_array, iou_matrix, nms
 from edge.perception import Detector, PoseEstimator
 from edge.tracking.tracker import Track, Tracker
-from edge.types import Box, Detection, FallEvent, Frame, Observation, Person
+from edge.types import Box, Detection, FallEvent, Frame, FrameResult, Observation, Person
 
 logger = logging.getLogger(__name__)
 
@@ -32,16 +31,6 @@ _MATCH_IOU = 0.3  # a pose and a detection of the same person overlap at least t
 _SAME_PERSON_IOU = 0.6  # detector boxes of different classes over one person
 _MAX_CROP_MISSES = 3
 _TIMING_WINDOW = 10000
-
-
-@dataclass
-class FrameResult:
-    frame: Frame
-    tracks: List[Track]
-    events: List[FallEvent]
-    detector_ran: bool
-    crops: List[Box] = field(default_factory=list)
-    camera: str = ""
 
 
 def iso_utc(moment: datetime) -> str:

@@ -12,11 +12,11 @@ import cv2
 from edge.capture.gst_source import GstSource
 from edge.capture.opencv_source import VideoSource
 from edge.config import Config, DetectorConfig, PoseConfig
-from edge.daemon.pipeline import FallPipeline, FrameResult
+from edge.daemon.pipeline import FallPipeline
 from edge.errors import SourceError
 from edge.perception import Detector, PoseEstimator
 from edge.private import private_file
-from edge.types import Frame
+from edge.types import Frame, FrameResult
 
 logger = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ import numpy as np
 
 from edge.alarms.controller import LocalAlarm
 from edge.config import Config
-from edge.daemon.pipeline import FallPipeline, FrameResult, iso_utc
+from edge.daemon.pipeline import FallPipeline, iso_utc
 from edge.mqtt.publisher import MqttPublisher
 from edge.private import open_private, private_folder
-from edge.types import FallEvent
+from edge.types import FallEvent, FrameResult
 
 logger = logging.getLogger(__name__)
 

@@ -91,7 +91,7 @@ def _gpu_row(wanted: bool) -> Row:
 def check_engines(config: Config) -> List[Row]:
     """Each TensorRT engine: there, built by build-engines, for this TensorRT and GPU. Reads the
     sidecars only: the doctor never builds an engine (the service does, at its first start)."""
-    from edge.build.sidecar import check_engine_fits, describe, read_sidecar
+    from edge.backends.sidecar import check_engine_fits, describe, read_sidecar
     from edge.daemon.runner import resolve_model_path
 
     sections = _tensorrt_sections(config)

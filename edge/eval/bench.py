@@ -2,10 +2,9 @@
 
 
 import os
-import statistics
 import sys
 import time
-from typing import Dict, List, Mapping, Sequence, Union
+from typing import Dict, List, Union
 
 import numpy as np
 
@@ -13,29 +12,9 @@ from edge.capture.opencv_source import VideoSource
 from edge.config import Config
 from edge.daemon.pipeline import FallPipeline
 from edge.daemon.runner import load_models
+from edge.daemon.timings import format_timings, timing_stats
 
-DEFAULT_BENCH_VIDEO = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 _MODEL_REPEATS = 30
-
-
-def _stats(values: Sequence[float]) -> Dict[str, float]:
-    ordered = sorted(values)
-    return {
-        "count": len(ordered),
-        "median_ms": round(statistics.median(ordered), 2),
-        "p90_ms": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 2),
-        "mean_ms": round(statistics.mean(ordered), 2),
-    }
-
-
-def format_timings(timings: Mapping[str, Sequence[float]]) -> str:
-    lines = [f"{'stage':<12} {'calls':>6} {'median ms':>10} {'p90 ms':>8} {'mean ms':>8}"]
-    for stage, values in timings.items():
-        if values:
-            s = _stats(values)
-            lines.append(f"{stage:<12} {s['count']:>6} {s['median_ms']:>10.2f} {s['p90_ms']:>8.2f} "
-                         f"{s['mean_ms']:>8.2f}")
-    return "\n".join(lines)
 
 
 def _time_model(call, repeats: int) -> List[float]:
@@ -52,10 +31,11 @@ def run_bench(config: Config, source: str, frames: int) -> Dict[str, Union[str, 
     models = load_models(config)
     sys.stderr.write(f"timing the models alone ({_MODEL_REPEATS} runs each) ...\n")
     pose_tensor = np.zeros(models.pose.backend.input_shape, dtype=models.pose.backend.input_dtype)
-    model_only = {"pose_model": _stats(_time_model(lambda: models.pose.backend.infer(pose_tensor), _MODEL_REPEATS))}
+    pose_times = _time_model(lambda: models.pose.backend.infer(pose_tensor), _MODEL_REPEATS)
+    model_only = {"pose_model": timing_stats(pose_times)}
     if models.detector is not None:
         det_tensor = np.zeros(models.detector.backend.input_shape, dtype=models.detector.backend.input_dtype)
-        model_only["detector_model"] = _stats(
+        model_only["detector_model"] = timing_stats(
             _time_model(lambda: models.detector.backend.infer(det_tensor), max(5, _MODEL_REPEATS // 3)))
 
     sys.stderr.write(f"running the pipeline on {frames} frames of {source} ...\n")
@@ -82,7 +62,7 @@ def run_bench(config: Config, source: str, frames: int) -> Dict[str, Union[str, 
         "frames": processed,
         "cpu_count": os.cpu_count() or 0,
         "pipeline_fps": round(processed / wall_s, 2) if wall_s else 0.0,
-        "stages": {name: _stats(values) for name, values in stages.items() if values},
+        "stages": {name: timing_stats(values) for name, values in stages.items() if values},
         "models_alone": model_only,
     }
     text = [f"source {source}, {processed} frames, {report['cpu_count']} CPUs: "

@@ -18,9 +18,9 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from edge.config import FallConfig, PoseConfig, TrackerConfig
-from edge.decoding.yolo import boxes_array, iou_matrix
 from edge.fall.features import posture_features, torso_angle_deg
 from edge.fall.state_machine import FallState, FallStateMachine, Transition
+from edge.geometry import boxes_array, iou_matrix
 from edge.types import Box, Observation, Person
 
 logger = logging.getLogger(__name__)

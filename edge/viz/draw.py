@@ -6,10 +6,9 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 
-from edge.daemon.pipeline import FrameResult
 from edge.fall.state_machine import FallState
 from edge.tracking.tracker import Track
-from edge.types import KP, SKELETON_EDGES
+from edge.types import KP, SKELETON_EDGES, FrameResult
 
 _STATE_COLOURS: Dict[str, Tuple[int, int, int]] = {
     FallState.UNKNOWN.value: (160, 160, 160),

@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import IO, Any, Dict, List, Optional
 
-from edge.daemon.pipeline import FrameResult
 from edge.private import open_private, private_folder
+from edge.types import FrameResult
 
 logger = logging.getLogger(__name__)
 
