@@ -2,6 +2,7 @@
 
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -127,12 +128,32 @@ class Frame:
     captured_monotonic: float = 0.0  # time.monotonic() when the frame was read from the source
 
 
+class EventType(str, Enum):
+    """What an event says. A str, so JSON, the outbox and the monitor see the plain names."""
+
+    FALL_DETECTED = "fall_detected"
+    ALARM = "alarm"  # still down alarm_hold_s after the fall
+    RECOVERED = "recovered"
+    ACKNOWLEDGED = "acknowledged"  # by an operator, from the control room
+
+    def __str__(self) -> str:  # the name in f-strings and logs on every Python version
+        return str(self.value)
+
+    __format__ = str.__format__
+    __hash__ = str.__hash__  # Enum hashes the name: as a dict key it must be its string
+
+    @property
+    def opens_alarm(self) -> bool:
+        """fall_detected and alarm sound the local alarm and open an alarm in the control room."""
+        return self in (EventType.FALL_DETECTED, EventType.ALARM)
+
+
 @dataclass
 class FallEvent:
     """Something the control room and the site must hear about."""
 
     event_id: str
-    type: str  # fall_detected | alarm | recovered
+    type: EventType
     camera: str
     track_id: int
     stream_time_s: float
@@ -146,10 +167,13 @@ class FallEvent:
     keypoints: Optional[List[List[float]]] = None  # 18 x (x, y, score), trt_pose order
     extra: Dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.type = EventType(self.type)  # a plain name (from JSON) becomes the enum; a bad one raises
+
     def to_dict(self) -> Dict[str, object]:
         return {
             "event_id": self.event_id,
-            "type": self.type,
+            "type": self.type.value,
             "camera": self.camera,
             "track_id": self.track_id,
             "stream_time_s": round(self.stream_time_s, 3),

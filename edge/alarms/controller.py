@@ -9,7 +9,7 @@ from typing import Dict, Optional, Tuple, Union
 from edge.alarms.buzzer import Buzzer, ResilientBuzzer
 from edge.alarms.speech import Speaker
 from edge.logs import LogThrottle
-from edge.types import FallEvent
+from edge.types import EventType, FallEvent
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +32,14 @@ class LocalAlarm:
 
     def handle(self, event: FallEvent) -> None:
         key = (event.camera, event.track_id)
-        if event.type in ("fall_detected", "alarm"):
+        if event.type.opens_alarm:
             self._chain_of_event[event.event_id] = key
             self._active[key] = event.type
             if self.buzzer is not None:
                 self.buzzer.sound(event.type)
             if self.speaker is not None:
                 self.speaker.start(self._speech_key(key), event.type)
-        elif event.type == "recovered":
+        elif event.type == EventType.RECOVERED:
             self._silence(key)
 
     def acknowledge(self, event_id: str) -> Optional[ChainKey]:
@@ -64,7 +64,7 @@ class LocalAlarm:
         self._last_test_s = now
         logger.info("alarm test")
         if self.buzzer is not None:
-            self.buzzer.sound("fall_detected")
+            self.buzzer.sound(EventType.FALL_DETECTED)
             self._test_timer = threading.Timer(TEST_BUZZ_S, self._end_test_buzz)
             self._test_timer.daemon = True
             self._test_timer.start()
@@ -91,7 +91,8 @@ class LocalAlarm:
             if not self._active:
                 self.buzzer.stop()
             else:  # another fall still stands: keep sounding its pattern
-                self.buzzer.sound("alarm" if "alarm" in self._active.values() else "fall_detected")
+                self.buzzer.sound(EventType.ALARM if EventType.ALARM in self._active.values()
+                                  else EventType.FALL_DETECTED)
 
     def problems(self) -> Dict[str, str]:
         """What of the local alarm does not work now (for health): buzzer and speech."""

@@ -21,7 +21,7 @@ from edge.config import Config
 from edge.daemon.pipeline import FallPipeline, iso_utc
 from edge.mqtt.publisher import MqttPublisher
 from edge.private import open_private, private_folder
-from edge.types import FallEvent, FrameResult
+from edge.types import EventType, FallEvent, FrameResult
 
 logger = logging.getLogger(__name__)
 
@@ -127,18 +127,18 @@ class EventRouter:
             self._ack_state.pop(old_id, None)
             self._ack_logged.discard(old_id)
         chain = (event.camera, event.track_id)
-        if event.type in ("fall_detected", "alarm"):
+        if event.type.opens_alarm:
             self._ack_state[event.event_id] = "open"
             self._open_events.setdefault(chain, []).append(event.event_id)
-        elif event.type == "recovered":
-            self._close_chain(chain, "recovered")
+        elif event.type == EventType.RECOVERED:
+            self._close_chain(chain, EventType.RECOVERED)
         if self.print_events:
             print(json.dumps(event.to_dict()), flush=True)
         if self.alarm is not None:
             self.alarm.handle(event)  # the site hears it first: no network in the way
         if self.publisher is not None:
             snapshot = None
-            if result is not None and event.type in ("fall_detected", "alarm"):
+            if result is not None and event.type.opens_alarm:
                 snapshot = self._store_snapshot(event, result)
             self.publisher.send_event(event.camera, mqtt_payload(event, self.device, snapshot))
         self.events_sent += 1
@@ -183,12 +183,12 @@ class EventRouter:
                 self._ack_logged.add(event_id)
                 logger.warning("ack for event %s ignored: %s", event_id, why)
             return
-        self._close_chain((event.camera, event.track_id), "acknowledged")
+        self._close_chain((event.camera, event.track_id), EventType.ACKNOWLEDGED)
         if self.alarm is not None:
             self.alarm.acknowledge(event_id)
         now = datetime.now(timezone.utc)
         acknowledged = FallEvent(
-            event_id=str(uuid.uuid4()), type="acknowledged", camera=event.camera, track_id=event.track_id,
+            event_id=str(uuid.uuid4()), type=EventType.ACKNOWLEDGED, camera=event.camera, track_id=event.track_id,
             stream_time_s=event.stream_time_s, wall_time=iso_utc(now), confidence=event.confidence,
             torso_angle_deg=event.torso_angle_deg, bbox=event.bbox, fall_started_s=event.fall_started_s,
             started_at=event.started_at, detector_label=event.detector_label)

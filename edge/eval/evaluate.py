@@ -23,6 +23,7 @@ from edge.errors import FallEdgeError
 from edge.eval.compare import matches_only, outcome_text
 from edge.eval.variants import VariantPlan, needs_sketch, plan_variant, select_frames, sketch_clip, transform_frame
 from edge.perception.output_cache import OutputCache, fingerprint
+from edge.types import EventType
 from edge.viz.trace import TraceWriter
 
 logger = logging.getLogger(__name__)
@@ -115,9 +116,9 @@ def find_labels(clips_dir: Path, labels_path: Optional[Path]) -> Dict[str, ClipL
 
 
 def score_clip(label: ClipLabel, events: List[Dict[str, object]]) -> ClipResult:
-    falls = [e for e in events if e["type"] in ("fall_detected", "alarm")]
+    falls = [e for e in events if EventType(e["type"]).opens_alarm]
     first = min((float(e["stream_time_s"]) for e in falls), default=None)
-    alarm = min((float(e["stream_time_s"]) for e in events if e["type"] == "alarm"), default=None)
+    alarm = min((float(e["stream_time_s"]) for e in events if e["type"] == EventType.ALARM), default=None)
     detected, false_alarm, delay = False, False, None
     if label.fall:
         assert label.fall_start_s is not None

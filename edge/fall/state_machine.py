@@ -28,6 +28,7 @@ from typing import Deque, Dict, List, Optional
 
 from edge.config import FallConfig
 from edge.fall.features import PostureFeatures, lying_score, torso_upright
+from edge.types import EventType
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class FallState(str, Enum):
 class Transition:
     """An event the machine raised on this update."""
 
-    type: str  # fall_detected | alarm | recovered
+    type: EventType  # fall_detected | alarm | recovered
     time_s: float
     fall_started_s: Optional[float]
     confidence: float
@@ -346,8 +347,8 @@ class FallStateMachine:
                 self._fall_started_s, self._fall_confirmed_s = None, time_s
                 self._enter(FallState.ALARM, time_s)
                 conf = round(self.cues.lying_score if self.cues is not None else 0.0, 3)
-                events.append(Transition("fall_detected", time_s, None, conf, self.last_features))
-                events.append(Transition("alarm", time_s, None, conf, self.last_features))
+                events.append(Transition(EventType.FALL_DETECTED, time_s, None, conf, self.last_features))
+                events.append(Transition(EventType.ALARM, time_s, None, conf, self.last_features))
         elif state == FallState.UPRIGHT:
             self.why = "upright: lying score under lying_enter, hips not dropping fast"
             if self.lying or (features is not None and self._dropping_fast()):
@@ -376,14 +377,14 @@ class FallStateMachine:
         elif state in (FallState.DOWN, FallState.ALARM):
             self.why = f"{state.value}: waiting for {cfg.recover_s:.1f} s upright"
             if self._upright_for(time_s, cfg.recover_s):
-                events.append(Transition("recovered", time_s, self._fall_started_s, self.last_confidence,
+                events.append(Transition(EventType.RECOVERED, time_s, self._fall_started_s, self.last_confidence,
                                          self.last_features))
                 self._enter(FallState.UPRIGHT, time_s)
             elif (state == FallState.DOWN and self._fall_confirmed_s is not None
                   and time_s - self._fall_confirmed_s >= cfg.alarm_hold_s
                   and self._upright_run_start is None):  # already back on their feet: wait for recovery
                 self._enter(FallState.ALARM, time_s)
-                events.append(Transition("alarm", time_s, self._fall_started_s, self.last_confidence,
+                events.append(Transition(EventType.ALARM, time_s, self._fall_started_s, self.last_confidence,
                                          self.last_features))
         return events
 
@@ -397,7 +398,8 @@ class FallStateMachine:
         self._fall_confirmed_s = time_s
         self._enter(FallState.DOWN, time_s)
         self.last_confidence = self._confidence()
-        return Transition("fall_detected", time_s, self._fall_started_s, self.last_confidence, self.last_features)
+        return Transition(EventType.FALL_DETECTED, time_s, self._fall_started_s, self.last_confidence,
+                          self.last_features)
 
     def _falling_why(self, time_s: float, detector_seen_since: Optional[float], unseen: bool,
                      at_border: bool) -> str:

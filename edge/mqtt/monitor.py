@@ -32,6 +32,7 @@ from edge.mqtt.connection import (
 )
 from edge.mqtt.schema import event_problem, parse_status
 from edge.private import private_file
+from edge.types import EventType
 
 logger = logging.getLogger(__name__)
 
@@ -213,17 +214,17 @@ class Monitor:
                 self.duplicates += 1
             else:
                 self._track_alarm(device, camera, event)
-        if new and self.webhook is not None and kind == "alarm":
+        if new and self.webhook is not None and kind == EventType.ALARM:
             self.webhook.post(event)
         if self.on_event is not None:
             self.on_event(event, new)
 
     def _track_alarm(self, device: str, camera: str, event: dict) -> None:
         key = (device, camera, event["track_id"])
-        if event["type"] in ("fall_detected", "alarm"):
+        if EventType(event["type"]).opens_alarm:
             self.open_alarms[key] = OpenAlarm(event["event_id"], device, camera, key[2], event["type"],
                                               str(event.get("ts")))
-        elif event["type"] in ("recovered", "acknowledged"):
+        elif event["type"] in (EventType.RECOVERED, EventType.ACKNOWLEDGED):
             self.open_alarms.pop(key, None)
 
     # -- queries and commands --------------------------------------------------------------------

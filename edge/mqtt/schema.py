@@ -12,7 +12,7 @@ import math
 import uuid
 from typing import Dict, Optional, Tuple
 
-from edge.mqtt.topics import EVENT_TYPES
+from edge.types import EventType
 
 _NUMBER = (int, float)
 _OPTIONAL = True
@@ -68,8 +68,8 @@ def event_problem(event: object, device: str, camera: str) -> Optional[str]:
         problem = _type_problem(name, value, *_EVENT_FIELDS[name])
         if problem:
             return problem
-    if event["type"] not in EVENT_TYPES:
-        return f"type {event['type']!r} is not one of {', '.join(EVENT_TYPES)}"
+    if event["type"] not in {kind.value for kind in EventType}:
+        return f"type {event['type']!r} is not one of {', '.join(kind.value for kind in EventType)}"
     try:
         uuid.UUID(event["event_id"])
     except ValueError:

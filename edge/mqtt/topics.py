@@ -3,8 +3,6 @@
 
 from typing import Optional, Tuple
 
-EVENT_TYPES = ("fall_detected", "alarm", "recovered", "acknowledged")
-
 
 def status_topic(prefix: str, device: str) -> str:
     return f"{prefix}/{device}/status"
