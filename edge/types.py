@@ -74,10 +74,6 @@ class Box:
         return max(0.0, self.y2 - self.y1)
 
     @property
-    def area(self) -> float:
-        return self.width * self.height
-
-    @property
     def center(self) -> Tuple[float, float]:
         return ((self.x1 + self.x2) / 2.0, (self.y1 + self.y2) / 2.0)
 
@@ -198,3 +194,4 @@ class FrameResult:
     detector_ran: bool
     crops: List[Box] = field(default_factory=list)
     camera: str = ""
+    min_hits: int = 1  # tracker.min_hits: tracks seen fewer times are not drawn (one-frame blips)

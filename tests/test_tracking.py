@@ -160,3 +160,23 @@ def test_one_person_found_twice_keeps_only_the_longer_track():
     duplicate.observe(person_at(centre_x=CENTRE_X + 3), 0.5)
     tracker.drop_duplicates(0.5)
     assert sorted(t.track_id for t in tracker.tracks) == [1, 2]  # the person across the room stays
+
+
+def test_a_track_is_drawn_only_after_min_hits_observations():
+    """tracker.min_hits: a person seen once (a one-frame blip) is neither drawn nor counted as
+    tracked; from the second observation on they are."""
+    from edge.types import Frame, FrameResult
+    from edge.viz.draw import draw_result
+
+    tracker = Tracker(TrackerConfig(min_hits=2), FallConfig())
+    image = np.zeros((480, 640, 3), np.uint8)
+
+    def drawn(tracks) -> int:
+        result = FrameResult(frame=Frame(image, 0, 0.0), tracks=list(tracks), events=[], detector_ran=False,
+                             min_hits=2)
+        return int((draw_result(result) != 0).any(axis=2)[:440].sum())  # above the time stamp
+
+    first = tracker.update([person_at()], 0.0)
+    assert len(first) == 1 and tracker.confirmed() == [] and drawn(first) == 0
+    second = tracker.update([person_at()], 0.1)
+    assert tracker.confirmed() == second and drawn(second) > 500  # box, labels and skeleton

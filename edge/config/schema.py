@@ -73,7 +73,7 @@ class TrackerConfig:
     # mid-fall).
     handover_s: float = 2.0
     handover_reach: float = 1.2
-    min_hits: int = 2  # observations before a track is reported
+    min_hits: int = 2  # observations before a track is drawn and counted in health
 
 
 @dataclass

@@ -176,7 +176,7 @@ class FallPipeline:
         self.frames_processed += 1
         self._timed("total", started_frame)
         return FrameResult(frame=frame, tracks=list(tracks), events=events, detector_ran=run_detector, crops=crops,
-                           camera=self.camera)
+                           camera=self.camera, min_hits=self.config.tracker.min_hits)
 
     def _score_tracks_with_detector(self, tracks: List[Track], detections: List[Detection], time_s: float) -> None:
         """Every track the detector looked at gets its Fall score (0 when no box covers it)."""

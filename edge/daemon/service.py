@@ -82,7 +82,8 @@ def snapshot_image(result: FrameResult, privacy: bool) -> np.ndarray:
         return draw_result(result)
     blank = FrameResult(frame=type(result.frame)(np.zeros_like(result.frame.image), result.frame.index,
                                                  result.frame.time_s),
-                        tracks=result.tracks, events=result.events, detector_ran=result.detector_ran)
+                        tracks=result.tracks, events=result.events, detector_ran=result.detector_ran,
+                        min_hits=result.min_hits)
     return draw_result(blank)
 
 
@@ -270,8 +271,7 @@ class EventRouter:
             "stage_fps": stage_fps,
             "dropped_frames": sum(int(stats.get("dropped_frames", 0)) for stats in cameras.values()),
             "cameras": cameras,
-            "queue_depth": 0,  # live sources keep only the newest frame
-            "tracks": sum(len(pipeline.tracker.tracks) for pipeline in pipelines),
+            "tracks": sum(len(pipeline.tracker.confirmed()) for pipeline in pipelines),
             "outbox_depth": self.publisher.outbox.depth() if self.publisher else 0,
             "outbox_dropped": self.publisher.outbox.dropped() if self.publisher else 0,
             # why events wait in memory (disk full, corrupt file moved aside, ...); None when fine

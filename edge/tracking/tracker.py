@@ -11,8 +11,8 @@ falling moments before, continues that track: its baseline and fall candidate ca
 
 import logging
 import math
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Set, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Set, Tuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -53,7 +53,6 @@ class Track:
     last_crop_s: Optional[float] = None
     handovers: int = 0  # times a skeleton found on the floor continued this track
     first_pose_s: Optional[float] = None  # when this track first had a skeleton
-    extras: Dict[str, float] = field(default_factory=dict)
 
     def observe(self, observation: Observation, time_s: float) -> None:
         self.box = observation.box

@@ -37,7 +37,7 @@ def draw_result(result: FrameResult, min_keypoint_score: float = 0.2) -> np.ndar
     canvas = result.frame.image.copy()
     for crop in result.crops:
         cv2.rectangle(canvas, (int(crop.x1), int(crop.y1)), (int(crop.x2), int(crop.y2)), (90, 90, 90), 1)
-    for track in result.tracks:
+    for track in (t for t in result.tracks if t.hits >= result.min_hits):
         colour = _STATE_COLOURS[track.fall.state.value]
         box = track.box
         cv2.rectangle(canvas, (int(box.x1), int(box.y1)), (int(box.x2), int(box.y2)), colour, 2)
