@@ -30,23 +30,33 @@ def event(kind, track_id=1, event_id=None):
 
 
 def test_buzzer_patterns_differ_and_stop_by_themselves():
+    """The pin's own record (gpiozero's mock pins time every change): the fall pattern beeps
+    0.05 s on / 0.05 s off, the alarm pattern 0.3 s on; after auto_stop_s the pin stays low."""
+    import statistics
+
     factory = MockFactory()
     config = BuzzerConfig(enabled=True, pin=17, fall_pattern_s=[0.05, 0.05], alarm_pattern_s=[0.3, 0.05],
                           auto_stop_s=1.0)
     buzzer = Buzzer(config, pin_factory=factory)
     pin = factory.pin(17)
+
+    def on_times() -> list:  # each change records the time since the previous one
+        return [state.timestamp for state in pin.states[1:] if state.state is False or state.state == 0]
+
     try:
         buzzer.sound("fall_detected")
-        time.sleep(0.5)
-        fast_changes = len(pin.states)
+        assert wait_for(lambda: len(on_times()) >= 4, 2.0)
+        fall_on = statistics.median(on_times())
         pin.clear_states()
         buzzer.sound("alarm")
-        time.sleep(0.5)
-        slow_changes = len(pin.states)
-        assert fast_changes >= 6 and slow_changes <= 4  # fast beeps vs long beeps
+        assert wait_for(lambda: len(on_times()) >= 2, 2.0)
+        alarm_on = statistics.median(on_times())
+        assert 0.03 <= fall_on <= 0.12 and 0.25 <= alarm_on <= 0.45
         assert wait_for(lambda: not buzzer.is_sounding, 2.0)
-        time.sleep(0.1)
-        assert not pin.state
+        stopped = len(pin.states)
+        assert wait_for(lambda: not pin.state, 1.0)
+        time.sleep(0.4)  # longer than either pattern's period: a beep still running would show
+        assert not pin.state and len(pin.states) <= stopped + 1
     finally:
         buzzer.close()
 
@@ -195,17 +205,37 @@ def test_speaker_never_blocks_and_goes_on_without_espeak(caplog):
         speaker.close()
 
 
-def test_speaker_speaks_both_languages_in_order(tmp_path):
+def test_speaker_speaks_both_languages_in_order(tmp_path, monkeypatch):
+    """The sound device is the hardware edge: a stand-in `aplay` first on PATH keeps every WAV it
+    is asked to play. Each must be exactly espeak-ng's rendering of the configured text, Korean
+    first, then English."""
+    import os
+    import stat
+
+    from edge.alarms.speech import synthesize
+
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed")
-    speaker = Speaker(SpeechConfig(repeat_interval_s=60))
+    played = tmp_path / "played"
+    played.mkdir()
+    fake = tmp_path / "bin" / "aplay"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nfor last; do :; done\nn=$(ls {played} | wc -l)\ncp "$last" {played}/$n.wav\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    config = SpeechConfig(repeat_interval_s=60)
+    speaker = Speaker(config)
     try:
-        assert [voice for voice, _ in speaker.messages("alarm")] == ["ko", "en"]
+        assert [voice for voice, _ in speaker.messages("test")] == ["ko", "en"]
         speaker.say("test")
-        # Played where there is a sound device; synthesised (and counted) where there is no player.
-        assert wait_for(lambda: speaker.spoken >= 2 or "play" in speaker._warned, 30)
+        assert wait_for(lambda: len(list(played.iterdir())) >= 2, 30)
     finally:
         speaker.close()
+    for index, (voice, text) in enumerate(speaker.messages("test")):
+        expected = tmp_path / f"expected-{voice}.wav"
+        synthesize(text, voice, expected, config)
+        assert (played / f"{index}.wav").read_bytes() == expected.read_bytes(), voice
+    assert speaker.spoken >= 2
 
 
 # -- outbox -----------------------------------------------------------------------------------
