@@ -76,6 +76,17 @@ def test_out_of_range_values_name_the_key(raw, message):
     assert message in str(error.value)
 
 
+def test_a_bad_file_reports_every_problem_at_once_on_one_line():
+    raw = {"detector": {"score_threshold": 2.0}, "capture": {"reader": "vlc"}, "mqtt": {"key_file": "k.pem"},
+           "buzzer": {"pin": 99}}
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(raw)
+    text = str(error.value)
+    assert "\n" not in text and text.count("; ") == 3 and "4 problems" in text
+    for key in ("'detector.score_threshold'", "'capture.reader'", "'mqtt.key_file'", "'buzzer.pin'"):
+        assert key in text
+
+
 def test_the_jetson_example_config_is_valid():
     config = load_config(ROOT / "configs" / "jetson.yaml")
     assert config.detector.type == "tensorrt" and config.pose.type == "tensorrt"

@@ -8,6 +8,7 @@ import warnings
 from typing import Optional
 
 from edge.config import BuzzerConfig
+from edge.config.rules import PIN_FACTORIES, one_of
 from edge.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def make_pin_factory(name: str):
         except ImportError:
             raise ConfigError("buzzer.pin_factory is jetson but Jetson.GPIO is not installed: "
                               "pip install Jetson.GPIO (it ships with JetPack)") from None
-    raise ConfigError(f"buzzer.pin_factory '{name}' is unknown: use default, jetson or mock")
+    raise ConfigError(f"buzzer.pin_factory '{name}' is unknown: use {one_of(PIN_FACTORIES)}")
 
 
 class Buzzer:

@@ -25,10 +25,12 @@ from typing import Any, Deque, Dict, List, Optional
 
 import numpy as np
 
+from edge.config.rules import GST_READERS
+
 logger = logging.getLogger(__name__)
 
 END_OF_STREAM = "end of stream"
-READERS = ("appsink", "opencv-gst", "gst-launch")  # the order `auto` tries them in
+READERS = GST_READERS  # the order `auto` tries them in
 _POOL_SIZE = 24  # frame buffers the pipe reader keeps for reuse
 _SINK_NAME = "fall_edge_sink"
 _TEARDOWN_TIMEOUT_S = 5.0

@@ -13,7 +13,6 @@ frame in order, then the end. Frame images are read-only.
 
 import logging
 import random
-import re
 import threading
 import time
 from collections import deque
@@ -29,14 +28,13 @@ from edge.capture.gst_readers import (
     reader_available,
 )
 from edge.capture.opencv_source import describe
-from edge.capture.sources import SourceSpec, build_pipeline, on_jetson
+from edge.capture.sources import SourceSpec, build_pipeline, hide_credentials, on_jetson
 from edge.errors import SourceError
 from edge.types import Frame
 
 logger = logging.getLogger(__name__)
 
 StatusCallback = Callable[[str, str], None]  # (status: online | offline, reason)
-_CREDENTIALS = re.compile(r"://[^/@\s]*@")
 
 
 def _in_process_reader(requested: str) -> str:
@@ -70,7 +68,7 @@ class GstSource:
         if spec.kind == "v4l2" and not Path(spec.location).exists():
             raise SourceError(f"camera {spec.location} not found: check the camera is plugged in (ls /dev/video*)")
         self.pipeline = build_pipeline(spec, width, height, fps, on_jetson() if jetson is None else jetson)
-        if self.reader == "gst-launch" and _CREDENTIALS.search(self.pipeline):
+        if self.reader == "gst-launch" and hide_credentials(self.pipeline) != self.pipeline:
             self.reader = _in_process_reader(reader)
         if spec.kind == "file":
             # A fixed rate gives file frames exact stream times (index / fps), like a camera.
@@ -193,7 +191,7 @@ class GstSource:
             return got, f"no frame for {self.stall_timeout_s:.0f} s (stalled)"
         if reason == END_OF_STREAM:
             return got, reason
-        return got, _CREDENTIALS.sub("://***@", reason)[:300]  # never log a camera password
+        return got, hide_credentials(reason)[:300]  # never log a camera password
 
     def _read_frames(self, reader: PipelineReader) -> bool:
         got = False

@@ -15,6 +15,7 @@ from typing import Iterator, Optional, Union
 import cv2
 import numpy as np
 
+from edge.capture.sources import hide_credentials
 from edge.decoding.letterbox import ensure_bgr
 from edge.errors import SourceError
 from edge.types import Frame
@@ -27,11 +28,7 @@ _LIVE_FIRST_FRAME_TIMEOUT_S = 10.0
 
 def describe(source: Union[str, int]) -> str:
     """The source for logs, with any RTSP password hidden."""
-    text = str(source)
-    if "://" in text and "@" in text:
-        scheme, rest = text.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return text
+    return hide_credentials(str(source))
 
 
 class VideoSource:

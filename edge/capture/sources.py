@@ -12,6 +12,7 @@ frame rate. On a Jetson, decoding and scaling stay in NVMM memory (nvv4l2decoder
 """
 
 
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,14 @@ def build_pipeline(spec: SourceSpec, width: int, height: int, fps: int, jetson: 
 
 
 L4T_RELEASE_FILE = Path("/etc/nv_tegra_release")  # there on every Jetson (Linux for Tegra)
+_CREDENTIALS = re.compile(r"://[^/@\s]*@")
+
+
+def hide_credentials(text: str) -> str:
+    """A source, pipeline or error message with every user:password@ in a URL shown as ***@."""
+    return _CREDENTIALS.sub("://***@", text)
+
+
 # OpenCV's sample clip of people walking (Debian's opencv-doc): the default of bench and of
 # the build's parity check when no frames are given.
 SAMPLE_VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")

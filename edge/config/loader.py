@@ -12,6 +12,16 @@ from typing import Any, Dict, Optional, Union
 
 import yaml
 
+from edge.config.rules import (
+    BUILD_PRECISIONS,
+    CAPTURE_READERS,
+    PIN_FACTORIES,
+    YOLO_LAYOUTS,
+    one_of,
+    tls_files_problem,
+    valid_input_size,
+    valid_topic_level,
+)
 from edge.config.schema import Config
 from edge.errors import ConfigError
 
@@ -142,10 +152,6 @@ def _convert(expected: Any, value: Any, dotted: str, source: str) -> Any:
     raise ConfigError(f"{source}: '{dotted}' has an unsupported type {expected!r}")  # pragma: no cover
 
 
-def _topic_level(name: str) -> bool:
-    return bool(name) and name == name.strip() and not any(ch in name for ch in "/+#\x00")
-
-
 def _check_ranges(config: Config, source: str) -> None:
     """Values that parse but make no sense: each names the key and the allowed range."""
     problems = []
@@ -156,12 +162,12 @@ def _check_ranges(config: Config, source: str) -> None:
 
     for key in ("score_threshold", "iou_threshold"):
         need(0.0 <= getattr(config.detector, key) <= 1.0, f"detector.{key}", "must be between 0 and 1")
-    need(config.detector.input_size % 32 == 0 and config.detector.input_size >= 64, "detector.input_size",
+    need(valid_input_size(config.detector.input_size), "detector.input_size",
          "must be a multiple of 32, at least 64")
     need(config.detector.every_n_frames >= 1, "detector.every_n_frames", "must be at least 1")
-    need(config.detector.layout in ("auto", "yolov8", "yolov5"), "detector.layout", "must be auto, yolov8 or yolov5")
+    need(config.detector.layout in YOLO_LAYOUTS, "detector.layout", "must be " + one_of(YOLO_LAYOUTS))
     need(len(config.detector.class_names) >= 1, "detector.class_names", "must name at least one class")
-    need(config.pose.input_size % 32 == 0 and config.pose.input_size >= 64, "pose.input_size",
+    need(valid_input_size(config.pose.input_size), "pose.input_size",
          "must be a multiple of 32, at least 64")
     for key in ("min_person_score", "min_keypoint_score", "crop_below_height_fraction"):
         need(0.0 <= getattr(config.pose, key) <= 1.0, f"pose.{key}", "must be between 0 and 1")
@@ -202,11 +208,11 @@ def _check_ranges(config: Config, source: str) -> None:
         need(getattr(fall, key) >= 0, f"fall.{key}", "must be 0 or more")
     need(fall.quick_upright_s <= fall.min_upright_s, "fall.quick_upright_s", "must not exceed fall.min_upright_s")
     need(config.output.process_fps >= 0, "output.process_fps", "must be 0 (every frame) or more")
-    need(_topic_level(config.output.camera), "output.camera", "must be a name without / + # or spaces at the ends")
+    need(valid_topic_level(config.output.camera), "output.camera", "must be a name without / + # or spaces at the ends")
     mqtt = config.mqtt
     need(1 <= mqtt.port <= 65535, "mqtt.port", "must be between 1 and 65535")
-    need(mqtt.device == "" or _topic_level(mqtt.device), "mqtt.device", "must be a name without / + #")
-    need(_topic_level(mqtt.prefix), "mqtt.prefix", "must be one topic level without / + #")
+    need(mqtt.device == "" or valid_topic_level(mqtt.device), "mqtt.device", "must be a name without / + #")
+    need(valid_topic_level(mqtt.prefix), "mqtt.prefix", "must be one topic level without / + #")
     need(mqtt.keepalive_s >= 1, "mqtt.keepalive_s", "must be at least 1")
     need(1 <= mqtt.outbox_max_events <= 10_000_000, "mqtt.outbox_max_events", "must be between 1 and 10000000")
     need(1 <= mqtt.max_inflight <= 65535, "mqtt.max_inflight", "must be between 1 and 65535")
@@ -219,20 +225,21 @@ def _check_ranges(config: Config, source: str) -> None:
     need(1 <= mqtt.command_max_age_s <= 3600, "mqtt.command_max_age_s", "must be between 1 and 3600")
     need(mqtt.snapshot_keep >= 0, "mqtt.snapshot_keep", "must be 0 (keep none on disk) or more")
     need(mqtt.snapshot_max_age_days > 0, "mqtt.snapshot_max_age_days", "must be above 0")
-    need(not (mqtt.cert_file or mqtt.key_file) or bool(mqtt.ca_file), "mqtt.cert_file",
-         "needs mqtt.ca_file (TLS) as well")
+    tls = tls_files_problem(mqtt.ca_file, mqtt.cert_file, mqtt.key_file)
+    if tls is not None:
+        problems.append(tls)
     buzzer = config.buzzer
     for key in ("fall_pattern_s", "alarm_pattern_s"):
         pattern = getattr(buzzer, key)
         need(len(pattern) == 2 and all(v > 0 for v in pattern), f"buzzer.{key}",
              "must be [on seconds, off seconds], both above 0")
     need(buzzer.auto_stop_s > 0, "buzzer.auto_stop_s", "must be above 0")
-    need(buzzer.pin_factory in ("default", "jetson", "mock"), "buzzer.pin_factory", "must be default, jetson or mock")
+    need(buzzer.pin_factory in PIN_FACTORIES, "buzzer.pin_factory", "must be " + one_of(PIN_FACTORIES))
     need(0 <= buzzer.pin <= 40, "buzzer.pin", "must be a GPIO number from 0 to 40")
     for section_name in ("detector", "pose"):
         section = getattr(config, section_name)
-        need(section.build_precision in ("fp32", "fp16", "int8"), f"{section_name}.build_precision",
-             "must be fp32, fp16 or int8")
+        need(section.build_precision in BUILD_PRECISIONS, f"{section_name}.build_precision",
+             "must be " + one_of(BUILD_PRECISIONS))
         need(not (section.build_precision == "int8" and section.build_from and not section.build_calibration_dir),
              f"{section_name}.build_calibration_dir", "must name a folder of images for an int8 build")
         need(0 <= section.build_min_agreement <= 1, f"{section_name}.build_min_agreement",
@@ -240,8 +247,7 @@ def _check_ranges(config: Config, source: str) -> None:
     need(0 < config.pose.cmap_threshold < 1, "pose.cmap_threshold", "must be between 0 and 1")
     need(0 <= config.pose.link_threshold < 1, "pose.link_threshold", "must be between 0 and 1")
     capture = config.capture
-    readers = ("auto", "gst", "appsink", "opencv-gst", "gst-launch", "opencv")
-    need(capture.reader in readers, "capture.reader", "must be one of " + ", ".join(readers))
+    need(capture.reader in CAPTURE_READERS, "capture.reader", "must be one of " + ", ".join(CAPTURE_READERS))
     need(16 <= capture.width <= 7680 and capture.width % 2 == 0, "capture.width", "must be even, 16 to 7680")
     need(16 <= capture.height <= 4320 and capture.height % 2 == 0, "capture.height", "must be even, 16 to 4320")
     need(1 <= capture.fps <= 120, "capture.fps", "must be between 1 and 120")
@@ -249,11 +255,14 @@ def _check_ranges(config: Config, source: str) -> None:
     need(0 < capture.reconnect_min_s <= capture.reconnect_max_s, "capture.reconnect_min_s",
          "must be above 0 and at most capture.reconnect_max_s")
     names = [camera.name for camera in config.cameras]
-    need(all(_topic_level(name) for name in names), "cameras[].name", "must be names without / + #")
+    need(all(valid_topic_level(name) for name in names), "cameras[].name", "must be names without / + #")
     need(len(set(names)) == len(names), "cameras[].name", "must be unique")
     need(all(camera.source.strip() for camera in config.cameras), "cameras[].source", "must not be empty")
     need(config.speech.repeat_interval_s > 0, "speech.repeat_interval_s", "must be above 0")
     need(80 <= config.speech.words_per_minute <= 450, "speech.words_per_minute", "must be between 80 and 450")
     need(bool(config.speech.voice.strip()), "speech.voice", "must name an espeak-ng voice (e.g. ko)")
-    if problems:
+    if len(problems) == 1:
         raise ConfigError(f"{source}: {problems[0]}")
+    if problems:  # every problem at once, still on one line
+        raise ConfigError(f"{source}: {len(problems)} problems: " + "; ".join(problems))
+

@@ -3,6 +3,8 @@
 
 from typing import Optional, Tuple
 
+from edge.config.rules import valid_topic_level
+
 
 def status_topic(prefix: str, device: str) -> str:
     return f"{prefix}/{device}/status"
@@ -44,5 +46,5 @@ def parse_device_topic(topic: str, prefix: str) -> Tuple[Optional[str], Optional
 
 
 def valid_name(name: str) -> bool:
-    """A device or camera name usable as one topic level."""
-    return bool(name) and not any(ch in name for ch in "/+#\x00") and name == name.strip()
+    """A device or camera name usable as one topic level (the config's rule)."""
+    return valid_topic_level(name)

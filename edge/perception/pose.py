@@ -9,6 +9,7 @@ import numpy as np
 
 from edge.backends import InferenceBackend, create_backend
 from edge.config import PoseConfig
+from edge.config.rules import valid_input_size
 from edge.decoding.letterbox import Letterbox, crop_letterbox, letterbox
 from edge.decoding.movenet import MOVENET_ROW, decode_movenet
 from edge.decoding.preprocess import movenet_input, trt_pose_input
@@ -54,7 +55,7 @@ class PoseEstimator:
 
     @classmethod
     def from_config(cls, config: PoseConfig, model_path: Path) -> "PoseEstimator":
-        if config.input_size % 32 != 0 or config.input_size < 64:
+        if not valid_input_size(config.input_size):
             raise ConfigError(f"pose.input_size must be a multiple of 32 and at least 64, got {config.input_size}")
         verify_model_file(model_path)
         # LiteRT's MoveNet takes several sizes: pose.input_size picks one. ONNX and TensorRT

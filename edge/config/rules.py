@@ -1,0 +1,37 @@
+"""Rules that the config checks and the code that uses a value both need, stated once here:
+the loader refuses a bad file with them, and the parts that take a value (topics, capture
+readers, the buzzer's pin factory, the pose model, the MQTT client) use the same names."""
+
+
+from typing import Optional, Sequence
+
+# Capture readers: the GStreamer ones in the order `auto` tries them, then the others.
+GST_READERS = ("appsink", "opencv-gst", "gst-launch")
+CAPTURE_READERS = ("auto", "gst") + GST_READERS + ("opencv",)
+PIN_FACTORIES = ("default", "jetson", "mock")  # gpiozero's own choice, Jetson.GPIO, tests
+YOLO_LAYOUTS = ("auto", "yolov8", "yolov5")
+BUILD_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def valid_topic_level(name: str) -> bool:
+    """A device, camera or prefix name usable as one MQTT topic level."""
+    return bool(name) and name == name.strip() and not any(ch in name for ch in "/+#\x00")
+
+
+def valid_input_size(size: int) -> bool:
+    """A square model input the YOLO and pose models take: a multiple of 32, at least 64."""
+    return size % 32 == 0 and size >= 64
+
+
+def tls_files_problem(ca_file: str, cert_file: str, key_file: str) -> Optional[str]:
+    """What is wrong with the MQTT TLS file settings, or None."""
+    if bool(cert_file) != bool(key_file):
+        return "'mqtt.cert_file' and 'mqtt.key_file' go together: set both or neither"
+    if cert_file and not ca_file:
+        return "'mqtt.cert_file' needs mqtt.ca_file (TLS) as well"
+    return None
+
+
+def one_of(names: Sequence[str]) -> str:
+    """How an error lists the allowed names: "a, b or c"."""
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
