@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.capture.opencv_source import iter_video_frames
 from edge.config import Config
 from edge.daemon.runner import Models, load_models
 from edge.decoding.letterbox import square_crop_box
@@ -56,14 +58,7 @@ def vtest_frames() -> list:
     """The first 120 frames of OpenCV's sample clip: real people walking, small in the frame."""
     if not VTEST.is_file():
         pytest.skip(f"{VTEST} missing: apt-get install opencv-doc (scripts/bootstrap.sh does this)")
-    capture = cv2.VideoCapture(str(VTEST))
-    frames = []
-    while len(frames) < 120:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
+    frames = list(itertools.islice(iter_video_frames(VTEST), 120))
     assert len(frames) == 120
     return frames
 

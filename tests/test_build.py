@@ -124,16 +124,11 @@ def randomise_batchnorm(model, seed=0):
 
 
 def vtest_frames(count, step=40):
-    capture = cv2.VideoCapture(str(VTEST))
-    frames = []
-    while len(frames) < count:
-        capture.set(cv2.CAP_PROP_POS_FRAMES, len(frames) * step)
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
+    from itertools import islice
+
+    from edge.capture.opencv_source import iter_video_frames
+
+    return list(islice(iter_video_frames(VTEST, step, seek=True), count))
 
 
 # -- the networks ---------------------------------------------------------------------------------

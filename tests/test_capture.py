@@ -62,3 +62,18 @@ def test_live_stream_over_loopback(tmp_path):
     assert indexes == sorted(set(indexes))  # never a frame twice, never out of order
     times = [f.time_s for f in frames]
     assert times == sorted(times)
+
+
+def test_iter_video_frames_steps_or_seeks_to_the_same_frames(tmp_path):
+    """Every 7th frame of a numbered clip, read through or jumped to, are the same frames."""
+    from edge.capture.opencv_source import iter_video_frames
+    from edge.errors import SourceError
+
+    write_numbered_video(tmp_path / "n.avi", 30)
+    stepped = list(iter_video_frames(tmp_path / "n.avi", 7))
+    sought = list(iter_video_frames(tmp_path / "n.avi", 7, seek=True))
+    assert len(stepped) == len(sought) == 5  # frames 0, 7, 14, 21, 28
+    assert all(np.array_equal(a, b) for a, b in zip(stepped, sought))
+    assert len(list(iter_video_frames(tmp_path / "n.avi"))) == 30
+    with pytest.raises(SourceError, match="cannot be opened"):
+        list(iter_video_frames(tmp_path / "missing.avi"))

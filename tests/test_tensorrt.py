@@ -4,7 +4,6 @@ and PyTorch; everywhere else they skip with the reason (CI here has no GPU)."""
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -38,12 +37,11 @@ def gpu():
 def frames():
     if not VTEST.exists():
         pytest.skip("opencv-doc's vtest.avi missing")
-    capture = cv2.VideoCapture(str(VTEST))
-    images = []
-    for index in range(4):
-        capture.set(cv2.CAP_PROP_POS_FRAMES, index * 150)
-        images.append(capture.read()[1])
-    return images
+    from itertools import islice
+
+    from edge.capture.opencv_source import iter_video_frames
+
+    return list(islice(iter_video_frames(VTEST, 150, seek=True), 4))
 
 
 @pytest.fixture(scope="module")

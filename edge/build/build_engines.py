@@ -11,6 +11,7 @@ Jetson) it stops after the ONNX step and says so.
 """
 
 
+import itertools
 import logging
 import os
 import sys
@@ -91,16 +92,10 @@ def real_inputs(kind: str, size: int, calib_dir: Optional[Path], count: int) -> 
     else:
         from edge.capture.sources import SAMPLE_VIDEO
 
-        video = SAMPLE_VIDEO
-        if video.is_file():
-            capture = cv2.VideoCapture(str(video))
-            while len(images) < count:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                images.append(frame)
-                capture.set(cv2.CAP_PROP_POS_FRAMES, len(images) * 90)
-            capture.release()
+        if SAMPLE_VIDEO.is_file():
+            from edge.capture.opencv_source import iter_video_frames
+
+            images = list(itertools.islice(iter_video_frames(SAMPLE_VIDEO, 90, seek=True), count))
     return [model_input(kind, image, size) for image in images]
 
 

@@ -10,9 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-import cv2
 import numpy as np
 
+from edge.capture.opencv_source import iter_video_frames
 from edge.config import DetectorConfig
 from edge.geometry import boxes_array, iou_matrix
 from edge.perception import Detector
@@ -48,15 +48,7 @@ def compare_detectors(reference_model: Path, candidate_model: Path, videos: Sequ
     score_diffs: List[float] = []
     ious: List[float] = []
     for video in videos:
-        capture = cv2.VideoCapture(str(video))
-        index = 0
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            index += 1
-            if (index - 1) % every_n:
-                continue
+        for frame in iter_video_frames(video, every_n):
             found = {}
             for name, detector in (("reference", reference), ("candidate", candidate)):
                 started = time.perf_counter()
@@ -70,7 +62,6 @@ def compare_detectors(reference_model: Path, candidate_model: Path, videos: Sequ
             score_diffs += [abs(r.score - c.score) for r, c, _ in pairs]
             ious += [iou for _, _, iou in pairs]
             counts["frames"] += 1
-        capture.release()
         sys.stderr.write(f"  {video}: {counts['frames']} frames so far\n")
     return {
         **counts,

@@ -26,6 +26,29 @@ _DEFAULT_FPS = 25.0
 _LIVE_FIRST_FRAME_TIMEOUT_S = 10.0
 
 
+def iter_video_frames(path: Union[str, Path], step: int = 1, seek: bool = False) -> Iterator[np.ndarray]:
+    """Every `step`-th frame of a video file (BGR), from the first; a file that cannot be opened
+    is a SourceError. seek=True jumps to each instead of decoding the frames between (far-apart
+    frames of a long file)."""
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise SourceError(f"video {path} cannot be opened: check the path and format")
+    step = max(1, int(step))
+    try:
+        index = 0
+        while True:
+            if seek:
+                capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+            ok, frame = capture.read()
+            if not ok:
+                return
+            if seek or index % step == 0:
+                yield frame
+            index += step if seek else 1
+    finally:
+        capture.release()
+
+
 def describe(source: Union[str, int]) -> str:
     """The source for logs, with any RTSP password hidden."""
     return hide_credentials(str(source))
