@@ -162,7 +162,7 @@ def test_tls_with_a_ca_made_here(tmp_path):
     collector = Collector(broker, **tls)
     publisher = start_publisher(mqtt_config(broker, ca_file=tls["ca"]), tmp_path)
     try:
-        assert wait_for(lambda: publisher.connected)
+        assert publisher.wait_connected(10)
         publisher.send_event("cam0", {"event_id": "tls-1", "type": "alarm"})
         assert wait_for(lambda: [e["event_id"] for e in collector.events()] == ["tls-1"])
     finally:
@@ -234,7 +234,7 @@ def test_300_acks_for_one_event_give_one_acknowledged(broker, tmp_path, caplog):
     router = EventRouter(config, publisher=publisher, print_events=False)
     collector = Collector(broker)
     try:
-        assert wait_for(lambda: publisher.connected)
+        assert publisher.wait_connected(10)
         fall, alarm = fall_event("fall_detected"), fall_event("alarm")
         router._route(fall, None)
         router._route(alarm, None)
@@ -310,7 +310,7 @@ def test_monitor_cli_json_and_ack(broker, tmp_path):
                                 "--db", str(db), "--json", "--duration", "6"], stdout=subprocess.PIPE, text=True,
                                cwd=ROOT, env=env)
     try:
-        assert wait_for(lambda: publisher.connected)
+        assert publisher.wait_connected(10)
         time.sleep(1.5)  # the monitor process subscribes
         event_id = str(uuid.uuid4())
         for _ in range(2):  # the same event twice (a resend): shown once
@@ -348,7 +348,7 @@ def test_health_and_test_command(broker, tmp_path, models):
     router = EventRouter(config, publisher=publisher, alarm=LocalAlarm(buzzer, None), print_events=False)
     pipeline = FallPipeline(config, models.pose, models.detector)
     try:
-        assert wait_for(lambda: publisher.connected)
+        assert publisher.wait_connected(10)
         router.maybe_send_health([pipeline], force=True, cameras={"door": {"outages": 1, "dropped_frames": 3}})
         assert wait_for(lambda: collector.on("gate/health"))
         health = json.loads(collector.on("gate/health")[0][0])

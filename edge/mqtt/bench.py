@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Union
 
@@ -26,7 +27,7 @@ _PACED_RATE_PER_S = 100.0
 def run_mqtt_bench(config: MqttConfig, count: int) -> Dict[str, Union[str, float, int]]:
     """A burst of `count` events (throughput), then 200 events at 100/s (latency, no queueing)."""
     device = f"bench-{uuid.uuid4().hex[:8]}"
-    config.device = device
+    config = replace(config, device=device)  # the caller's config stays as it was
     received: Dict[str, List[float]] = {"burst": [], "paced": []}
     expected = {"burst": count, "paced": _PACED_EVENTS}
     finished = {"burst": threading.Event(), "paced": threading.Event()}
@@ -59,7 +60,7 @@ def run_mqtt_bench(config: MqttConfig, count: int) -> Dict[str, Union[str, float
         publisher = MqttPublisher(config, outbox)
         publisher.start()
         try:
-            if not subscribed.wait(10) or not publisher._connected.wait(10):
+            if not subscribed.wait(10) or not publisher.wait_connected(10):
                 raise FallEdgeError(f"cannot reach the broker at {config.host}:{config.port}")
             sys.stderr.write(f"burst: {count} events ...\n")
             started = time.perf_counter()

@@ -106,6 +106,10 @@ class MqttPublisher:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Wait until the broker has accepted the connection; False after timeout_s without it."""
+        return self._connected.wait(timeout_s)
+
     def on_command(self, command: str, handler: CommandHandler) -> None:
         self._handlers[command] = handler
 
