@@ -12,7 +12,7 @@ import pytest
 from broker import PAHO_CLIENT_ARGS, Broker, wait_for
 
 from edge.config import Config, MqttConfig
-from edge.daemon.service import EventRouter
+from edge.daemon.router import EventRouter
 from edge.errors import ConfigError
 from edge.mqtt.commands import CommandVerifier, read_command_key, sign_command
 from edge.mqtt.monitor import Monitor

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from edge.config import Config, MqttConfig
 from edge.config.loader import load_config
-from edge.daemon.service import EventRouter
+from edge.daemon.router import EventRouter
 from edge.errors import ConfigError
 from edge.mqtt.monitor import Monitor
 from edge.mqtt.schema import event_problem, parse_status

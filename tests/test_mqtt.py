@@ -18,7 +18,7 @@ from conftest import run_daemon_on_clip
 from edge.alarms.buzzer import Buzzer
 from edge.alarms.controller import LocalAlarm
 from edge.config import BuzzerConfig, Config, MqttConfig
-from edge.daemon.service import EventRouter, mqtt_payload
+from edge.daemon.router import EventRouter, mqtt_payload
 from edge.mqtt.monitor import Monitor
 from edge.mqtt.outbox import Outbox
 from edge.mqtt.publisher import MqttPublisher

@@ -15,8 +15,8 @@ from broker import wait_for
 from edge.config import Config
 from edge.daemon.app import RunOptions, run_one_camera
 from edge.daemon.notify import FrameLoopNotifier, SystemdNotifier
+from edge.daemon.router import EventRouter
 from edge.daemon.runner import Models
-from edge.daemon.service import EventRouter
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import run_daemon_on_clip
 
-from edge.daemon.service import save_snapshot
+from edge.daemon.router import save_snapshot
 from edge.mqtt import outbox as outbox_module
 from edge.mqtt.outbox import Outbox
 

@@ -14,6 +14,7 @@ from edge.capture import GstSource, open_source
 from edge.config import Config
 from edge.daemon.notify import FrameLoopNotifier
 from edge.daemon.pipeline import FallPipeline
+from edge.daemon.router import EventRouter
 from edge.daemon.runner import (
     CameraStream,
     FrameThinner,
@@ -24,7 +25,6 @@ from edge.daemon.runner import (
     process_cameras,
     process_video,
 )
-from edge.daemon.service import EventRouter
 from edge.errors import FallEdgeError
 from edge.viz.trace import TraceWriter
 

@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Deque, Dict, List, Optional, Tuple
 
@@ -31,6 +32,13 @@ _MATCH_IOU = 0.3  # a pose and a detection of the same person overlap at least t
 _SAME_PERSON_IOU = 0.6  # detector boxes of different classes over one person
 _MAX_CROP_MISSES = 3
 _TIMING_WINDOW = 10000
+
+
+@dataclass
+class PipelineStats:
+    frames_processed: int
+    tracks: int  # confirmed tracks (tracker.min_hits observations or more)
+    recent_ms: Dict[str, List[float]]  # stage -> its latest times
 
 
 def iso_utc(moment: datetime) -> str:
@@ -85,6 +93,11 @@ class FallPipeline:
         self._detector_due = True  # run on the first frame
         # Recent stage timings (bounded: the daemon runs for months).
         self.timings_ms: Dict[str, Deque[float]] = defaultdict(lambda: deque(maxlen=_TIMING_WINDOW))
+
+    def stats(self, recent: int = 100) -> "PipelineStats":
+        """A snapshot for health reports: frames so far, people tracked, each stage's recent times."""
+        return PipelineStats(frames_processed=self.frames_processed, tracks=len(self.tracker.confirmed()),
+                             recent_ms={stage: list(times)[-recent:] for stage, times in self.timings_ms.items()})
 
     # -- stages ----------------------------------------------------------------------------
 

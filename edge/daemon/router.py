@@ -255,13 +255,14 @@ class EventRouter:
         return out
 
     def health(self, pipelines: Sequence[FallPipeline], cameras: Dict[str, Dict[str, int]]) -> Dict[str, object]:
+        stats = [pipeline.stats() for pipeline in pipelines]
         stage_fps = {}
-        for stage in {stage for pipeline in pipelines for stage in pipeline.timings_ms}:
-            recent = [ms for pipeline in pipelines for ms in list(pipeline.timings_ms.get(stage, ()))[-100:]]
+        for stage in {stage for one in stats for stage in one.recent_ms}:
+            recent = [ms for one in stats for ms in one.recent_ms.get(stage, [])]
             if recent:
                 stage_fps[stage] = round(1000.0 / max(1e-3, sum(recent) / len(recent)), 1)
         uptime = time.monotonic() - self.started
-        frames = sum(pipeline.frames_processed for pipeline in pipelines)
+        frames = sum(one.frames_processed for one in stats)
         return {
             "device": self.device,
             "ts": iso_utc(datetime.now(timezone.utc)),
@@ -271,7 +272,7 @@ class EventRouter:
             "stage_fps": stage_fps,
             "dropped_frames": sum(int(stats.get("dropped_frames", 0)) for stats in cameras.values()),
             "cameras": cameras,
-            "tracks": sum(len(pipeline.tracker.confirmed()) for pipeline in pipelines),
+            "tracks": sum(one.tracks for one in stats),
             "outbox_depth": self.publisher.outbox.depth() if self.publisher else 0,
             "outbox_dropped": self.publisher.outbox.dropped() if self.publisher else 0,
             # why events wait in memory (disk full, corrupt file moved aside, ...); None when fine
