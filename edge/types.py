@@ -31,7 +31,7 @@ KEYPOINT_NAMES: Tuple[str, ...] = (
     "right_ankle",
     "neck",
 )
-KP: Dict[str, int] = {name: index for index, name in enumerate(KEYPOINT_NAMES)}
+KEYPOINT_INDEX: Dict[str, int] = {name: index for index, name in enumerate(KEYPOINT_NAMES)}
 NUM_KEYPOINTS = len(KEYPOINT_NAMES)
 
 # Limbs drawn on screen, as pairs of keypoint names.

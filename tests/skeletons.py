@@ -11,7 +11,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from edge.types import KP, Box
+from edge.types import KEYPOINT_INDEX, Box
 
 HEIGHT = 300.0  # standing height in pixels
 FOOT_Y = 420.0
@@ -62,7 +62,7 @@ def pose(body_tilt_deg: float = 0.0, torso_bend_deg: float = 0.0, hip_drop: floa
     for name, xy in points.items():
         x, y = _rotate(xy, ankle, body_tilt_deg)
         y = FOOT_Y + (y - FOOT_Y) * (1.0 - toward_camera)  # foreshortened towards the feet
-        keypoints[KP[name]] = (centre_x + (x - centre_x) * scale, foot_y + (y - FOOT_Y) * scale, score)
+        keypoints[KEYPOINT_INDEX[name]] = (centre_x + (x - centre_x) * scale, foot_y + (y - FOOT_Y) * scale, score)
     return keypoints
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from edge.build.agreement import Agreement, pose_frame
 from edge.build.build_engines import int8_verdict
-from edge.types import KP, NUM_KEYPOINTS, Person
+from edge.types import KEYPOINT_INDEX, NUM_KEYPOINTS, Person
 
 ROOT = Path(__file__).resolve().parents[1]
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -24,11 +24,11 @@ def standing(x: float, y: float, torso: float = 100.0) -> Person:
     keypoints = np.zeros((NUM_KEYPOINTS, 3), np.float32)
     for index in range(NUM_KEYPOINTS):
         keypoints[index] = (x + 3.0 * (index % 4), y + 12.0 * index, 0.9)
-    keypoints[KP["neck"]] = (x, y, 0.9)
+    keypoints[KEYPOINT_INDEX["neck"]] = (x, y, 0.9)
     for hip in ("left_hip", "right_hip"):
-        keypoints[KP[hip]] = (x, y + torso, 0.9)
+        keypoints[KEYPOINT_INDEX[hip]] = (x, y + torso, 0.9)
     for shoulder in ("left_shoulder", "right_shoulder"):
-        keypoints[KP[shoulder]] = (x, y, 0.9)
+        keypoints[KEYPOINT_INDEX[shoulder]] = (x, y, 0.9)
     return Person(box=(x - 20, y - 20, x + 20, y + 240), score=0.9, keypoints=keypoints)
 
 

@@ -10,7 +10,7 @@ from edge.decoding.letterbox import crop_letterbox, ensure_bgr, letterbox, squar
 from edge.decoding.yolo import decode_yolo, detect_layout
 from edge.fall.features import torso_angle_deg
 from edge.geometry import nms
-from edge.types import KP, Box
+from edge.types import KEYPOINT_INDEX, Box
 
 
 def test_letterbox_maps_points_back_to_the_frame():
@@ -109,7 +109,8 @@ def test_movenet_skeleton_is_in_frame_pixels_with_a_neck(models, vtest_frames):
     for person in people:
         kp = person.keypoints
         assert kp.shape == (18, 3)
-        np.testing.assert_allclose(kp[KP["neck"], :2], (kp[KP["left_shoulder"], :2] + kp[KP["right_shoulder"], :2]) / 2)
+        shoulders = kp[[KEYPOINT_INDEX["left_shoulder"], KEYPOINT_INDEX["right_shoulder"]], :2]
+        np.testing.assert_allclose(kp[KEYPOINT_INDEX["neck"], :2], shoulders.mean(axis=0))
         confident = kp[kp[:, 2] > 0.3]
         assert (confident[:, 0] >= -5).all() and (confident[:, 0] <= 768 + 5).all()
         assert (confident[:, 1] >= -5).all() and (confident[:, 1] <= 576 + 5).all()

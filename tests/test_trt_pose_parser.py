@@ -15,7 +15,7 @@ from edge.decoding.trt_pose import (
     parse_trt_pose,
     refine_peaks,
 )
-from edge.types import KP, NUM_KEYPOINTS
+from edge.types import KEYPOINT_INDEX, NUM_KEYPOINTS
 
 H = W = 56  # trt_pose's map size for a 224x224 input
 
@@ -32,7 +32,7 @@ def standing_person(x_center: float, top: float, height: float) -> np.ndarray:
     }
     xy = np.zeros((NUM_KEYPOINTS, 2), dtype=np.float32)
     for name, (dx, dy) in points.items():
-        xy[KP[name]] = (x_center + dx * s, top + dy * s)
+        xy[KEYPOINT_INDEX[name]] = (x_center + dx * s, top + dy * s)
     return xy
 
 
@@ -122,12 +122,12 @@ def test_a_lying_person_and_a_standing_one():
 def test_a_missing_part_is_zero_and_weak_people_are_dropped():
     truth = standing_person(28.0, 6.0, 44.0)
     cmap, paf = draw_maps([truth])
-    cmap[KP["left_wrist"]] = 0  # occluded wrist
+    cmap[KEYPOINT_INDEX["left_wrist"]] = 0  # occluded wrist
     person = parse_trt_pose(cmap, paf)[0]
-    assert person[KP["left_wrist"]].tolist() == [0, 0, 0]
-    assert person[KP["left_elbow"], 2] > 0.9
+    assert person[KEYPOINT_INDEX["left_wrist"]].tolist() == [0, 0, 0]
+    assert person[KEYPOINT_INDEX["left_elbow"], 2] > 0.9
     lone = np.zeros_like(cmap)
-    lone[KP["nose"], 10, 10] = 1.0  # a single part with no limbs is not a person
+    lone[KEYPOINT_INDEX["nose"], 10, 10] = 1.0  # a single part with no limbs is not a person
     assert parse_trt_pose(lone, np.zeros_like(paf)) == []
 
 

@@ -144,7 +144,7 @@ class GstSource:
         watchdog = threading.Thread(target=self._watch_for_stalls, name=f"stall-{self.name}", daemon=True)
         watchdog.start()
         while not self._stop.is_set():
-            got_frames, reason = self._run_child()
+            got_frames, reason = self._read_once()
             if self._stop.is_set():
                 break
             if not self.is_live:
@@ -174,7 +174,7 @@ class GstSource:
             self._finished = True
             self._lock.notify_all()
 
-    def _run_child(self) -> Tuple[bool, str]:
+    def _read_once(self) -> Tuple[bool, str]:
         """One run of the pipeline until it ends; returns (got any frame, why it ended)."""
         reader = make_reader(self.reader, self.pipeline, self.width, self.height, self.is_live)
         self._stalled = False

@@ -66,7 +66,7 @@ def parse_uri(text: Union[str, int]) -> SourceSpec:
     raise SourceError(f"unknown source scheme '{scheme}://': use csi, v4l2, rtsp, file, test or gst:")
 
 
-def _q(value: str) -> str:
+def _gst_quote(value: str) -> str:
     """Quote a property value for gst-launch syntax."""
     return shlex.quote(value)
 
@@ -89,21 +89,22 @@ def build_pipeline(spec: SourceSpec, width: int, height: int, fps: int, jetson: 
         return (f"nvarguscamerasrc sensor-id={int(spec.location)} ! "
                 f"video/x-raw(memory:NVMM),width={width},height={height},framerate={fps}/1 ! {to_bgr}")
     if spec.kind == "v4l2":
-        return f"v4l2src device={_q(spec.location)} ! {to_bgr}"
+        return f"v4l2src device={_gst_quote(spec.location)} ! {to_bgr}"
     if spec.kind == "rtsp":
         depay = "rtph264depay ! h264parse ! "
         decode = "nvv4l2decoder ! " if jetson else "avdec_h264 ! "
-        return (f"rtspsrc location={_q(spec.location)} latency=200 protocols=tcp drop-on-latency=true ! "
+        return (f"rtspsrc location={_gst_quote(spec.location)} latency=200 protocols=tcp drop-on-latency=true ! "
                 f"{depay}{decode}{to_bgr}")
     if spec.kind == "file":
         path = Path(spec.location).expanduser()
         if not path.is_file():
             raise SourceError(f"video file {path} not found: check the path")
         if jetson:
-            return (f"filesrc location={_q(str(path))} ! qtdemux ! h264parse ! nvv4l2decoder ! {to_bgr}")
-        return f"filesrc location={_q(str(path))} ! decodebin ! {to_bgr}"
+            return (f"filesrc location={_gst_quote(str(path))} ! qtdemux ! h264parse ! nvv4l2decoder ! {to_bgr}")
+        return f"filesrc location={_gst_quote(str(path))} ! decodebin ! {to_bgr}"
     if spec.kind == "test":
-        return f"videotestsrc is-live=true pattern={_q(spec.location)} ! video/x-raw,framerate={fps}/1 ! {to_bgr}"
+        pattern = _gst_quote(spec.location)
+        return f"videotestsrc is-live=true pattern={pattern} ! video/x-raw,framerate={fps}/1 ! {to_bgr}"
     if spec.kind == "gst":
         return f"{spec.location} ! videoconvert ! videoscale ! {raw}"
     raise SourceError(f"unknown source kind {spec.kind}")  # pragma: no cover

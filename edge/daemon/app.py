@@ -21,7 +21,7 @@ from edge.daemon.runner import (
     Models,
     VideoWriterSink,
     WindowSink,
-    chain,
+    fan_out,
     process_cameras,
     process_video,
 )
@@ -110,7 +110,7 @@ def run_one_camera(config: Config, models: Models, router: EventRouter, name: st
             fps = config.output.process_fps or video.fps
             writer = VideoWriterSink(options.save_video, min(fps, video.fps))
         trace = TraceWriter(options.trace_dir, name, config.pose.min_keypoint_score) if options.trace_dir else None
-        sink = chain(writer, WindowSink() if options.show else None, trace, router.handle)
+        sink = fan_out(writer, WindowSink() if options.show else None, trace, router.handle)
         assert sink is not None
         started = time.monotonic()
         try:

@@ -70,7 +70,7 @@ class FrameThinner:
         self.period = 1.0 / process_fps if process_fps > 0 else 0.0
         self.next_due = 0.0
 
-    def take(self, time_s: float) -> bool:
+    def due(self, time_s: float) -> bool:
         if not self.period:
             return True
         if time_s + 1e-6 < self.next_due:
@@ -86,7 +86,7 @@ def process_frames(pipeline: FallPipeline, frames: Iterable[Frame], process_fps:
     each frame that is kept (eval's variants) before the pipeline sees it."""
     thinner = FrameThinner(process_fps)
     for frame in frames:
-        if thinner.take(frame.time_s):
+        if thinner.due(frame.time_s):
             yield pipeline.process(prepare(frame) if prepare is not None else frame)
 
 
@@ -114,7 +114,7 @@ def process_cameras(streams: List[CameraStream]) -> Iterator[FrameResult]:
         processed = False
         for stream in streams:
             frame = stream.source.poll(timeout_s=0.0)
-            if frame is None or not stream.thinner.take(frame.time_s):
+            if frame is None or not stream.thinner.due(frame.time_s):
                 continue
             processed = True
             yield stream.pipeline.process(frame)
@@ -161,7 +161,7 @@ class WindowSink:
             raise SourceError("--show needs a display and opencv-python (not -headless): use --save-video") from None
 
 
-def chain(*sinks: Optional[Callable[[FrameResult], None]]) -> Optional[Callable[[FrameResult], None]]:
+def fan_out(*sinks: Optional[Callable[[FrameResult], None]]) -> Optional[Callable[[FrameResult], None]]:
     active: List[Callable[[FrameResult], None]] = [s for s in sinks if s is not None]
     if not active:
         return None

@@ -6,7 +6,7 @@ from typing import List
 import numpy as np
 
 from edge.decoding.letterbox import Letterbox
-from edge.types import KP, Box, Person
+from edge.types import KEYPOINT_INDEX, Box, Person
 
 MOVENET_KEYPOINTS = 17
 MOVENET_ROW = MOVENET_KEYPOINTS * 3 + 5  # 17 x (y, x, score), then ymin, xmin, ymax, xmax, score
@@ -14,7 +14,7 @@ MOVENET_ROW = MOVENET_KEYPOINTS * 3 + 5  # 17 x (y, x, score), then ymin, xmin, 
 
 def add_neck(coco17: np.ndarray) -> np.ndarray:
     """COCO-17 (x, y, score) -> 18 points with the neck as the shoulder midpoint (trt_pose's layout)."""
-    left, right = coco17[KP["left_shoulder"]], coco17[KP["right_shoulder"]]
+    left, right = coco17[KEYPOINT_INDEX["left_shoulder"]], coco17[KEYPOINT_INDEX["right_shoulder"]]
     neck = np.array([(left[0] + right[0]) / 2, (left[1] + right[1]) / 2, min(left[2], right[2])],
                     dtype=np.float32)
     return np.vstack([coco17.astype(np.float32), neck[None, :]])

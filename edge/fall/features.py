@@ -8,10 +8,10 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from edge.config import FallConfig
-from edge.types import KP, Box
+from edge.types import KEYPOINT_INDEX, Box
 
-_SHOULDERS = (KP["left_shoulder"], KP["right_shoulder"])
-_HIPS = (KP["left_hip"], KP["right_hip"])
+_SHOULDERS = (KEYPOINT_INDEX["left_shoulder"], KEYPOINT_INDEX["right_shoulder"])
+_HIPS = (KEYPOINT_INDEX["left_hip"], KEYPOINT_INDEX["right_hip"])
 _MIN_POINTS_FOR_EXTENT = 5
 
 

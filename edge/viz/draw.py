@@ -8,7 +8,7 @@ import numpy as np
 
 from edge.fall.state_machine import FallState
 from edge.tracking.tracker import Track
-from edge.types import KP, SKELETON_EDGES, FrameResult
+from edge.types import KEYPOINT_INDEX, SKELETON_EDGES, FrameResult
 
 _STATE_COLOURS: Dict[str, Tuple[int, int, int]] = {
     FallState.UNKNOWN.value: (160, 160, 160),
@@ -47,7 +47,7 @@ def draw_result(result: FrameResult, min_keypoint_score: float = 0.2) -> np.ndar
         if track.person is not None and track.person_time_s == result.frame.time_s:
             points = track.person.keypoints
             for start, end in SKELETON_EDGES:
-                a, b = points[KP[start]], points[KP[end]]
+                a, b = points[KEYPOINT_INDEX[start]], points[KEYPOINT_INDEX[end]]
                 if a[2] >= min_keypoint_score and b[2] >= min_keypoint_score:
                     cv2.line(canvas, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), colour, 2, cv2.LINE_AA)
             for x, y, score in points:
