@@ -28,6 +28,8 @@ setup(
         "dataclasses>=0.8; python_version<'3.7'",
         # Progress bars for eval (4.64 is the last release that still installs on Python 3.6).
         "tqdm>=4.62",
+        # The monitor's webhook retries (8.2 is the last release for Python 3.6).
+        "tenacity>=8",
     ],
     extras_require={
         # The embedded default: ONNX Runtime for the detector, LiteRT for MoveNet.

@@ -454,3 +454,41 @@ def test_the_password_comes_from_systemds_credential_first(tmp_path, monkeypatch
     assert read_password(config) == "from-the-file"
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "creds"))
     assert read_password(config) == "from-systemd"
+
+
+def test_webhook_retries_a_failing_gateway_then_gives_up_with_an_error(caplog):
+    """A real HTTP server that answers 503 twice, then 204: the alarm arrives on the third try.
+    One that always answers 500: three tries, then one error line naming the alarm."""
+    import http.server
+
+    from edge.mqtt.monitor import Webhook
+
+    calls = {"flaky": 0, "broken": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            self.rfile.read(int(self.headers["Content-Length"]))
+            which = self.path.strip("/")
+            calls[which] += 1
+            ok = which == "flaky" and calls[which] >= 3
+            self.send_response(204 if ok else (503 if which == "flaky" else 500))
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    flaky, broken = Webhook(f"{base}/flaky"), Webhook(f"{base}/broken")
+    try:
+        with caplog.at_level("WARNING", logger="edge.mqtt.monitor"):
+            flaky.post({"event_id": "e1", "type": "alarm"})
+            broken.post({"event_id": "e2", "type": "alarm"})
+            assert wait_for(lambda: flaky.delivered == 1 and broken.failed == 1, 20)
+        assert calls == {"flaky": 3, "broken": 3} and flaky.failed == 0 and broken.delivered == 0
+        assert "alarm e2 not delivered after 3 tries" in caplog.text and "try 2 of 3" in caplog.text
+    finally:
+        flaky.close()
+        broken.close()
+        server.shutdown()

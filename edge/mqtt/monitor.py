@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
+import tenacity
+
 from edge.config import MqttConfig
 from edge.errors import FallEdgeError
 from edge.mqtt import topics
@@ -62,6 +64,7 @@ class Webhook:
         self.url, self.timeout_s = url, timeout_s
         self._queue: queue.Queue = queue.Queue()  # payloads; None stops the worker
         self.delivered = 0
+        self.failed = 0  # alarms given up on after _WEBHOOK_TRIES
         self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
         self._thread.start()
 
@@ -72,23 +75,32 @@ class Webhook:
         self._queue.put(None)
         self._thread.join(timeout=self.timeout_s * _WEBHOOK_TRIES)
 
+    def _post_once(self, body: bytes) -> None:
+        request = urllib.request.Request(self.url, data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # HTTP errors raise too
+            response.read()
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        logger.warning("webhook %s failed (%s), try %d of %d", self.url, state.outcome.exception(),
+                       state.attempt_number, _WEBHOOK_TRIES)
+
     def _run(self) -> None:
+        send = tenacity.Retrying(stop=tenacity.stop_after_attempt(_WEBHOOK_TRIES),
+                                 wait=tenacity.wait_exponential(multiplier=0.5, max=4.0),
+                                 retry=tenacity.retry_if_exception_type((urllib.error.URLError, OSError)),
+                                 before_sleep=self._log_retry, reraise=True)
         while True:
             payload = self._queue.get()
             if payload is None:
                 return
-            body = json.dumps(payload).encode("utf-8")
-            for attempt in range(_WEBHOOK_TRIES):
-                request = urllib.request.Request(self.url, data=body, method="POST",
-                                                 headers={"Content-Type": "application/json"})
-                try:
-                    with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                        response.read()
-                    self.delivered += 1
-                    break
-                except (urllib.error.URLError, OSError) as exc:
-                    logger.warning("webhook %s failed (%s), try %d of %d", self.url, exc, attempt + 1, _WEBHOOK_TRIES)
-                    time.sleep(0.5 * 2 ** attempt)
+            try:
+                send(self._post_once, json.dumps(payload).encode("utf-8"))
+                self.delivered += 1
+            except (urllib.error.URLError, OSError) as exc:
+                self.failed += 1
+                logger.error("webhook %s: alarm %s not delivered after %d tries (%s); it stays in the monitor's log",
+                             self.url, payload.get("event_id"), _WEBHOOK_TRIES, exc)
 
 
 class Monitor:
