@@ -418,13 +418,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_int8_agreement(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from edge.build.agreement import detector_agreement, pose_agreement
+    from edge.build.agreement import compare_models
     from edge.build.build_engines import int8_verdict
-    from edge.build.calibration import IMAGE_SUFFIXES, read_image
+    from edge.build.calibration import image_files, read_image
     from edge.config import load_config
-    from edge.perception import Detector, PoseEstimator
 
     config = load_config(args.config)
     backends = {".onnx": "onnxruntime", ".engine": "tensorrt", ".tflite": "litert"}
@@ -433,17 +430,11 @@ def _cmd_int8_agreement(args: argparse.Namespace) -> int:
             raise FallEdgeError(f"{path}: not a model this command reads (.onnx, .engine or .tflite)")
     if not args.images.is_dir():
         raise FallEdgeError(f"{args.images} is not a folder of images: make one with `fall-edge calib-frames`")
-    files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(args.images)
     files = files[:args.limit] if args.limit else files
-    images = (read_image(path) for path in files)
     section = config.detector if args.kind == "yolo" else config.pose
-    load = Detector.from_config if args.kind == "yolo" else PoseEstimator.from_config
-    pair = [load(replace(section, type=backends[path.suffix], model=str(path)), path)
-            for path in (args.reference, args.candidate)]
-    if args.kind == "yolo":
-        result = detector_agreement(images, *pair)
-    else:
-        result = pose_agreement(images, *pair, min_score=config.pose.min_keypoint_score)
+    models = [(path, backends[path.suffix]) for path in (args.reference, args.candidate)]
+    result = compare_models(args.kind, section, models, (read_image(path) for path in files))
     floor = section.build_min_agreement if args.min_agreement is None else args.min_agreement
     keep, message = int8_verdict(result, floor)
     sys.stderr.write(message + "\n")

@@ -11,13 +11,15 @@ of the reference's boxes found, the median IoU and the median change of the fall
 
 
 import statistics
-from dataclasses import asdict, dataclass
-from typing import Any, Dict, Iterable, List, Optional
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from edge.build.compare import match
+from edge.config import DetectorConfig, PoseConfig
 from edge.fall.features import torso_length
 from edge.types import Detection, Person
 
@@ -122,6 +124,19 @@ def detector_agreement(frames: Iterable[np.ndarray], reference: Any, candidate: 
     return Agreement("detector", frames_seen, round(score, 4), found_reference, found_candidate,
                      iou_median=round(statistics.median(ious), 4) if ious else None,
                      fall_score_change_median=round(statistics.median(changes), 4) if changes else None)
+
+
+def compare_models(kind: str, settings: Union[DetectorConfig, PoseConfig], models: Sequence[Tuple[Path, str]],
+                   frames: Iterable[np.ndarray]) -> Agreement:
+    """Load the reference and the candidate (each a model file and its backend type) with one
+    section's settings and compare them on `frames`: what the build and `int8-agreement` run."""
+    from edge.perception import Detector, PoseEstimator
+
+    load = Detector.from_config if kind == "yolo" else PoseEstimator.from_config
+    reference, candidate = [load(replace(settings, type=backend, model=str(path)), path) for path, backend in models]
+    if kind == "yolo":
+        return detector_agreement(frames, reference, candidate)
+    return pose_agreement(frames, reference, candidate, min_score=settings.min_keypoint_score)
 
 
 def fall_score(detection: Detection, fall_id: int) -> float:

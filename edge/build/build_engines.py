@@ -22,8 +22,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from edge.backends.sidecar import EngineInfo, read_sidecar, sidecar_path, write_sidecar
-from edge.build.agreement import Agreement, detector_agreement, pose_agreement
-from edge.build.calibration import IMAGE_SUFFIXES, CalibrationBatches, read_image
+from edge.build.agreement import Agreement, compare_models
+from edge.build.calibration import CalibrationBatches, image_files
 from edge.build.onnx_export import ParityReport, check_parity, export_onnx
 from edge.config import DetectorConfig, PoseConfig
 from edge.decoding.preprocess import model_input
@@ -85,7 +85,7 @@ def real_inputs(kind: str, size: int, calib_dir: Optional[Path], count: int) -> 
 
     images: List[np.ndarray] = []
     if calib_dir is not None and calib_dir.is_dir():
-        for path in sorted(p for p in calib_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:count]:
+        for path in image_files(calib_dir)[:count]:
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is not None:
                 images.append(image)
@@ -168,28 +168,22 @@ def _check_int8(request: BuildRequest, info: EngineInfo, onnx_path: Path, engine
                 source: Path, class_names: List[str]) -> EngineInfo:
     """Build the FP16 reference, compare on the held-back frames, keep INT8 or fall back to FP16."""
     from edge.build.engine import build_engine
-    from edge.perception import Detector, PoseEstimator
 
-    frames = CalibrationBatches(request.calib_dir, kind, tuple(info.input_shape), request.calib_limit,
-                                HOLDOUT_EVERY).held_back
+    batches = CalibrationBatches(request.calib_dir, kind, tuple(info.input_shape), request.calib_limit,
+                                 HOLDOUT_EVERY)
     reference_path = engine_path.with_name(f"{engine_path.stem}.fp16-reference.engine")
-    sys.stderr.write(f"  INT8 agreement: FP16 reference {reference_path.name}, {len(frames)} held-back frames\n")
+    sys.stderr.write(f"  INT8 agreement: FP16 reference {reference_path.name}, {len(batches.held_back)} "
+                     f"held-back frames\n")
     build_engine(onnx_path, reference_path, "fp16", kind, source, workspace_mb=request.workspace_mb,
                  class_names=class_names)
-    images = (read_image(path) for path in frames)
     if kind == "yolo":
         settings = request.detector or DetectorConfig()
-        if class_names:
-            settings = replace(settings, class_names=list(class_names))
-        pair = [Detector.from_config(replace(settings, type="tensorrt", model=str(path)), path)
-                for path in (reference_path, engine_path)]
-        agreement = detector_agreement(images, *pair)
+        settings = replace(settings, class_names=list(class_names)) if class_names else settings
     else:
         settings = request.pose or PoseConfig()
-        pair = [PoseEstimator.from_config(replace(settings, type="tensorrt", model=str(path)), path)
-                for path in (reference_path, engine_path)]
-        agreement = pose_agreement(images, *pair, min_score=settings.min_keypoint_score)
-    del pair  # release both engines before files move
+    # Both engines are loaded inside and released on return, before the files move.
+    agreement = compare_models(kind, settings, [(reference_path, "tensorrt"), (engine_path, "tensorrt")],
+                               batches.held_back_images())
     keep, message = int8_verdict(agreement, request.min_agreement)
     sys.stderr.write(f"  {message}\n")
     if keep:

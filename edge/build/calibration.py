@@ -39,7 +39,7 @@ class CalibrationBatches:
         if not self.image_dir.is_dir():
             raise FallEdgeError(f"calibration folder {image_dir} not found: make one with "
                                 f"`fall-edge calib-frames VIDEO... --out {image_dir}`")
-        files = sorted(p for p in self.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files(self.image_dir)
         if limit:
             files = files[:limit]
         self.held_back: List[Path] = []
@@ -93,6 +93,11 @@ class CalibrationBatches:
     def held_back_images(self) -> Iterator[np.ndarray]:
         for path in self.held_back:
             yield read_image(path)
+
+
+def image_files(folder: Path) -> List[Path]:
+    """The images in a folder (calibration frames), in file-name order."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def read_image(path: Path) -> np.ndarray:

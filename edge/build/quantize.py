@@ -46,7 +46,8 @@ def float_nodes(onnx_path: Path, keep_float_prefixes: Optional[Sequence[str]], k
 
     names = [node.name for node in onnx.load(str(onnx_path)).graph.node]
     if keep_float_prefixes is None:
-        keep_float_prefixes = [head_prefix(names)] if kind == "yolo" and head_prefix(names) else []
+        head = head_prefix(names) if kind == "yolo" else ""
+        keep_float_prefixes = [head] if head else []
     return [name for name in names if any(name.startswith(p) for p in keep_float_prefixes)]
 
 
