@@ -5,6 +5,7 @@ Each check is a small function returning its rows; none of them raises: a check 
 is itself a failed row."""
 
 
+import functools
 import platform
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from edge.capture.sources import L4T_RELEASE_FILE, on_jetson
 from edge.config import Config
@@ -50,6 +51,28 @@ def _jetpack() -> Optional[str]:
     return f"L4T {release} = {jetpack}"
 
 
+@functools.lru_cache(maxsize=None)
+def _tensorrt_version() -> Optional[str]:
+    """JetPack's TensorRT bindings' version, None where they do not import (asked once)."""
+    try:
+        import tensorrt  # JetPack's python3-libnvinfer
+    except ImportError:
+        return None
+    return str(tensorrt.__version__)
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu() -> Tuple[Optional[Tuple[str, str]], str]:
+    """(GPU name and compute capability, or None; why not) through pycuda or cuda-python, as the
+    TensorRT backend does. Asked once: the platform row and the engine rows both need it."""
+    from edge.backends.cuda_memory import cuda_memory
+
+    try:
+        return cuda_memory().device(), ""
+    except FallEdgeError as exc:
+        return None, str(exc)
+
+
 def _tensorrt_sections(config: Config) -> List[tuple]:
     sections = [("pose", config.pose)] + ([("detector", config.detector)] if config.detector.enabled else [])
     return [(name, section) for name, section in sections if section.type == "tensorrt"]
@@ -61,11 +84,10 @@ def check_platform(config: Config) -> List[Row]:
     rows.append(Row("jetson", OK if release else WARNING, release or NOT_HERE,
                     "" if release else "the TensorRT backends need a Jetson; the CPU backends run anywhere"))
     wants_trt = bool(_tensorrt_sections(config))
-    try:
-        import tensorrt  # noqa: F401 - JetPack's python3-libnvinfer
-
-        rows.append(Row("tensorrt", OK, tensorrt.__version__))
-    except ImportError:
+    version = _tensorrt_version()
+    if version is not None:
+        rows.append(Row("tensorrt", OK, version))
+    else:
         rows.append(Row("tensorrt", FAIL if wants_trt else OK, NOT_HERE if not wants_trt else "not importable",
                         "apt-get install python3-libnvinfer; use a --system-site-packages venv" if wants_trt else ""))
     rows.append(_gpu_row(wants_trt or release is not None))
@@ -74,18 +96,14 @@ def check_platform(config: Config) -> List[Row]:
 
 def _gpu_row(wanted: bool) -> Row:
     """The GPU as CUDA sees it (through pycuda or cuda-python, as the TensorRT backend does)."""
-    from edge.backends.cuda_memory import cuda_memory
-    from edge.errors import ModelError
-
     if not wanted:
         return Row("gpu", OK, f"{NOT_HERE} (the CPU backends need none)")
-    try:
-        name, capability = cuda_memory().device()
-    except ModelError as exc:
+    device, why = _gpu()
+    if device is None:
         # The message says what to install; once installed, a start failure is mostly permissions.
-        fix = "" if "pip install" in str(exc) else "the user needs the video group for /dev/nvhost-* and /dev/nvmap"
-        return Row("gpu", FAIL, str(exc), fix)
-    return Row("gpu", OK, f"{name} (sm {capability})")
+        fix = "" if "pip install" in why else "the user needs the video group for /dev/nvhost-* and /dev/nvmap"
+        return Row("gpu", FAIL, why, fix)
+    return Row("gpu", OK, f"{device[0]} (sm {device[1]})")
 
 
 def check_engines(config: Config) -> List[Row]:
@@ -97,20 +115,8 @@ def check_engines(config: Config) -> List[Row]:
     sections = _tensorrt_sections(config)
     if not sections:
         return [Row("engines", OK, f"{NOT_HERE}: the CPU backends need none")]
-    try:
-        import tensorrt
-
-        version = str(tensorrt.__version__)
-    except ImportError:
-        version = None
-    device = None
-    if version is not None:
-        try:
-            from edge.backends.cuda_memory import cuda_memory
-
-            device = cuda_memory().device()
-        except FallEdgeError:
-            pass  # the gpu row says why
+    version = _tensorrt_version()
+    device = _gpu()[0] if version is not None else None  # the gpu row says why when None
     rows = []
     for name, section in sections:
         path = resolve_model_path(section.model)
