@@ -381,7 +381,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_build_engines(args: argparse.Namespace) -> int:
-    from edge.build.build_engines import BuildRequest, build
+    from edge.export.build_engines import BuildRequest, build
 
     result = build(BuildRequest(source=args.source, out=args.out, precision=args.precision, arch=args.arch or "",
                                 imgsz=args.imgsz, calib_dir=args.calib_dir, calib_limit=args.calib_limit,
@@ -394,22 +394,22 @@ def _cmd_build_engines(args: argparse.Namespace) -> int:
 
 
 def _cmd_calib_frames(args: argparse.Namespace) -> int:
-    from edge.build.calibration import extract_frames
+    from edge.export.calibration import extract_frames
 
     print(f"{extract_frames(args.videos, args.out, args.every_s, args.limit)} frames in {args.out}")
     return 0
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
-    from edge.build.quantize import quantize_onnx
+    from edge.export.quantize import quantize_onnx
 
     print(quantize_onnx(args.source, args.out, args.calib_dir, args.kind, args.keep_float, args.calib_limit))
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from edge.build.compare import compare_detectors
     from edge.config import load_config
+    from edge.export.compare import compare_detectors
 
     report = compare_detectors(args.reference, args.candidate, args.videos, args.every_n,
                                load_config(args.config).detector)
@@ -418,10 +418,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_int8_agreement(args: argparse.Namespace) -> int:
-    from edge.build.agreement import compare_models
-    from edge.build.build_engines import int8_verdict
-    from edge.build.calibration import image_files, read_image
     from edge.config import load_config
+    from edge.export.agreement import compare_models
+    from edge.export.build_engines import int8_verdict
+    from edge.export.calibration import image_files, read_image
 
     config = load_config(args.config)
     backends = {".onnx": "onnxruntime", ".engine": "tensorrt", ".tflite": "litert"}

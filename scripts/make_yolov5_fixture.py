@@ -1,5 +1,5 @@
 """Make tests/data/yolov5_upstream/: tiny YOLOv5 checkpoints and the outputs upstream's own code
-computes for them, for tests/test_build.py to compare edge/build/yolov5_net.py against.
+computes for them, for tests/test_build.py to compare edge/export/yolov5_net.py against.
 
 Run once, in a throwaway environment that has the upstream code (never in the project's venv,
 and the upstream code is not committed):

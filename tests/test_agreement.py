@@ -1,4 +1,4 @@
-"""The INT8 agreement check (edge/build/agreement.py): the measure itself on hand-made skeletons,
+"""The INT8 agreement check (edge/export/agreement.py): the measure itself on hand-made skeletons,
 and the code path the build runs on the Jetson, here on ONNX Runtime pairs (a trt_pose network
 with random weights against its own INT8 quantization; the fetched detector's pair is in
 tests/test_build.py)."""
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.build.agreement import Agreement, pose_frame
-from edge.build.build_engines import int8_verdict
+from edge.export.agreement import Agreement, pose_frame
+from edge.export.build_engines import int8_verdict
 from edge.types import KEYPOINT_INDEX, NUM_KEYPOINTS, Person
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,10 +63,10 @@ def pose_pair(tmp_path_factory):
     torch = pytest.importorskip("torch", reason="PyTorch missing: scripts/bootstrap.sh --dev installs it")
     if not VTEST.exists():
         pytest.skip("opencv-doc's vtest.avi missing")
-    from edge.build.calibration import extract_frames
-    from edge.build.onnx_export import export_onnx
-    from edge.build.quantize import quantize_onnx
-    from edge.build.trt_pose_net import build_trt_pose
+    from edge.export.calibration import extract_frames
+    from edge.export.onnx_export import export_onnx
+    from edge.export.quantize import quantize_onnx
+    from edge.export.trt_pose_net import build_trt_pose
 
     folder = tmp_path_factory.mktemp("pose-pair")
     extract_frames([VTEST], folder / "frames", every_s=8.0, limit=4)

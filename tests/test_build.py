@@ -16,18 +16,18 @@ import pytest
 torch = pytest.importorskip("torch", reason="PyTorch missing: scripts/bootstrap.sh --dev installs it")
 
 from edge.backends.sidecar import EngineInfo, check_engine_fits, read_sidecar, sidecar_path, write_sidecar  # noqa: E402
-from edge.build.build_engines import BuildRequest, build  # noqa: E402
-from edge.build.calibration import CalibrationBatches, CalibrationCache, extract_frames  # noqa: E402
-from edge.build.checkpoints import load_checkpoint  # noqa: E402
-from edge.build.engine import choose_precision  # noqa: E402
-from edge.build.onnx_export import check_parity, export_onnx  # noqa: E402
-from edge.build.trt_pose_net import build_trt_pose, load_trt_pose  # noqa: E402
-from edge.build.yolov5_net import YoloV5, load_yolov5  # noqa: E402
 from edge.config import Config, DetectorConfig  # noqa: E402
 from edge.decoding.letterbox import letterbox  # noqa: E402
 from edge.decoding.preprocess import model_input  # noqa: E402
 from edge.decoding.yolo import decode_yolo  # noqa: E402
 from edge.errors import FallEdgeError, ModelError  # noqa: E402
+from edge.export.build_engines import BuildRequest, build  # noqa: E402
+from edge.export.calibration import CalibrationBatches, CalibrationCache, extract_frames  # noqa: E402
+from edge.export.checkpoints import load_checkpoint  # noqa: E402
+from edge.export.engine import choose_precision  # noqa: E402
+from edge.export.onnx_export import check_parity, export_onnx  # noqa: E402
+from edge.export.trt_pose_net import build_trt_pose, load_trt_pose  # noqa: E402
+from edge.export.yolov5_net import YoloV5, load_yolov5  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -73,7 +73,7 @@ def test_yolov5_gives_upstreams_outputs(release):
 def test_yolov5_release_rules_alone_give_upstreams_outputs(release):
     """Weights without their modules (a bare state dict): eps 1e-3, the yaml's activation and
     BottleneckCSP's LeakyReLU come from the release rules, and still match upstream."""
-    from edge.build.checkpoints import load_by_name
+    from edge.export.checkpoints import load_by_name
 
     expected = np.load(UPSTREAM / f"{release}.npz")
     pickled = load_checkpoint(UPSTREAM / f"{release}.pt")["model"]
@@ -85,7 +85,7 @@ def test_yolov5_release_rules_alone_give_upstreams_outputs(release):
 
 
 def test_yolov5_yaml_activation_is_parsed_not_run_and_unknown_keys_warn(caplog):
-    from edge.build.yolov5_net import yaml_activation
+    from edge.export.yolov5_net import yaml_activation
 
     assert isinstance(yaml_activation("nn.LeakyReLU(0.1)"), torch.nn.LeakyReLU)
     assert yaml_activation("nn.LeakyReLU(0.1)").negative_slope == pytest.approx(0.1)
@@ -93,7 +93,7 @@ def test_yolov5_yaml_activation_is_parsed_not_run_and_unknown_keys_warn(caplog):
     for text in ("nn.Softsign()", "__import__('os').system('true')", "nn.LeakyReLU(x)"):
         with pytest.raises(ModelError, match="activation .* is not one this build script knows"):
             YoloV5(dict(YOLOV5N, activation=text))
-    with caplog.at_level("WARNING", logger="edge.build.yolov5_net"):
+    with caplog.at_level("WARNING", logger="edge.export.yolov5_net"):
         YoloV5(dict(YOLOV5N, kpt_shape=[17, 3]))
     assert "YOLOv5 yaml keys not used by this build script: kpt_shape" in caplog.text
 
@@ -214,7 +214,7 @@ def test_yolov5_checkpoint_in_the_official_format_loads_without_yolov5(tmp_path)
     official_format_checkpoint(original, tmp_path / "fall.pt")
     with zipfile.ZipFile(tmp_path / "fall.pt") as archive:  # the classes are pickled by their yolov5 names
         pickled = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
-    assert b"models.common" in pickled and b"DetectionModel" in pickled and b"edge.build" not in pickled
+    assert b"models.common" in pickled and b"DetectionModel" in pickled and b"edge.export" not in pickled
     checkpoint = load_yolov5(tmp_path / "fall.pt")
     assert checkpoint.class_names == ["Normal", "Fall"]
     with torch.no_grad():
@@ -370,7 +370,7 @@ def test_a_calibration_cache_is_used_only_for_what_it_was_computed_from(tmp_path
     """The key: the ONNX's sha256, the preprocessing (as what it does), the input shape and the
     calibrator. Another of any, or no record of them, and the table is not used; calibration
     images given explicitly always recalibrate."""
-    from edge.build.calibration import calibration_key
+    from edge.export.calibration import calibration_key
 
     key = calibration_key("ab" * 32, "yolo", (1, 3, 320, 320), "minmax")
     table = b"TRT-8601-MinMaxCalibration\nimages: 3c010a14\n"
@@ -381,7 +381,7 @@ def test_a_calibration_cache_is_used_only_for_what_it_was_computed_from(tmp_path
                     calibration_key("ab" * 32, "yolo", (1, 3, 320, 320), "entropy"),
                     calibration_key("ab" * 32, "yolo", (1, 3, 640, 640), "minmax")):
         other = CalibrationCache(tmp_path / "y.calib", key=changed)
-        with caplog.at_level("WARNING", logger="edge.build.calibration"):
+        with caplog.at_level("WARNING", logger="edge.export.calibration"):
             assert not other.usable() and other.read() is None and not other.used
         assert "not using the calibration cache" in caplog.text and "calibrating again" in caplog.text
     assert "computed for another calibrator" in CalibrationCache(
@@ -392,7 +392,7 @@ def test_a_calibration_cache_is_used_only_for_what_it_was_computed_from(tmp_path
 
 
 def test_the_preprocessing_digest_follows_what_the_preprocessing_does(monkeypatch):
-    import edge.build.calibration as calibration
+    import edge.export.calibration as calibration
 
     yolo = calibration.preprocessing_digest("yolo", 320)
     assert yolo == calibration.preprocessing_digest("yolo", 320)
@@ -404,7 +404,7 @@ def test_the_preprocessing_digest_follows_what_the_preprocessing_does(monkeypatc
 
 
 def test_calibrator_defaults_and_names():
-    from edge.build.calibration import default_calibrator, make_calibrator
+    from edge.export.calibration import default_calibrator, make_calibrator
 
     assert default_calibrator("yolo") == "minmax" and default_calibrator("trt_pose") == "entropy"
     with pytest.raises(FallEdgeError, match="calibrator 'percentile' is not one of minmax, entropy"):
@@ -417,8 +417,8 @@ def test_the_head_kept_out_of_int8_is_the_last_yolo_block(tmp_path):
     /model.22/ in the fetched YOLOv8 fall model, /model.24/ in a YOLOv5 export, nothing in trt_pose."""
     import onnx
 
-    from edge.build.head import head_prefix
-    from edge.build.quantize import float_nodes
+    from edge.export.head import head_prefix
+    from edge.export.quantize import float_nodes
 
     names = [node.name for node in onnx.load(str(FALL_MODEL)).graph.node]
     assert head_prefix(names) == "/model.22/"
@@ -489,9 +489,9 @@ def test_a_missing_engine_names_the_build_command(tmp_path):
 @needs_vtest
 @pytest.mark.skipif(not FALL_MODEL.exists(), reason="models/ not fetched (fall-edge fetch-models)")
 def test_int8_onnx_keeps_the_detections_of_the_float_model(tmp_path):
-    from edge.build.agreement import detector_agreement
-    from edge.build.build_engines import int8_verdict
-    from edge.build.quantize import quantize_onnx
+    from edge.export.agreement import detector_agreement
+    from edge.export.build_engines import int8_verdict
+    from edge.export.quantize import quantize_onnx
     from edge.perception import Detector
 
     extract_frames([VTEST], tmp_path / "calib", every_s=4.0, limit=8)
@@ -526,9 +526,9 @@ def test_exports_still_work_once_gstreamer_is_loaded(tmp_path):
         "assert reader_available('appsink') == ''\n"
         "from pathlib import Path\n"
         "from test_build import YOLOV5N\n"
-        "from edge.build.yolov5_net import YoloV5\n"
-        "from edge.build.trt_pose_net import build_trt_pose\n"
-        "from edge.build.onnx_export import export_onnx, check_parity\n"
+        "from edge.export.yolov5_net import YoloV5\n"
+        "from edge.export.trt_pose_net import build_trt_pose\n"
+        "from edge.export.onnx_export import export_onnx, check_parity\n"
         f"out = Path({str(tmp_path)!r})\n"
         "model = YoloV5(YOLOV5N).eval()\n"
         "check_parity(model, export_onnx(model, (1, 3, 320, 320), out / 'y.onnx', 'i', ['o']), 1, [])\n"

@@ -91,8 +91,8 @@ def test_the_closure_is_the_jetson_path():
     closure = jetson_closure()
     for module in ("edge.backends.tensorrt_backend", "edge.decoding.trt_pose", "edge.capture.gst_readers",
                    "edge.fall.state_machine", "edge.alarms.buzzer", "edge.alarms.jetson_pins", "edge.alarms.speech",
-                   "edge.mqtt.publisher", "edge.mqtt.outbox", "edge.doctor.checks", "edge.build.engine",
-                   "edge.build.calibration"):
+                   "edge.mqtt.publisher", "edge.mqtt.outbox", "edge.doctor.checks", "edge.export.engine",
+                   "edge.export.calibration"):
         assert module in closure, module
     for module in ("edge.backends.onnxruntime_backend", "edge.backends.litert_backend", "edge.eval.evaluate",
                    "edge.mqtt.monitor"):

@@ -12,13 +12,13 @@ torch = pytest.importorskip("torch", reason="PyTorch missing: scripts/bootstrap.
 
 from edge.backends import create_backend  # noqa: E402
 from edge.backends.sidecar import sidecar_path  # noqa: E402
-from edge.build.calibration import extract_frames  # noqa: E402
-from edge.build.engine import build_engine  # noqa: E402
-from edge.build.onnx_export import export_onnx  # noqa: E402
-from edge.build.trt_pose_net import build_trt_pose  # noqa: E402
-from edge.build.yolov5_net import YoloV5  # noqa: E402
 from edge.decoding.preprocess import model_input  # noqa: E402
 from edge.errors import ModelError  # noqa: E402
+from edge.export.calibration import extract_frames  # noqa: E402
+from edge.export.engine import build_engine  # noqa: E402
+from edge.export.onnx_export import export_onnx  # noqa: E402
+from edge.export.trt_pose_net import build_trt_pose  # noqa: E402
+from edge.export.yolov5_net import YoloV5  # noqa: E402
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
@@ -119,7 +119,7 @@ def test_an_engine_from_another_tensorrt_is_refused(gpu, yolo_onnx, tmp_path):
 
 
 def test_the_yolo_head_is_pinned_to_fp16_and_the_builder_told_to_obey(gpu, yolo_onnx):
-    from edge.build.engine import keep_head_in_fp16
+    from edge.export.engine import keep_head_in_fp16
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

@@ -34,7 +34,7 @@ class EngineInfo:
     class_names: List[str] = field(default_factory=list)
     calibrator: str = ""  # INT8: minmax | entropy
     fp16_layers: List[str] = field(default_factory=list)  # INT8: the YOLO head's layers pinned to FP16
-    # INT8 against an FP16 reference on held-back calibration frames (edge/build/agreement.py),
+    # INT8 against an FP16 reference on held-back calibration frames (edge/export/agreement.py),
     # and the floor it was held to; an engine refused for INT8 is the FP16 one, with a note.
     agreement: Dict[str, Any] = field(default_factory=dict)
     min_agreement: float = 0.0

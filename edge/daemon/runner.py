@@ -44,7 +44,7 @@ def engine_path(section: Union[DetectorConfig, PoseConfig], name: str) -> Path:
     path = resolve_model_path(section.model)
     if section.type != "tensorrt" or path.exists() or not section.build_from:
         return path
-    from edge.build.build_engines import BuildRequest, build
+    from edge.export.build_engines import BuildRequest, build
 
     logger.warning("%s engine %s is missing: building it from %s (%s); this takes minutes", name, path,
                    section.build_from, section.build_precision)

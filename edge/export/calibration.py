@@ -31,7 +31,7 @@ class CalibrationBatches:
     """Full batches of preprocessed images, in file-name order. A final partial batch is
     dropped (TensorRT's explicit-batch networks need the network's own batch size).
     holdout_every=k keeps every k-th image out of calibration (`held_back`): the frames the
-    INT8 engine is then checked on (edge/build/agreement.py)."""
+    INT8 engine is then checked on (edge/export/agreement.py)."""
 
     def __init__(self, image_dir: Path, kind: str, input_shape: Tuple[int, ...], limit: int = 0,
                  holdout_every: int = 0) -> None:
@@ -113,7 +113,7 @@ CALIBRATORS = ("minmax", "entropy")
 def default_calibrator(kind: str) -> str:
     """MinMax for detectors: the YOLO head's output spans pixels and 0..1 scores, entropy
     calibration clips the large values (Ultralytics' TensorRT INT8 export uses MinMax after
-    measuring both, and so does the CPU's INT8 in edge/build/quantize.py); entropy for trt_pose's
+    measuring both, and so does the CPU's INT8 in edge/export/quantize.py); entropy for trt_pose's
     maps, as torch2trt does."""
     return "minmax" if kind == "yolo" else "entropy"
 

@@ -22,9 +22,9 @@ from typing import Dict, Tuple
 import torch
 from torch import nn
 
-from edge.build.checkpoints import load_by_name
 from edge.decoding.trt_pose import PAF_CHANNELS
 from edge.errors import ModelError
+from edge.export.checkpoints import load_by_name
 from edge.types import NUM_KEYPOINTS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -187,7 +187,7 @@ def build_trt_pose(name: str) -> nn.Sequential:
 
 def load_trt_pose(name: str, checkpoint: Path) -> nn.Sequential:
     """trt_pose's network with a published checkpoint's weights (a plain state dict .pth)."""
-    from edge.build.checkpoints import load_checkpoint
+    from edge.export.checkpoints import load_checkpoint
 
     model = build_trt_pose(name)
     state = load_checkpoint(checkpoint)

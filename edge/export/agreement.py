@@ -18,8 +18,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from edge.build.compare import match
 from edge.config import DetectorConfig, PoseConfig
+from edge.export.compare import match
 from edge.fall.features import torso_length
 from edge.types import Detection, Person
 

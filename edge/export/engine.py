@@ -14,15 +14,15 @@ from typing import Any, List, Optional, Tuple
 
 from edge.backends.sidecar import EngineInfo, write_sidecar
 from edge.backends.tensorrt_runtime import import_tensorrt, trt_major
-from edge.build.calibration import (
+from edge.errors import ModelError
+from edge.export.calibration import (
     CalibrationBatches,
     CalibrationCache,
     calibration_key,
     default_calibrator,
     make_calibrator,
 )
-from edge.build.head import head_prefix, in_head
-from edge.errors import ModelError
+from edge.export.head import head_prefix, in_head
 from edge.modelstore.fetch import sha256_of
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def _progress_monitor(trt: Any) -> Optional[Any]:
 
 
 def keep_head_in_fp16(trt: Any, network: Any, config: Any) -> List[str]:
-    """Pin the YOLO head's layers (edge/build/head.py) to FP16 in an INT8 build and tell the
+    """Pin the YOLO head's layers (edge/export/head.py) to FP16 in an INT8 build and tell the
     builder to obey it (OBEY_PRECISION_CONSTRAINTS, TensorRT 8.2+; STRICT_TYPES before).
     Layers with non-float outputs (shapes, indices) and constants are left to the builder.
     Returns the names of the layers pinned."""

@@ -4,7 +4,7 @@ The last top-level block of a YOLO network (Detect: `/model.22/` in YOLOv8s, `/m
 YOLOv5s) decodes boxes to input pixels (hundreds) and scores to 0..1 in one output tensor; one
 INT8 scale cannot hold both, and quantized whole the fall detector finds nothing. Both INT8
 paths keep it in floating point: TensorRT's build (FP16, per layer) and ONNX Runtime's
-(edge/build/quantize.py). One rule, stated here.
+(edge/export/quantize.py). One rule, stated here.
 """
 
 

@@ -28,8 +28,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from edge.build.checkpoints import load_by_name, load_checkpoint
 from edge.errors import ModelError
+from edge.export.checkpoints import load_by_name, load_checkpoint
 
 logger = logging.getLogger(__name__)
 

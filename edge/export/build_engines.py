@@ -1,12 +1,12 @@
 """`fall-edge build-engines` (also scripts/build_engines.py): a checkpoint to a TensorRT engine.
 
-    YOLOv5 .pt    -> rebuilt network (edge/build/yolov5_net.py) -> ONNX [1,N,5+nc]
+    YOLOv5 .pt    -> rebuilt network (edge/export/yolov5_net.py) -> ONNX [1,N,5+nc]
     YOLOv8 .pt    -> ultralytics' own exporter (when ultralytics is installed)
-    trt_pose .pth -> rebuilt network (edge/build/trt_pose_net.py) -> ONNX cmap, paf
+    trt_pose .pth -> rebuilt network (edge/export/trt_pose_net.py) -> ONNX cmap, paf
     .onnx         -> used as it is
 
 then the parity check (ONNX Runtime against PyTorch, random and real inputs), then the
-engine (edge/build/engine.py) with its sidecar. Without TensorRT (any machine but the
+engine (edge/export/engine.py) with its sidecar. Without TensorRT (any machine but the
 Jetson) it stops after the ONNX step and says so.
 """
 
@@ -22,12 +22,12 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from edge.backends.sidecar import EngineInfo, read_sidecar, sidecar_path, write_sidecar
-from edge.build.agreement import Agreement, compare_models
-from edge.build.calibration import CalibrationBatches, image_files
-from edge.build.onnx_export import ParityReport, check_parity, export_onnx
 from edge.config import DetectorConfig, PoseConfig
 from edge.decoding.preprocess import model_input
 from edge.errors import FallEdgeError, ModelError
+from edge.export.agreement import Agreement, compare_models
+from edge.export.calibration import CalibrationBatches, image_files
+from edge.export.onnx_export import ParityReport, check_parity, export_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class BuildRequest:
     random_inputs: int = 3
     onnx_only: bool = False
     workspace_mb: int = 1024
-    calibrator: Optional[str] = None  # minmax | entropy; default per kind (edge/build/calibration.py)
+    calibrator: Optional[str] = None  # minmax | entropy; default per kind (edge/export/calibration.py)
     # INT8: checked against an FP16 engine on every HOLDOUT_EVERY-th calibration image, kept
     # back from calibration; under this agreement the FP16 engine is kept instead (0: no check).
     min_agreement: float = 0.85
@@ -70,7 +70,7 @@ def _step(number: int, text: str) -> None:
 
 
 def guess_trt_pose_arch(path: Path) -> str:
-    from edge.build.trt_pose_net import ARCHITECTURES
+    from edge.export.trt_pose_net import ARCHITECTURES
 
     for name in ARCHITECTURES:
         if name in path.name:
@@ -103,7 +103,7 @@ def _export(request: BuildRequest, onnx_path: Path):
     """(torch model or None, kind, class names, input size), with the ONNX written."""
     suffix = request.source.suffix.lower()
     if suffix == ".pth":
-        from edge.build.trt_pose_net import ARCHITECTURES, load_trt_pose
+        from edge.export.trt_pose_net import ARCHITECTURES, load_trt_pose
 
         arch = request.arch or guess_trt_pose_arch(request.source)
         model = load_trt_pose(arch, request.source)
@@ -111,7 +111,7 @@ def _export(request: BuildRequest, onnx_path: Path):
         export_onnx(model, (1, 3, size, size), onnx_path, TRT_POSE_INPUT_NAME, TRT_POSE_OUTPUTS)
         return model, "trt_pose", [], size
     if suffix == ".pt":
-        from edge.build.yolov5_net import check_input_size, load_yolov5
+        from edge.export.yolov5_net import check_input_size, load_yolov5
 
         size = check_input_size(request.imgsz)
         try:
@@ -167,7 +167,7 @@ def int8_verdict(agreement: Agreement, floor: float) -> Tuple[bool, str]:
 def _check_int8(request: BuildRequest, info: EngineInfo, onnx_path: Path, engine_path: Path, kind: str,
                 source: Path, class_names: List[str]) -> EngineInfo:
     """Build the FP16 reference, compare on the held-back frames, keep INT8 or fall back to FP16."""
-    from edge.build.engine import build_engine
+    from edge.export.engine import build_engine
 
     batches = CalibrationBatches(request.calib_dir, kind, tuple(info.input_shape), request.calib_limit,
                                  HOLDOUT_EVERY)
@@ -233,7 +233,7 @@ def build(request: BuildRequest) -> BuildResult:
         return BuildResult(onnx_path, kind, parity, None, class_names)
     _step(3, f"TensorRT engine {engine_path} ({request.precision})")
     from edge.backends.tensorrt_runtime import import_tensorrt
-    from edge.build.engine import build_engine
+    from edge.export.engine import build_engine
 
     try:
         import_tensorrt()

@@ -4,7 +4,7 @@ same preprocessing as the engines.
 
 Quantizing a YOLO detector whole ruins it: the decode at the end of the head mixes box
 coordinates in pixels (hundreds) with scores in 0..1 in one tensor, and one INT8 scale
-cannot hold both. So the head's nodes stay in float (edge/build/head.py, the same rule as the
+cannot hold both. So the head's nodes stay in float (edge/export/head.py, the same rule as the
 TensorRT INT8 build; for the YOLOv8 fall model, `/model.22/`).
 
 Calibration is MinMax: ONNX Runtime's histogram methods (Percentile, Entropy) keep every
@@ -19,9 +19,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edge.build.calibration import CalibrationBatches
-from edge.build.head import head_prefix
 from edge.errors import FallEdgeError
+from edge.export.calibration import CalibrationBatches
+from edge.export.head import head_prefix
 
 logger = logging.getLogger(__name__)
 
