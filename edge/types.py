@@ -107,11 +107,11 @@ class Person:
 
 @dataclass
 class Observation:
-    """What one frame says about one person: a pose, a detection, or both."""
+    """What one frame says about one person: a pose (person), or only a detector's box. The
+    detector's fall vote reaches tracks on its own path (FallPipeline), not through here."""
 
     box: Box
-    person: Optional[Person] = None
-    detection: Optional[Detection] = None
+    person: Optional[Person] = None  # None: the detector saw someone the pose model missed
 
 
 @dataclass

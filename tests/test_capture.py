@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.capture.opencv_source import VideoSource, describe, parse_source
+from edge.capture.opencv_source import OpenCvSource, parse_source
+from edge.capture.uri import hide_credentials
 from edge.errors import SourceError
 
 
@@ -24,7 +25,7 @@ def write_numbered_video(path, count, fps=20.0, size=(160, 120)):
 def test_file_frames_carry_index_and_stream_time(tmp_path):
     path = tmp_path / "clip.avi"
     write_numbered_video(path, 30, fps=20.0)
-    with VideoSource(str(path), pad_end_s=0.5) as source:
+    with OpenCvSource(str(path), pad_end_s=0.5) as source:
         frames = list(source.frames())
     assert [f.index for f in frames] == list(range(40))  # 30 frames + 0.5 s of the held last frame
     assert frames[10].time_s == pytest.approx(0.5)
@@ -32,14 +33,15 @@ def test_file_frames_carry_index_and_stream_time(tmp_path):
     assert not np.array_equal(frames[28].image, frames[29].image)
 
 
-def test_parse_and_describe_sources():
+def test_parse_sources_and_hide_their_passwords():
     assert parse_source("0") == 0 and parse_source("clip.mp4") == "clip.mp4"
-    assert describe("rtsp://admin:hunter2@10.0.0.5/live") == "rtsp://***@10.0.0.5/live"
+    assert hide_credentials("rtsp://admin:hunter2@10.0.0.5/live") == "rtsp://***@10.0.0.5/live"
+    assert hide_credentials(0) == "0"
 
 
 def test_a_folder_is_not_a_video(tmp_path):
     with pytest.raises(SourceError, match="is not a file"):
-        VideoSource(str(tmp_path))
+        OpenCvSource(str(tmp_path))
 
 
 def test_live_stream_over_loopback(tmp_path):
@@ -52,7 +54,7 @@ def test_live_stream_over_loopback(tmp_path):
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/live.avi"
-        with VideoSource(url) as source:
+        with OpenCvSource(url) as source:
             assert source.is_live
             frames = list(source.frames())
     finally:

@@ -188,12 +188,16 @@ def test_fetch_models_from_a_local_wheel_dir(tmp_path):
 
 
 def test_help_lists_the_commands():
-    """--help names every command the CLI runs, and no other."""
+    """--help names every command the CLI runs, and no other; each has a handler in its area's CLI module."""
     import re
 
-    from edge.cli import COMMANDS
+    from edge.cli import build_parser
 
+    _, commands = build_parser()
     result = fall_edge("--help")
     assert result.returncode == 0
     listed = re.search(r"\{([a-z0-9,-]+)\}", result.stdout).group(1).split(",")
-    assert sorted(listed) == sorted(COMMANDS) and len(listed) == len(set(listed))
+    assert sorted(listed) == sorted(commands) and len(listed) == len(set(listed)) == 15
+    for name, parser in commands.items():
+        handler = parser.get_default("handler")
+        assert callable(handler) and handler.__module__.startswith("edge.cli."), name

@@ -17,7 +17,7 @@ from broker import free_port, wait_for
 from edge.capture import open_source
 from edge.capture.gst_readers import READERS, ReaderUnavailableError, make_reader, pick_reader, reader_available
 from edge.capture.gst_source import GstSource
-from edge.capture.sources import build_pipeline, parse_uri
+from edge.capture.uri import build_pipeline, parse_uri
 from edge.config import CaptureConfig
 from edge.errors import SourceError
 

@@ -165,7 +165,7 @@ def test_a_camera_that_is_away_keeps_the_service_ready_and_the_watchdog_fed(tmp_
 
     from edge.capture.gst_readers import reader_available
     from edge.capture.gst_source import GstSource
-    from edge.capture.sources import parse_uri
+    from edge.capture.uri import parse_uri
 
     if reader_available("appsink") and reader_available("gst-launch"):
         pytest.skip("needs a GStreamer reader")

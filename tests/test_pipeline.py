@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import VTEST
 
-from edge.capture.opencv_source import VideoSource
+from edge.capture.opencv_source import OpenCvSource
 from edge.config import Config
 from edge.daemon.pipeline import FallPipeline
 from edge.daemon.runner import process_video
@@ -60,7 +60,7 @@ def test_no_fall_events_while_people_walk(models):
     pipeline = FallPipeline(config, models.pose, models.detector)
     every_n = config.detector.every_n_frames
     events, extra_runs = [], 0
-    with VideoSource(str(VTEST)) as video:
+    with OpenCvSource(str(VTEST)) as video:
         for index, result in enumerate(process_video(pipeline, video, config.output.process_fps)):
             events += result.events
             extra_runs += bool(result.detector_ran and index % every_n)
@@ -101,7 +101,7 @@ def test_falls_of_small_people_far_from_the_camera(models, clips_dir, vtest_fram
         small = tmp_path / name
         shrink_clip(clips_dir / name, small, background, scale=0.4)
         pipeline = FallPipeline(config, models.pose, models.detector)
-        with VideoSource(str(small), pad_end_s=6.0) as video:
+        with OpenCvSource(str(small), pad_end_s=6.0) as video:
             events = [e.to_dict() for r in process_video(pipeline, video, config.output.process_fps)
                       for e in r.events]
         result = score_clip(labels[name], events)

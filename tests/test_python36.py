@@ -8,6 +8,7 @@ control-room monitor may stay 3.8+.
 """
 
 import ast
+import inspect
 import shutil
 import subprocess
 import sys
@@ -50,31 +51,32 @@ def _imports(nodes: Iterable[ast.AST], module: str) -> Set[str]:
     return {name for name in found if _is_module(name)}
 
 
-def _cli_commands(tree: ast.Module) -> Dict[str, Set[str]]:
-    """COMMANDS in edge/cli.py: command name -> the functions it calls (its _cmd_ and any wrapper)."""
-    table = next(node.value for node in tree.body if isinstance(node, ast.Assign)
-                 and any(isinstance(t, ast.Name) and t.id == "COMMANDS" for t in node.targets))
-    commands = {}
-    for key, value in zip(table.keys, table.values):
-        commands[key.value] = {n.id for n in ast.walk(value) if isinstance(n, ast.Name)}
-    return commands
+def _handler_functions() -> Dict[str, Set[str]]:
+    """CLI module -> the names of its command handlers that are not on the Jetson path."""
+    from edge.cli import build_parser
+
+    _, commands = build_parser()
+    assert set(JETSON_COMMANDS) <= set(commands), sorted(commands)
+    elsewhere: Dict[str, Set[str]] = {}
+    for name, parser in commands.items():
+        if name not in JETSON_COMMANDS:
+            handler = inspect.unwrap(parser.get_default("handler"))
+            elsewhere.setdefault(handler.__module__, set()).add(handler.__name__)
+    return elsewhere
 
 
 def jetson_closure() -> List[str]:
-    cli = ast.parse(_file_of("edge.cli").read_text(encoding="utf-8"))
-    functions = {"main", "_parser", "_setup_logging", "_broker_arguments"}
-    commands = _cli_commands(cli)
-    for command in JETSON_COMMANDS:
-        functions |= commands[command]
-    # The CLI's own module: its top-level statements and only the functions of these commands.
-    cli_nodes = [node for node in cli.body if not isinstance(node, ast.FunctionDef) or node.name in functions]
+    """edge/cli and every area's CLI module are imported whole, except the handlers of other commands."""
+    import edge.cli
+
+    skipped = _handler_functions()
     config = yaml.safe_load((ROOT / "configs" / "jetson.yaml").read_text(encoding="utf-8"))
     backends = {f"edge.backends.{section['type']}_backend" for section in config.values()
                 if isinstance(section, dict) and "type" in section}
     assert backends == {"edge.backends.tensorrt_backend"}, backends
+    cli_modules = ["edge.cli", *(area.__name__ for area in edge.cli.AREAS)]
     seen: Set[str] = set()
-    todo = ["edge.cli", *sorted(backends)]
-    todo += sorted(_imports(cli_nodes, "edge.cli"))
+    todo = [*cli_modules, *sorted(backends)]
     while todo:
         module = todo.pop()
         if module in seen:
@@ -82,8 +84,10 @@ def jetson_closure() -> List[str]:
         seen.add(module)
         parts = module.split(".")
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b.c runs a and a.b first
-        if module != "edge.cli":
-            todo += sorted(_imports([ast.parse(_file_of(module).read_text(encoding="utf-8"))], module))
+        tree = ast.parse(_file_of(module).read_text(encoding="utf-8"))
+        nodes = [node for node in tree.body
+                 if not (isinstance(node, ast.FunctionDef) and node.name in skipped.get(module, set()))]
+        todo += sorted(_imports(nodes, module))
     return sorted(seen)
 
 

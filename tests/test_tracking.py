@@ -5,7 +5,7 @@ from skeletons import CENTRE_X, FOOT_Y, HEIGHT, box_of, pose
 
 from edge.config import FallConfig, TrackerConfig
 from edge.tracking.tracker import Tracker
-from edge.types import Box, Detection, Observation, Person
+from edge.types import Box, Observation, Person
 
 
 def person_at(**arguments) -> Observation:
@@ -35,7 +35,7 @@ def test_two_people_keep_their_ids_when_they_cross():
 
 def test_a_detector_box_nearby_does_not_take_over_a_person():
     tracker = Tracker(TrackerConfig(), FallConfig())
-    coat = Observation(box=Box(10, 100, 70, 400), detection=Detection(Box(10, 100, 70, 400), 0.5, 0, "Normal"))
+    coat = Observation(box=Box(10, 100, 70, 400))  # a detector box with no pose
     tracker.update([person_at(), coat], 0.0)
     # The person's pose jumps (a bad frame), landing near the coat: the coat's track must not absorb it.
     moved = person_at(centre_x=150)
@@ -129,7 +129,7 @@ def test_a_bare_detector_box_whose_crop_finds_the_fallen_person_continues_their_
         tracker.advance_falls(index / 10.0, 0.2, detector_enabled=False, frame_size=(1280, 960))
     lying = person_at(body_tilt_deg=88, centre_x=CENTRE_X + 0.2 * HEIGHT)
     time_s = 2.3
-    floor_box = Observation(box=lying.box, detection=Detection(lying.box, 0.6, 1, "Fall"))
+    floor_box = Observation(box=lying.box)  # the detector's box of the person on the floor
     tracks = tracker.update([floor_box], time_s)
     new = next(t for t in tracks if t.track_id != 1)
     new.observe(lying, time_s)  # what the crop pass does

@@ -100,12 +100,12 @@ REAL_CLIP = "gmdcsa24_s3_fall20.mp4"  # 640x480, 15 fps, a fall at 2.3 s
 
 
 def variant_frames(clips_dir, models, variant):
-    from edge.capture.opencv_source import VideoSource
+    from edge.capture.opencv_source import OpenCvSource
     from edge.eval.evaluate import list_jobs, plan_job
 
     job = next(j for j in list_jobs([clips_dir], None, [variant]) if j.clip.name == REAL_CLIP)
     plan = plan_job(job, models)
-    with VideoSource(str(job.clip)) as video:
+    with OpenCvSource(str(job.clip)) as video:
         source = list(video.frames())
         return plan, source, [transform_frame(plan, f) for f in select_frames(plan, iter(source))]
 

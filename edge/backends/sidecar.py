@@ -83,6 +83,6 @@ def check_engine_fits(info: EngineInfo, engine: Path, tensorrt_version: str, dev
         raise ModelError(f"engine {engine} was built from another version of its ONNX file: {rebuild}")
 
 
-def describe(info: EngineInfo) -> str:
+def describe_engine(info: EngineInfo) -> str:
     return (f"{Path(info.engine_file).name}: {info.kind} {info.precision} {info.input_shape} "
             f"TensorRT {info.tensorrt_version} on {info.device_name} (sm {info.compute_capability})")

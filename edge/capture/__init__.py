@@ -1,4 +1,6 @@
-"""Video sources: OpenCV for plain files (and where GStreamer is missing), GStreamer for cameras."""
+"""Video sources, one noun per kind: OpenCvSource (plain files, and cameras where GStreamer is
+missing) and GstSource (cameras and streams through a GStreamer pipeline and a frame reader).
+open_source() picks one; uri.py turns a source string into a SourceSpec and its pipeline."""
 
 
 import logging
@@ -6,14 +8,14 @@ from typing import Optional, Union
 
 from edge.capture.gst_readers import ReaderUnavailableError, pick_reader
 from edge.capture.gst_source import GstSource, StatusCallback
-from edge.capture.opencv_source import VideoSource, parse_source
-from edge.capture.sources import parse_uri
+from edge.capture.opencv_source import OpenCvSource, parse_source
+from edge.capture.uri import parse_uri
 from edge.config import CaptureConfig
 from edge.errors import SourceError
 
 logger = logging.getLogger(__name__)
 
-Source = Union[VideoSource, GstSource]
+Source = Union[OpenCvSource, GstSource]
 
 
 def open_source(text: str, capture: CaptureConfig, name: str = "cam0", pad_end_s: float = 0.0,
@@ -36,10 +38,10 @@ def open_source(text: str, capture: CaptureConfig, name: str = "cam0", pad_end_s
         location = spec.location if spec.kind == "file" else parse_source(text)
         if spec.kind == "v4l2" and text.startswith("v4l2://"):
             location = spec.location
-        return VideoSource(location, pad_end_s=pad_end_s, realtime=realtime)
+        return OpenCvSource(location, pad_end_s=pad_end_s, realtime=realtime)
     return GstSource(spec, capture.width, capture.height, capture.fps, stall_timeout_s=capture.stall_timeout_s,
                      reconnect_min_s=capture.reconnect_min_s, reconnect_max_s=capture.reconnect_max_s,
                      on_status=on_status, name=name, reader=gst_reader)
 
 
-__all__ = ["GstSource", "Source", "VideoSource", "open_source", "parse_uri"]
+__all__ = ["GstSource", "Source", "OpenCvSource", "open_source", "parse_uri"]

@@ -5,13 +5,12 @@ the raw rate of the same pipeline into fakesink (a benchmark that prints figures
 import logging
 import shlex
 import subprocess
-import sys
 import time
 from typing import Dict, List, Sequence, Union
 
 from edge.capture.gst_readers import READERS, reader_available
 from edge.capture.gst_source import GstSource
-from edge.capture.sources import parse_uri
+from edge.capture.uri import parse_uri
 
 logger = logging.getLogger(__name__)
 
@@ -41,17 +40,17 @@ def run_capture_bench(frames: int = 300, readers: Sequence[str] = READERS) -> Di
     for reader in readers:
         problem = reader_available(reader)
         if problem:
-            sys.stderr.write(f"skipping the {reader} reader: {problem}\n")
+            logger.info(f"skipping the {reader} reader: {problem}")
         else:
             usable.append(reader)
     rows: List[Dict] = []
     for width, height in SIZES:
         pipeline = f"videotestsrc num-buffers={frames} ! video/x-raw,format=BGR,width={width},height={height}"
-        sys.stderr.write(f"{width}x{height}: {frames} frames, fakesink ...\n")
+        logger.info(f"{width}x{height}: {frames} frames, fakesink ...")
         # Best of a few runs everywhere: on a 2-core machine other work easily steals one run.
         raw = max(_raw_fps(pipeline, frames) for _ in range(_REPEATS))
         for reader in usable:
-            sys.stderr.write(f"{width}x{height}: {frames} frames, {reader} ...\n")
+            logger.info(f"{width}x{height}: {frames} frames, {reader} ...")
             fps = max(_reader_fps(reader, pipeline, width, height, frames) for _ in range(_REPEATS))
             rows.append({"reader": reader, "width": width, "height": height, "raw_fakesink_fps": round(raw, 1),
                          "reader_fps": round(fps, 1), "reader_ms_per_frame": round(1000.0 / fps, 3),

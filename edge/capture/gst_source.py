@@ -27,8 +27,7 @@ from edge.capture.gst_readers import (
     pick_reader,
     reader_available,
 )
-from edge.capture.opencv_source import describe
-from edge.capture.sources import SourceSpec, build_pipeline, hide_credentials, on_jetson
+from edge.capture.uri import SourceSpec, build_pipeline, hide_credentials, on_jetson
 from edge.errors import SourceError
 from edge.types import Frame
 
@@ -150,7 +149,7 @@ class GstSource:
             if not self.is_live:
                 with self._lock:
                     if reason != END_OF_STREAM:
-                        self._error = f"{describe(self.spec.location)} cannot be read: {reason}"
+                        self._error = f"{hide_credentials(self.spec.location)} cannot be read: {reason}"
                     self._finished = True
                     self._lock.notify_all()
                 return

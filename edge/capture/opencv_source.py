@@ -15,7 +15,7 @@ from typing import Iterator, Optional, Union
 import cv2
 import numpy as np
 
-from edge.capture.sources import hide_credentials
+from edge.capture.uri import hide_credentials
 from edge.decoding.letterbox import ensure_bgr
 from edge.errors import SourceError
 from edge.types import Frame
@@ -49,16 +49,12 @@ def iter_video_frames(path: Union[str, Path], step: int = 1, seek: bool = False)
         capture.release()
 
 
-def describe(source: Union[str, int]) -> str:
-    """The source for logs, with any RTSP password hidden."""
-    return hide_credentials(str(source))
-
-
-class VideoSource:
+class OpenCvSource:
     """Iterate Frames from a file, a camera or a stream."""
 
     def __init__(self, source: Union[str, int], pad_end_s: float = 0.0, realtime: bool = False) -> None:
         self.source = source
+        self.shown = hide_credentials(source)  # for logs, errors and thread names: no RTSP password
         self.pad_end_s = pad_end_s
         self.realtime = realtime
         self.is_live = isinstance(source, int) or "://" in str(source)
@@ -76,19 +72,19 @@ class VideoSource:
                 raise SourceError(f"camera {source} cannot be opened: check that /dev/video{source} exists "
                                   f"and no other program holds it")
             if self.is_live:
-                raise SourceError(f"stream {describe(source)} cannot be opened: check the URL, the credentials "
+                raise SourceError(f"stream {self.shown} cannot be opened: check the URL, the credentials "
                                   f"and that the camera is reachable")
             raise SourceError(f"video file {source} cannot be decoded: it is corrupt or not a video "
                               f"(check it with ffprobe)")
         fps = self._capture.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and np.isfinite(fps) and 1.0 <= fps <= 240.0 else _DEFAULT_FPS
         self.frame_count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        logger.info("opened %s (%s, %.2f fps)", describe(source), "live" if self.is_live else "file", self.fps)
+        logger.info("opened %s (%s, %.2f fps)", self.shown, "live" if self.is_live else "file", self.fps)
 
     def close(self) -> None:
         self._capture.release()
 
-    def __enter__(self) -> "VideoSource":
+    def __enter__(self) -> "OpenCvSource":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -111,7 +107,7 @@ class VideoSource:
             try:
                 image = ensure_bgr(image)
             except ValueError:
-                logger.warning("%s: frame %d is unreadable; skipped", describe(self.source), index)
+                logger.warning("%s: frame %d is unreadable; skipped", self.shown, index)
                 index += 1
                 continue
             time_s = index / self.fps
@@ -149,7 +145,7 @@ class VideoSource:
                     condition.notify_all()
                 index += 1
 
-        thread = threading.Thread(target=reader, name=f"capture-{describe(self.source)}", daemon=True)
+        thread = threading.Thread(target=reader, name=f"capture-{self.shown}", daemon=True)
         thread.start()
         last_index = -1
 
@@ -168,14 +164,14 @@ class VideoSource:
                     try:
                         yield Frame(image=ensure_bgr(frame.image), index=frame.index, time_s=frame.time_s)
                     except ValueError:
-                        logger.warning("%s: unreadable frame %d skipped", describe(self.source), frame.index)
+                        logger.warning("%s: unreadable frame %d skipped", self.shown, frame.index)
                     continue
                 if ended:
                     if last_index < 0:
-                        raise SourceError(f"{describe(self.source)} opened but sent no frames: check the camera")
-                    logger.warning("%s ended", describe(self.source))
+                        raise SourceError(f"{self.shown} opened but sent no frames: check the camera")
+                    logger.warning("%s ended", self.shown)
                     return
-                raise SourceError(f"{describe(self.source)} sent no frame for {_LIVE_FIRST_FRAME_TIMEOUT_S:.0f} s: "
+                raise SourceError(f"{self.shown} sent no frame for {_LIVE_FIRST_FRAME_TIMEOUT_S:.0f} s: "
                                   f"check the camera and the network")
         finally:
             stop.set()

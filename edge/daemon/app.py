@@ -3,11 +3,10 @@ cameras, health, and a clean stop on SIGTERM."""
 
 
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from edge.alarms.controller import LocalAlarm
 from edge.capture import GstSource, open_source
@@ -82,11 +81,20 @@ class RunOptions:
     trace_dir: Optional[Path] = None  # one JSON line per frame and track, per camera (diagnosis)
 
 
-def _summary(frames: int, started: float, cameras: int, events: int) -> None:
-    elapsed = time.monotonic() - started
-    where = f" from {cameras} cameras" if cameras > 1 else ""
-    sys.stderr.write(f"fall-edge: {frames} frames processed in {elapsed:.1f} s{where} "
-                     f"({frames / max(elapsed, 1e-9):.1f} frames/s), {events} events\n")
+@dataclass
+class RunSummary:
+    """What a run did, for the CLI's closing line and --profile."""
+
+    frames: int
+    elapsed_s: float
+    cameras: int
+    events: int
+    timings_ms: Dict[str, Sequence[float]]  # the pipeline's recent stage times (one camera)
+
+    def line(self) -> str:
+        where = f" from {self.cameras} cameras" if self.cameras > 1 else ""
+        return (f"{self.frames} frames processed in {self.elapsed_s:.1f} s{where} "
+                f"({self.frames / max(self.elapsed_s, 1e-9):.1f} frames/s), {self.events} events")
 
 
 def _status_sink(router: EventRouter, notifier: Optional[FrameLoopNotifier], name: str):
@@ -101,7 +109,7 @@ def _status_sink(router: EventRouter, notifier: Optional[FrameLoopNotifier], nam
 
 
 def run_one_camera(config: Config, models: Models, router: EventRouter, name: str, source_text: str,
-                   options: RunOptions, notifier: Optional[FrameLoopNotifier] = None) -> FallPipeline:
+                   options: RunOptions, notifier: Optional[FrameLoopNotifier] = None) -> RunSummary:
     pipeline = FallPipeline(config, models.pose, models.detector, camera=name)
     with open_source(source_text, config.capture, name=name, pad_end_s=options.pad_end_s,
                      realtime=options.realtime, on_status=_status_sink(router, notifier, name)) as video:
@@ -123,12 +131,12 @@ def run_one_camera(config: Config, models: Models, router: EventRouter, name: st
             for closing in (writer, trace):
                 if closing is not None:
                     closing.close()
-    _summary(pipeline.frames_processed, started, 1, router.events_sent)
-    return pipeline
+    return RunSummary(pipeline.frames_processed, time.monotonic() - started, 1, router.events_sent,
+                      dict(pipeline.timings_ms))
 
 
 def run_cameras(config: Config, models: Models, router: EventRouter, cameras: List[Tuple[str, str]],
-                trace_dir: Optional[Path] = None, notifier: Optional[FrameLoopNotifier] = None) -> None:
+                trace_dir: Optional[Path] = None, notifier: Optional[FrameLoopNotifier] = None) -> RunSummary:
     """Several cameras: a capture worker each, one inference loop over all of them."""
     streams: List[CameraStream] = []
     traces: Dict[str, TraceWriter] = {}
@@ -152,7 +160,8 @@ def run_cameras(config: Config, models: Models, router: EventRouter, cameras: Li
                                      cameras={s.name: capture_stats(s.source) for s in streams})
             if notifier is not None:
                 notifier.frame(result.camera or "")
-        _summary(sum(s.pipeline.frames_processed for s in streams), started, len(streams), router.events_sent)
+        return RunSummary(sum(s.pipeline.frames_processed for s in streams), time.monotonic() - started,
+                          len(streams), router.events_sent, {})
     finally:
         for stream in streams:
             stream.source.close()

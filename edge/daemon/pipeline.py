@@ -74,11 +74,11 @@ def merge_observations(people: List[Person], detections: List[Detection]) -> Lis
         rows, cols = linear_sum_assignment(-iou)
         for row, col in zip(rows, cols):
             if iou[row, col] >= _MATCH_IOU:
-                observations.append(Observation(box=people[row].box, person=people[row], detection=detections[col]))
+                observations.append(Observation(box=people[row].box, person=people[row]))
                 paired_people.add(row)
                 paired_dets.add(col)
     observations += [Observation(box=p.box, person=p) for i, p in enumerate(people) if i not in paired_people]
-    observations += [Observation(box=d.box, detection=d) for i, d in enumerate(detections) if i not in paired_dets]
+    observations += [Observation(box=d.box) for i, d in enumerate(detections) if i not in paired_dets]
     return observations
 
 

@@ -10,7 +10,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Union
 import cv2
 
 from edge.capture.gst_source import GstSource
-from edge.capture.opencv_source import VideoSource
+from edge.capture.opencv_source import OpenCvSource
 from edge.config import Config, DetectorConfig, PoseConfig
 from edge.daemon.pipeline import FallPipeline
 from edge.errors import SourceError
@@ -90,7 +90,7 @@ def process_frames(pipeline: FallPipeline, frames: Iterable[Frame], process_fps:
             yield pipeline.process(prepare(frame) if prepare is not None else frame)
 
 
-def process_video(pipeline: FallPipeline, video: VideoSource, process_fps: float) -> Iterator[FrameResult]:
+def process_video(pipeline: FallPipeline, video: OpenCvSource, process_fps: float) -> Iterator[FrameResult]:
     """Run the pipeline over a source, thinned to process_fps (0: every frame)."""
     return process_frames(pipeline, video.frames(), process_fps)
 

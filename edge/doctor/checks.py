@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-from edge.capture.sources import L4T_RELEASE_FILE, on_jetson
+from edge.capture.uri import L4T_RELEASE_FILE, on_jetson
 from edge.config import Config
 from edge.errors import FallEdgeError
 
@@ -109,7 +109,7 @@ def _gpu_row(wanted: bool) -> Row:
 def check_engines(config: Config) -> List[Row]:
     """Each TensorRT engine: there, built by build-engines, for this TensorRT and GPU. Reads the
     sidecars only: the doctor never builds an engine (the service does, at its first start)."""
-    from edge.backends.sidecar import check_engine_fits, describe, read_sidecar
+    from edge.backends.sidecar import check_engine_fits, describe_engine, read_sidecar
     from edge.daemon.runner import resolve_model_path
 
     sections = _tensorrt_sections(config)
@@ -133,14 +133,14 @@ def check_engines(config: Config) -> List[Row]:
         try:
             info = read_sidecar(path)
             if version is None or device is None:
-                rows.append(Row(f"engine {name}", WARNING, describe(info),
+                rows.append(Row(f"engine {name}", WARNING, describe_engine(info),
                                 "cannot check it against this device: no TensorRT or GPU (rows above)"))
                 continue
             check_engine_fits(info, path, version, device[0], device[1])
         except FallEdgeError as exc:
             rows.append(Row(f"engine {name}", FAIL, str(exc)))
             continue
-        rows.append(Row(f"engine {name}", OK, describe(info)))
+        rows.append(Row(f"engine {name}", OK, describe_engine(info)))
     return rows
 
 

@@ -1,18 +1,22 @@
 """Per-stage timings of the pipeline and of each model alone (a benchmark, never a test)."""
 
 
+import logging
 import os
 import sys
 import time
 from typing import Dict, List, Union
 
 import numpy as np
+from tqdm import tqdm
 
-from edge.capture.opencv_source import VideoSource
+from edge.capture.opencv_source import OpenCvSource
 from edge.config import Config
 from edge.daemon.pipeline import FallPipeline
 from edge.daemon.runner import load_models
 from edge.daemon.timings import format_timings, timing_stats
+
+logger = logging.getLogger(__name__)
 
 _MODEL_REPEATS = 30
 
@@ -29,7 +33,7 @@ def _time_model(call, repeats: int) -> List[float]:
 
 def run_bench(config: Config, source: str, frames: int) -> Dict[str, Union[str, Dict, float]]:
     models = load_models(config)
-    sys.stderr.write(f"timing the models alone ({_MODEL_REPEATS} runs each) ...\n")
+    logger.info(f"timing the models alone ({_MODEL_REPEATS} runs each) ...")
     pose_tensor = np.zeros(models.pose.backend.input_shape, dtype=models.pose.backend.input_dtype)
     pose_times = _time_model(lambda: models.pose.backend.infer(pose_tensor), _MODEL_REPEATS)
     model_only = {"pose_model": timing_stats(pose_times)}
@@ -38,12 +42,13 @@ def run_bench(config: Config, source: str, frames: int) -> Dict[str, Union[str, 
         model_only["detector_model"] = timing_stats(
             _time_model(lambda: models.detector.backend.infer(det_tensor), max(5, _MODEL_REPEATS // 3)))
 
-    sys.stderr.write(f"running the pipeline on {frames} frames of {source} ...\n")
+    logger.info(f"running the pipeline on {frames} frames of {source} ...")
     pipeline = FallPipeline(config, models.pose, models.detector)
     decode_ms: List[float] = []
     processed = 0
     wall_started = time.perf_counter()
-    with VideoSource(source) as video:
+    with OpenCvSource(source) as video, tqdm(total=frames, unit="frame", desc="bench", file=sys.stderr,
+                                            dynamic_ncols=True) as progress:
         iterator = video.frames()
         while processed < frames:
             started = time.perf_counter()
@@ -53,8 +58,7 @@ def run_bench(config: Config, source: str, frames: int) -> Dict[str, Union[str, 
             decode_ms.append((time.perf_counter() - started) * 1000.0)
             pipeline.process(frame)
             processed += 1
-            if processed % 25 == 0:
-                sys.stderr.write(f"  {processed}/{frames} frames\n")
+            progress.update()
     wall_s = time.perf_counter() - wall_started
     stages = {"decode": decode_ms, **pipeline.timings_ms}
     report: Dict[str, Union[str, Dict, float]] = {

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from tqdm import tqdm
 
-from edge.capture.opencv_source import VideoSource
+from edge.capture.opencv_source import OpenCvSource
 from edge.config import Config
 from edge.daemon.pipeline import FallPipeline
 from edge.daemon.runner import Models, VideoWriterSink, load_models, process_frames
@@ -219,7 +219,7 @@ def plan_job(job: EvalJob, models: Models) -> VariantPlan:
         return detector.detect(image) if detector is not None else []
 
     sketch = None
-    with VideoSource(str(job.clip)) as video:
+    with OpenCvSource(str(job.clip)) as video:
         duration = video.frame_count / video.fps if video.frame_count else 0.0
         if needs_sketch(job.variant):
             sketch = sketch_clip(video.frames(), video.fps, job.label.fall_start_s, video.frame_count)
@@ -244,7 +244,7 @@ def run_job(job: EvalJob, config: Config, models: Models, options: EvalOptions) 
         sinks.append(VideoWriterSink(options.video_dir / f"{job.name}.mp4", config.output.process_fps or 10.0))
     events: List[Dict[str, object]] = []
     try:
-        with VideoSource(str(job.clip), pad_end_s=options.pad_end_s) as video:
+        with OpenCvSource(str(job.clip), pad_end_s=options.pad_end_s) as video:
             frames = select_frames(plan, video.frames())
             prepare = functools.partial(transform_frame, plan)
             for result in process_frames(pipeline, frames, config.output.process_fps, prepare):

@@ -14,7 +14,6 @@ Jetson) it stops after the ONNX step and says so.
 import itertools
 import logging
 import os
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -66,7 +65,7 @@ class BuildResult:
 
 
 def _step(number: int, text: str) -> None:
-    sys.stderr.write(f"[{number}/3] {text}\n")
+    logger.info(f"[{number}/3] {text}")
 
 
 def guess_trt_pose_arch(path: Path) -> str:
@@ -90,7 +89,7 @@ def real_inputs(kind: str, size: int, calib_dir: Optional[Path], count: int) -> 
             if image is not None:
                 images.append(image)
     else:
-        from edge.capture.sources import SAMPLE_VIDEO
+        from edge.capture.uri import SAMPLE_VIDEO
 
         if SAMPLE_VIDEO.is_file():
             from edge.capture.opencv_source import iter_video_frames
@@ -172,8 +171,8 @@ def _check_int8(request: BuildRequest, info: EngineInfo, onnx_path: Path, engine
     batches = CalibrationBatches(request.calib_dir, kind, tuple(info.input_shape), request.calib_limit,
                                  HOLDOUT_EVERY)
     reference_path = engine_path.with_name(f"{engine_path.stem}.fp16-reference.engine")
-    sys.stderr.write(f"  INT8 agreement: FP16 reference {reference_path.name}, {len(batches.held_back)} "
-                     f"held-back frames\n")
+    logger.info(f"INT8 agreement: FP16 reference {reference_path.name}, {len(batches.held_back)} "
+                     f"held-back frames")
     build_engine(onnx_path, reference_path, "fp16", kind, source, workspace_mb=request.workspace_mb,
                  class_names=class_names)
     if kind == "yolo":
@@ -185,7 +184,7 @@ def _check_int8(request: BuildRequest, info: EngineInfo, onnx_path: Path, engine
     agreement = compare_models(kind, settings, [(reference_path, "tensorrt"), (engine_path, "tensorrt")],
                                batches.held_back_images())
     keep, message = int8_verdict(agreement, request.min_agreement)
-    sys.stderr.write(f"  {message}\n")
+    logger.info(f"{message}")
     if keep:
         reference_path.unlink()
         sidecar_path(reference_path).unlink()
@@ -211,16 +210,16 @@ def build(request: BuildRequest) -> BuildResult:
     model, kind, class_names, size = _export(request, onnx_path)
     if not kind:
         kind, size = onnx_kind(onnx_path)
-    sys.stderr.write(f"  {onnx_path} ({kind}, input {size}x{size})\n")
+    logger.info(f"{onnx_path} ({kind}, input {size}x{size})")
 
     parity = None
     if model is not None:
         _step(2, "parity: ONNX Runtime against PyTorch")
         inputs = real_inputs(kind, size, request.calib_dir, request.parity_images)
         parity = check_parity(model, onnx_path, request.random_inputs, inputs)
-        sys.stderr.write(f"  max abs difference: random {parity.random_max_abs_diff:.2e}, real "
+        logger.info(f"max abs difference: random {parity.random_max_abs_diff:.2e}, real "
                          f"{parity.real_max_abs_diff:.2e} ({parity.real_inputs} images); output ranges "
-                         f"{', '.join(f'{r:.3g}' for r in parity.output_ranges)}\n")
+                         f"{', '.join(f'{r:.3g}' for r in parity.output_ranges)}")
         tolerance = 1e-3 * max(1.0, max(parity.output_ranges, default=1.0))
         if parity.worst() > tolerance:
             raise ModelError(f"the ONNX export of {source} differs from PyTorch by {parity.worst():.3g} "
@@ -250,6 +249,6 @@ def build(request: BuildRequest) -> BuildResult:
         else:
             logger.warning("%s: INT8 not checked against FP16 (a calibration table was reused; pass --calib-dir)",
                            engine_path.name)
-    sys.stderr.write(f"  built {engine_path}: {info.precision}, TensorRT {info.tensorrt_version}, "
-                     f"{info.device_name}\n")
+    logger.info(f"built {engine_path}: {info.precision}, TensorRT {info.tensorrt_version}, "
+                     f"{info.device_name}")
     return BuildResult(onnx_path, kind, parity, engine_path, class_names)

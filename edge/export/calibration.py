@@ -12,7 +12,6 @@ calibrator subclass needs TensorRT and a GPU.
 import hashlib
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -76,7 +75,7 @@ class CalibrationBatches:
         self._next += 1
         self.images_given += len(tensors)
         if self._next == len(self) or self._next % 10 == 0:
-            sys.stderr.write(f"  calibration batch {self._next}/{len(self)}\n")
+            logger.info(f"calibration batch {self._next}/{len(self)}")
         return np.ascontiguousarray(np.concatenate(tensors, axis=0), dtype=np.float32)
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -183,7 +182,7 @@ class CalibrationCache:
     def write(self, data: bytes, images: int = 0) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for path, content in ((self.path, bytes(data)),
-                              (self.meta_path, (json.dumps({"key": self.key, "images": images}, indent=2) + "\n")
+                              (self.meta_path, (json.dumps({"key": self.key, "images": images}, indent=2) + "")
                                .encode())):
             temporary = path.with_suffix(path.suffix + ".tmp")
             temporary.write_bytes(content)
@@ -246,5 +245,5 @@ def extract_frames(videos: Sequence[Path], out_dir: Path, every_s: float, limit:
                 saved += 1
             index += 1
         capture.release()
-        sys.stderr.write(f"  {video}: {saved} frames so far\n")
+        logger.info(f"{video}: {saved} frames so far")
     return saved

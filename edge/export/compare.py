@@ -3,8 +3,8 @@ real video frames: speed per frame and the detections that appear, vanish or mov
 benchmark that prints figures, never a test)."""
 
 
+import logging
 import statistics
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +17,8 @@ from edge.config import DetectorConfig
 from edge.geometry import boxes_array, iou_matrix
 from edge.perception import Detector
 from edge.types import Detection
+
+logger = logging.getLogger(__name__)
 
 
 def match(reference: List[Detection], candidate: List[Detection], min_iou: float = 0.5) -> List[tuple]:
@@ -62,7 +64,7 @@ def compare_detectors(reference_model: Path, candidate_model: Path, videos: Sequ
             score_diffs += [abs(r.score - c.score) for r, c, _ in pairs]
             ious += [iou for _, _, iou in pairs]
             counts["frames"] += 1
-        sys.stderr.write(f"  {video}: {counts['frames']} frames so far\n")
+        logger.info(f"{video}: {counts['frames']} frames so far")
     return {
         **counts,
         "reference_ms_median": round(1000 * statistics.median(times["reference"]), 1),

@@ -9,8 +9,11 @@ import logging
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
+
+from tqdm import tqdm
 
 from edge.backends.sidecar import EngineInfo, write_sidecar
 from edge.backends.tensorrt_runtime import import_tensorrt, trt_major
@@ -62,26 +65,29 @@ def _platform_speed(builder: Any, compute_capability: str) -> Tuple[bool, bool]:
     return bool(fast_fp16), bool(fast_int8)
 
 
-class _Heartbeat:
-    """A line every few seconds while TensorRT builds (minutes on a Jetson, with no output)."""
+@contextmanager
+def _build_clock(what: str) -> Iterator[None]:
+    """A running clock while TensorRT builds (minutes on a Jetson, silent before TensorRT 10):
+    tqdm redraws it each second on a terminal; elsewhere (journald, a first-start build under
+    systemd, keeps lines and not redraws) a log line says the time every 15 s."""
+    terminal = sys.stderr.isatty()
+    done = threading.Event()
+    started = time.monotonic()
+    with tqdm(desc=what, bar_format="{desc}: {elapsed}", file=sys.stderr, disable=not terminal, leave=False) as bar:
+        def tick() -> None:
+            while not done.wait(1.0 if terminal else 15.0):
+                if terminal:
+                    bar.refresh()
+                else:
+                    logger.info("%s: %s", what, tqdm.format_interval(time.monotonic() - started))
 
-    def __init__(self, what: str, every_s: float = 15.0) -> None:
-        self.what, self.every_s = what, every_s
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> "_Heartbeat":
-        self._started = time.monotonic()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._done.wait(self.every_s):
-            sys.stderr.write(f"  {self.what}: {time.monotonic() - self._started:.0f} s\n")
+        clock = threading.Thread(target=tick, daemon=True)
+        clock.start()
+        try:
+            yield
+        finally:
+            done.set()
+            clock.join()
 
 
 def _progress_monitor(trt: Any) -> Optional[Any]:
@@ -95,7 +101,7 @@ def _progress_monitor(trt: Any) -> Optional[Any]:
 
         def phase_start(self, phase_name: str, parent_phase: Optional[str], num_steps: int) -> None:
             if parent_phase is None:  # nested phases are many and short; the top level tells enough
-                sys.stderr.write(f"  {phase_name} ({num_steps} steps)\n")
+                logger.info(f"{phase_name} ({num_steps} steps)")
 
         def step_complete(self, phase_name: str, step: int) -> bool:
             return True  # False would cancel the build
@@ -147,7 +153,7 @@ def build_engine(onnx_path: Path, engine_path: Path, requested_precision: str, k
     flags = 0 if trt_major(trt) >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, trt_logger)
-    sys.stderr.write(f"parsing {onnx_path}\n")
+    logger.info(f"parsing {onnx_path}")
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise ModelError(f"TensorRT cannot parse {onnx_path}: {'; '.join(errors)[:300]}")
@@ -182,16 +188,16 @@ def build_engine(onnx_path: Path, engine_path: Path, requested_precision: str, k
                              f"cannot be used ({cache.mismatch()})")
         if calibration_dir is not None:
             batches = CalibrationBatches(calibration_dir, kind, tuple(input_shape), calibration_limit, holdout_every)
-            sys.stderr.write(f"INT8 calibration ({algorithm}) on {len(batches) * batches.batch_size} images "
-                             f"from {calibration_dir}\n")
+            logger.info(f"INT8 calibration ({algorithm}) on {len(batches) * batches.batch_size} images "
+                             f"from {calibration_dir}")
         config.int8_calibrator = make_calibrator(trt, cuda, batches, cache, input_shape[0], algorithm)
         if kind == "yolo":
             fp16_layers = keep_head_in_fp16(trt, network, config)
-            sys.stderr.write(f"  {len(fp16_layers)} head layers kept in FP16\n")
+            logger.info(f"{len(fp16_layers)} head layers kept in FP16")
     monitor = _progress_monitor(trt)
     if monitor is not None:
         config.progress_monitor = monitor
-    with _Heartbeat(f"building {engine_path.name} ({precision})"):
+    with _build_clock(f"building {engine_path.name} ({precision})"):
         serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ModelError(f"TensorRT could not build {engine_path.name}: see the TensorRT messages above "

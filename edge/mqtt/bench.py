@@ -3,8 +3,8 @@ from event creation to a subscriber's receipt (a benchmark that prints figures, 
 
 
 import json
+import logging
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -19,6 +19,8 @@ from edge.mqtt import topics
 from edge.mqtt.connection import make_client, set_callbacks
 from edge.mqtt.outbox import Outbox
 from edge.mqtt.publisher import MqttPublisher
+
+logger = logging.getLogger(__name__)
 
 _PACED_EVENTS = 200
 _PACED_RATE_PER_S = 100.0
@@ -62,14 +64,14 @@ def run_mqtt_bench(config: MqttConfig, count: int) -> Dict[str, Union[str, float
         try:
             if not subscribed.wait(10) or not publisher.wait_connected(10):
                 raise FallEdgeError(f"cannot reach the broker at {config.host}:{config.port}")
-            sys.stderr.write(f"burst: {count} events ...\n")
+            logger.info(f"burst: {count} events ...")
             started = time.perf_counter()
             for index in range(count):
                 send(publisher, "burst", index)
             stored = time.perf_counter()
             finished["burst"].wait(timeout=60 + count / 100)
             burst_done = time.perf_counter()
-            sys.stderr.write(f"paced: {_PACED_EVENTS} events at {_PACED_RATE_PER_S:.0f}/s ...\n")
+            logger.info(f"paced: {_PACED_EVENTS} events at {_PACED_RATE_PER_S:.0f}/s ...")
             for index in range(_PACED_EVENTS):
                 send(publisher, "paced", index)
                 time.sleep(1.0 / _PACED_RATE_PER_S)

