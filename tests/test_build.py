@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="PyTorch missing: scripts/bootstrap.sh --dev installs it")
 
 from edge.backends.sidecar import EngineInfo, check_engine_fits, read_sidecar, sidecar_path, write_sidecar  # noqa: E402
-from edge.config import Config, DetectorConfig  # noqa: E402
+from edge.config import BuildConfig, Config, DetectorConfig  # noqa: E402
 from edge.decoding.letterbox import letterbox  # noqa: E402
 from edge.decoding.preprocess import model_input  # noqa: E402
 from edge.decoding.yolo import decode_yolo  # noqa: E402
@@ -538,21 +538,21 @@ def test_exports_still_work_once_gstreamer_is_loaded(tmp_path):
     assert result.returncode == 0 and "exported" in result.stdout, result.stderr[-500:]
 
 
-def test_the_daemon_builds_a_missing_engine_from_build_from(tmp_path):
-    """With build_from set, a missing engine is built at start; without TensorRT (here) the
+def test_the_daemon_builds_a_missing_engine_from_build_source(tmp_path):
+    """With build.source set, a missing engine is built at start; without TensorRT (here) the
     build gets as far as the ONNX and stops with one clear error."""
     from edge.daemon.runner import engine_path
 
     torch.save(build_trt_pose("resnet18_baseline_att").state_dict(), tmp_path / "resnet18_baseline_att.pth")
     pose = replace(Config().pose, type="tensorrt", model=str(tmp_path / "engines" / "pose_fp16.engine"),
-                   build_from=str(tmp_path / "resnet18_baseline_att.pth"))
+                   build=BuildConfig(source=str(tmp_path / "resnet18_baseline_att.pth")))
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         with pytest.raises(ModelError, match="TensorRT is not installed here.*The ONNX is ready at"):
             engine_path(pose, "pose")
         assert (tmp_path / "engines" / "pose_fp16.onnx").is_file()
-    litert = replace(Config().pose, build_from="anything.pth")  # not tensorrt: never built
+    litert = replace(Config().pose, build=BuildConfig(source="anything.pth"))  # not tensorrt: never built
     assert engine_path(litert, "pose").name == "movenet_multipose_lightning.tflite"
 
 

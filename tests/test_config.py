@@ -87,9 +87,39 @@ def test_a_bad_file_reports_every_problem_at_once_on_one_line():
         assert key in text
 
 
+def test_unknown_keys_wrong_types_and_broken_rules_are_reported_together():
+    raw = {"fall": {"alarm_hold": 2, "confirm_s": "soon", "lying_exit": 0.9}, "detecter": {}}
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(raw)
+    text = str(error.value)
+    assert "4 problems" in text and "\n" not in text
+    for part in ("unknown key 'fall.alarm_hold' (did you mean 'fall.alarm_hold_s'?)",
+                 "'fall.confirm_s' must be a number", "'fall.lying_exit' must be below fall.lying_enter",
+                 "unknown key 'detecter' (did you mean 'detector'?)"):
+        assert part in text
+
+
+def test_the_defaults_keep_every_rule_of_the_schema():
+    from edge.config.checks import problems
+
+    assert problems(Config()) == []
+
+
+def test_files_with_the_old_flat_build_keys_still_load():
+    old = config_from_dict({"pose": {"build_from": "p.pth", "build_precision": "int8", "build_calibration_dir": "calib",
+                                     "build_min_agreement": 0.9}})
+    new = config_from_dict({"pose": {"build": {"source": "p.pth", "precision": "int8", "calibration_dir": "calib",
+                                               "min_agreement": 0.9}}})
+    assert old == new and new.pose.build.min_agreement == 0.9
+    with pytest.raises(ConfigError, match="'detector.build_from' and 'detector.build.source' are the same setting"):
+        config_from_dict({"detector": {"build_from": "a.onnx", "build": {"source": "b.onnx"}}})
+    with pytest.raises(ConfigError, match="'pose.build.calibration_dir' must name a folder of images for an int8"):
+        config_from_dict({"pose": {"build_from": "p.pth", "build_precision": "int8"}})
+
+
 def test_the_jetson_example_config_is_valid():
     config = load_config(ROOT / "configs" / "jetson.yaml")
     assert config.detector.type == "tensorrt" and config.pose.type == "tensorrt"
     for section in (config.detector, config.pose):  # both at INT8 (FP16 on a Nano, chosen at build time)
-        assert section.build_precision == "int8" and section.build_calibration_dir == "calib"
-        assert section.build_min_agreement == 0.85
+        assert section.build.precision == "int8" and section.build.calibration_dir == "calib"
+        assert section.build.min_agreement == 0.85 and section.build.source

@@ -66,7 +66,7 @@ def test_doctor_fails_with_the_reason_and_exit_1(tmp_path):
 
 
 def test_doctor_reads_engine_sidecars_and_never_builds(tmp_path):
-    """A Jetson config on this machine: a missing engine with build_from is a warning (the service
+    """A Jetson config on this machine: a missing engine with build.source is a warning (the service
     builds it), and the doctor does not start that build; an engine with its sidecar is described;
     one without a sidecar fails with the rebuild command; TensorRT and the GPU fail with the fix."""
     from edge.backends.sidecar import EngineInfo, write_sidecar
@@ -82,8 +82,8 @@ def test_doctor_reads_engine_sidecars_and_never_builds(tmp_path):
     pose = tmp_path / "pose_fp16.engine"
     config = tmp_path / "config.yaml"
     base = (f"detector:\n  type: tensorrt\n  model: {detector}\n"
-            f"pose:\n  type: tensorrt\n  model: {pose}\n  input_size: 224\n  build_from: models/resnet18.pth\n"
-            f"  build_precision: fp16\n")
+            f"pose:\n  type: tensorrt\n  model: {pose}\n  input_size: 224\n  build:\n    source: models/resnet18.pth\n"
+            f"    precision: fp16\n")
     config.write_text(base)
     table = rows(doctor(config))
     assert table["tensorrt"] == ("fail", "not importable  -> apt-get install python3-libnvinfer; use a "
@@ -98,7 +98,7 @@ def test_doctor_reads_engine_sidecars_and_never_builds(tmp_path):
     assert not pose.exists()  # no build was started
 
     (tmp_path / "fall_detector_int8.engine.json").unlink()
-    config.write_text(base.replace("  build_from: models/resnet18.pth\n", ""))
+    config.write_text(base.replace("    source: models/resnet18.pth\n", ""))
     table = rows(doctor(config))
     assert table["engine detector"][0] == "fail" and "has no fall_detector_int8.engine.json" in \
         table["engine detector"][1]

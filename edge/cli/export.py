@@ -63,7 +63,7 @@ def register(commands: "argparse._SubParsersAction") -> None:
     agreement.add_argument("--config", type=Path, help="detector/pose settings (classes, thresholds, the floor)")
     agreement.add_argument("--limit", type=int, default=0, help="use at most this many images")
     agreement.add_argument("--min-agreement", type=float,
-                           help="the floor (default: the config's build_min_agreement); exit 1 under it")
+                           help="the floor (default: the config's build.min_agreement); exit 1 under it")
     agreement.set_defaults(handler=_cmd_int8_agreement)
 
 
@@ -122,7 +122,7 @@ def _cmd_int8_agreement(args: argparse.Namespace) -> int:
     section = config.detector if args.kind == "yolo" else config.pose
     models = [(path, backends[path.suffix]) for path in (args.reference, args.candidate)]
     result = compare_models(args.kind, section, models, (read_image(path) for path in files))
-    floor = section.build_min_agreement if args.min_agreement is None else args.min_agreement
+    floor = section.build.min_agreement if args.min_agreement is None else args.min_agreement
     keep, message = int8_verdict(result, floor)
     sys.stderr.write(message + "\n")
     print(json.dumps(dict(result.as_dict(), min_agreement=floor, kept=keep), indent=2))

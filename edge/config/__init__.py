@@ -1,7 +1,9 @@
-"""One validated config file: see schema.py for the keys and loader.py for the rules."""
+"""One validated config file: schema.py has the keys and their rules, checks.py the checker,
+loader.py reads the YAML."""
 
 from edge.config.loader import config_from_dict, load_config
 from edge.config.schema import (
+    BuildConfig,
     BuzzerConfig,
     CameraConfig,
     CaptureConfig,
@@ -16,6 +18,7 @@ from edge.config.schema import (
 )
 
 __all__ = [
+    "BuildConfig",
     "BuzzerConfig",
     "CameraConfig",
     "CaptureConfig",

@@ -1,9 +1,10 @@
 """Rules that the config checks and the code that uses a value both need, stated once here:
 the loader refuses a bad file with them, and the parts that take a value (topics, capture
-readers, the buzzer's pin factory, the pose model, the MQTT client) use the same names."""
+readers, the buzzer's pin factory, the pose model) use the same names. The schema
+(edge/config/schema.py) attaches them to its fields."""
 
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 # Capture readers: the GStreamer ones in the order `auto` tries them, then the others.
 GST_READERS = ("appsink", "opencv-gst", "gst-launch")
@@ -21,15 +22,6 @@ def valid_topic_level(name: str) -> bool:
 def valid_input_size(size: int) -> bool:
     """A square model input the YOLO and pose models take: a multiple of 32, at least 64."""
     return size % 32 == 0 and size >= 64
-
-
-def tls_files_problem(ca_file: str, cert_file: str, key_file: str) -> Optional[str]:
-    """What is wrong with the MQTT TLS file settings, or None."""
-    if bool(cert_file) != bool(key_file):
-        return "'mqtt.cert_file' and 'mqtt.key_file' go together: set both or neither"
-    if cert_file and not ca_file:
-        return "'mqtt.cert_file' needs mqtt.ca_file (TLS) as well"
-    return None
 
 
 def one_of(names: Sequence[str]) -> str:

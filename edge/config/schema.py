@@ -1,11 +1,54 @@
-"""The config file's schema: one dataclass per section, every field with a justified default.
+"""The config file's schema: one dataclass per section, every field with a justified default
+and its allowed values (`setting(default, *checks)`); rules between fields of a section are its
+RULES. edge/config/checks.py reads them all; the loader reports every broken one at once.
 
 The README's "Config reference" explains each threshold; keep the two in step.
 """
 
 
 from dataclasses import dataclass, field
-from typing import List
+from typing import ClassVar, Dict, List, Tuple
+
+from edge.config.checks import Check, Rule, above, at_least, at_most, between, member, setting
+from edge.config.rules import (
+    BUILD_PRECISIONS,
+    CAPTURE_READERS,
+    PIN_FACTORIES,
+    YOLO_LAYOUTS,
+    valid_input_size,
+    valid_topic_level,
+)
+
+MAX_THREADS = 64  # more only thrashes (100000 hung the daemon)
+MAX_MQTT_BACKOFF_S = 10.0  # alarms stored during an outage reach the control room within 15 s of its end
+_INPUT_SIZE = Check(valid_input_size, "must be a multiple of 32, at least 64")
+_TOPIC_NAME = Check(valid_topic_level, "must be a name without / + # or spaces at the ends")
+# The build settings' names before they moved into a `build` section (still read from old files).
+_RENAMED_BUILD_KEYS = {"build_from": "build.source", "build_precision": "build.precision",
+                       "build_calibration_dir": "build.calibration_dir", "build_min_agreement": "build.min_agreement"}
+_SCORE = between(0, 1)
+_PATTERN = Check(lambda v: len(v) == 2 and all(x > 0 for x in v), "must be [on seconds, off seconds], both above 0")
+_THREADS = between(1, MAX_THREADS)
+
+
+@dataclass
+class BuildConfig:
+    """type tensorrt: when the engine (`model`) is missing, build it at start from `source` (an
+    .onnx, .pt or .pth) at `precision`; int8 needs the calibration folder. See README "Deploy on
+    a Jetson". Older files set these as build_from, build_precision, build_calibration_dir and
+    build_min_agreement in the detector or pose section; they still load."""
+
+    source: str = ""
+    precision: str = setting("fp16", member(BUILD_PRECISIONS))
+    calibration_dir: str = ""
+    # int8: how far the INT8 engine must agree with an FP16 one on held-back calibration frames
+    # (the detector: share of its boxes; pose: PCK at 0.1 torso), else the FP16 engine is kept.
+    min_agreement: float = setting(0.85, between(0, 1, note="no check"))
+
+    RULES: ClassVar[Tuple[Rule, ...]] = (
+        Rule("calibration_dir", lambda b: not (b.precision == "int8" and b.source and not b.calibration_dir),
+             "must name a folder of images for an int8 build"),
+    )
 
 
 @dataclass
@@ -14,26 +57,21 @@ class DetectorConfig:
 
     type: str = "onnxruntime"  # backend: onnxruntime (CPU) | tensorrt (Jetson, a .engine; README "Deploy on a Jetson")
     model: str = "models/fall_yolov8s.onnx"
-    layout: str = "auto"  # yolov8 ([1,4+nc,N]) | yolov5 ([1,N,5+nc]) | auto
-    input_size: int = 640
-    class_names: List[str] = field(default_factory=lambda: ["Normal", "Fall"])
+    layout: str = setting("auto", member(YOLO_LAYOUTS))  # yolov8 ([1,4+nc,N]) | yolov5 ([1,N,5+nc]) | auto
+    input_size: int = setting(640, _INPUT_SIZE)
+    class_names: List[str] = setting(["Normal", "Fall"], Check(bool, "must name at least one class"))
     fall_class: str = "Fall"
-    score_threshold: float = 0.3
-    iou_threshold: float = 0.45
-    threads: int = 2
+    score_threshold: float = setting(0.3, _SCORE)
+    iou_threshold: float = setting(0.45, _SCORE)
+    threads: int = setting(2, _THREADS)
     # Scheduling: the detector costs ~10x the pose model on a CPU, so it runs every N
     # processed frames and at once when a track starts to look like a fall.
-    every_n_frames: int = 8
+    every_n_frames: int = setting(8, between(1, 1000))
     on_fall_candidate: bool = True
     enabled: bool = True
-    # type tensorrt: when the engine (`model`) is missing, build it at start from this .onnx,
-    # .pt or .pth, at this precision (fp32 | fp16 | int8; int8 needs the calibration folder).
-    build_from: str = ""
-    build_precision: str = "fp16"
-    build_calibration_dir: str = ""
-    # int8: the share of the FP16 engine's boxes the INT8 one must find on held-back calibration
-    # frames, else the FP16 engine is kept (0: no check). See README "Deploy on a Jetson".
-    build_min_agreement: float = 0.85
+    build: BuildConfig = field(default_factory=BuildConfig)  # type tensorrt: a missing engine is built at start
+
+    RENAMED: ClassVar[Dict[str, str]] = _RENAMED_BUILD_KEYS
 
 
 @dataclass
@@ -44,36 +82,39 @@ class PoseConfig:
     # (Jetson, a trt_pose engine). MoveNet or trt_pose is told from the model's input layout.
     type: str = "litert"
     model: str = "models/movenet_multipose_lightning.tflite"
-    input_size: int = 256
-    min_person_score: float = 0.2  # MoveNet only
-    min_keypoint_score: float = 0.2
-    cmap_threshold: float = 0.1  # trt_pose only: part peaks below this are ignored
-    link_threshold: float = 0.1  # trt_pose only: limbs whose PAF alignment is below this are cut
-    threads: int = 2
+    input_size: int = setting(256, _INPUT_SIZE)
+    min_person_score: float = setting(0.2, _SCORE)  # MoveNet only
+    min_keypoint_score: float = setting(0.2, _SCORE)
+    # trt_pose only: part peaks below this are ignored
+    cmap_threshold: float = setting(0.1, Check(lambda v: 0 < v < 1, "must be between 0 and 1"))
+    # trt_pose only: limbs whose PAF alignment is below this are cut
+    link_threshold: float = setting(0.1, Check(lambda v: 0 <= v < 1, "must be between 0 and 1"))
+    threads: int = setting(2, _THREADS)
     # Top-down refinement: people smaller than this fraction of the frame height get a
     # second pose pass on a crop around them, because MoveNet at 256 px loses small people.
-    crop_below_height_fraction: float = 0.45
-    crop_margin: float = 0.35  # box grown by this fraction on each side before cropping
-    max_crops_per_frame: int = 3
-    # type tensorrt: build a missing engine at start, as for the detector.
-    build_from: str = ""
-    build_precision: str = "fp16"
-    build_calibration_dir: str = ""
-    # int8: keypoint agreement (PCK at 0.1 torso) with the FP16 engine on held-back frames.
-    build_min_agreement: float = 0.85
+    crop_below_height_fraction: float = setting(0.45, _SCORE)
+    crop_margin: float = setting(0.35, at_least(0))  # box grown by this fraction on each side before cropping
+    max_crops_per_frame: int = setting(3, between(0, 64))
+    build: BuildConfig = field(default_factory=BuildConfig)  # type tensorrt: as for the detector
+
+    RENAMED: ClassVar[Dict[str, str]] = _RENAMED_BUILD_KEYS
 
 
 @dataclass
 class TrackerConfig:
-    iou_threshold: float = 0.2  # below this overlap an observation starts a new track
-    max_age_s: float = 1.5  # a track not seen for this long is dropped
+    iou_threshold: float = setting(0.2, _SCORE)  # below this overlap an observation starts a new track
+    max_age_s: float = setting(1.5, above(0))  # a track not seen for this long is dropped
     down_max_age_s: float = 20.0  # ... unless it was last seen lying down
     # A skeleton that appears low or lying within handover_reach upright heights of where a track
     # stood or was falling at most handover_s ago continues that track (the pose model lost them
     # mid-fall).
-    handover_s: float = 2.0
-    handover_reach: float = 1.2
-    min_hits: int = 2  # observations before a track is drawn and counted in health
+    handover_s: float = setting(2.0, at_least(0, "no handover"))
+    handover_reach: float = setting(1.2, at_least(0))
+    min_hits: int = setting(2, at_least(1))  # observations before a track is drawn and counted in health
+
+    RULES: ClassVar[Tuple[Rule, ...]] = (
+        Rule("down_max_age_s", lambda t: t.down_max_age_s >= t.max_age_s, "must be at least tracker.max_age_s"),
+    )
 
 
 @dataclass
@@ -85,43 +126,60 @@ class FallConfig:
     torso_angle_high_deg: float = 70.0  # ... this close to horizontal scores 1
     aspect_low: float = 0.9  # bbox width/height scoring 0
     aspect_high: float = 1.5  # ... and 1
-    weight_torso_angle: float = 0.4
-    weight_aspect: float = 0.3
-    weight_detector: float = 0.3
+    weight_torso_angle: float = setting(0.4, at_least(0))
+    weight_aspect: float = setting(0.3, at_least(0))
+    weight_detector: float = setting(0.3, at_least(0))
     # Height collapse: the body's height against the same person's upright height (a fall towards
     # or away from the camera shrinks the body without tilting the torso in the image).
-    weight_collapse: float = 0.4
+    weight_collapse: float = setting(0.4, at_least(0))
     collapse_start_ratio: float = 0.7  # the collapse cue is 0 at this share of the upright height ...
     collapse_full_ratio: float = 0.4  # ... and 1 at this share
     # Hip drop against the same person standing: hips far below where they stand are not upright
     # (a fall towards a frontal camera can leave every other cue ambiguous).
-    weight_descent: float = 0.4
+    weight_descent: float = setting(0.4, at_least(0))
     descent_full: float = 1.0  # the descent cue is 0 at min_descent and 1 at this many torso lengths
-    foreshortened_below: float = 0.6  # torso shorter than this share of its upright length: its angle is ignored
-    detector_boost_foreshortened: float = 2.0  # ... and the detector's weight is multiplied by this
-    lying_enter: float = 0.55  # hysteresis: enter "down" above this ...
-    lying_exit: float = 0.35  # ... and leave it below this
-    upright_below: float = 0.35  # posture score that counts as an upright baseline
-    min_upright_s: float = 0.4  # upright for this long before a fall can count
+    # A torso shorter than this share of its upright length: its angle is ignored ...
+    foreshortened_below: float = setting(0.6, Check(lambda v: 0 < v <= 1, "must be above 0 and at most 1"))
+    detector_boost_foreshortened: float = setting(2.0, at_least(1))  # ... and the detector's weight times this
+    lying_enter: float = setting(0.55, _SCORE)  # hysteresis: enter "down" above this ...
+    lying_exit: float = setting(0.35, _SCORE)  # ... and leave it below this
+    upright_below: float = setting(0.35, _SCORE)  # posture score that counts as an upright baseline
+    min_upright_s: float = setting(0.4, at_least(0))  # upright for this long before a fall can count
     # ... or this long when the hips then drop fast (a stream that starts just before a fall, a
     # person who walks in and falls at once); 0 turns the short lead-in off.
-    quick_upright_s: float = 0.15
-    fall_window_s: float = 3.0  # upright -> down must happen within this window
-    min_descent: float = 0.35  # hip drop, in upright torso lengths
-    fast_descent_speed: float = 1.5  # hips dropping this fast (torso lengths/s) make a fall candidate
-    lost_confirm_s: float = 1.0  # a candidate lost this long right after a fast descent is a fall ...
-    lost_min_descent: float = 0.75  # ... if its hips had dropped this far
-    confirm_s: float = 0.4  # lying this long confirms the fall (fall_detected)
-    alarm_hold_s: float = 3.0  # still down this long after the fall: alarm
-    recover_s: float = 1.5  # upright this long after a fall: recovered
+    quick_upright_s: float = setting(0.15, at_least(0))
+    fall_window_s: float = setting(3.0, at_least(0))  # upright -> down must happen within this window
+    min_descent: float = setting(0.35, at_least(0))  # hip drop, in upright torso lengths
+    # hips dropping this fast (torso lengths/s) make a fall candidate
+    fast_descent_speed: float = setting(1.5, above(0))
+    # a candidate lost this long right after a fast descent is a fall ...
+    lost_confirm_s: float = setting(1.0, at_least(0))
+    lost_min_descent: float = setting(0.75, at_least(0))  # ... if its hips had dropped this far
+    confirm_s: float = setting(0.4, at_least(0))  # lying this long confirms the fall (fall_detected)
+    alarm_hold_s: float = setting(3.0, at_least(0))  # still down this long after the fall: alarm
+    recover_s: float = setting(1.5, at_least(0))  # upright this long after a fall: recovered
     require_upright_baseline: bool = True  # False: someone found lying also alarms
-    detector_max_age_s: float = 1.5  # a detector score older than this is ignored
+    detector_max_age_s: float = setting(1.5, at_least(0))  # a detector score older than this is ignored
+
+    RULES: ClassVar[Tuple[Rule, ...]] = (
+        Rule("torso_angle_low_deg", lambda f: f.torso_angle_low_deg < f.torso_angle_high_deg,
+             "must be below fall.torso_angle_high_deg"),
+        Rule("aspect_low", lambda f: f.aspect_low < f.aspect_high, "must be below fall.aspect_high"),
+        Rule("collapse_full_ratio", lambda f: 0 < f.collapse_full_ratio < f.collapse_start_ratio <= 1.5,
+             "must be above 0 and below fall.collapse_start_ratio (at most 1.5)"),
+        Rule("descent_full", lambda f: f.descent_full > f.min_descent, "must be above fall.min_descent"),
+        Rule("weight_torso_angle", lambda f: f.weight_torso_angle + f.weight_aspect > 0,
+             "and fall.weight_aspect cannot both be 0"),
+        Rule("lying_exit", lambda f: f.lying_exit < f.lying_enter, "must be below fall.lying_enter (hysteresis)"),
+        Rule("upright_below", lambda f: f.upright_below <= f.lying_exit, "must not exceed fall.lying_exit"),
+        Rule("quick_upright_s", lambda f: f.quick_upright_s <= f.min_upright_s, "must not exceed fall.min_upright_s"),
+    )
 
 
 @dataclass
 class OutputConfig:
-    camera: str = "cam0"
-    process_fps: float = 10.0  # frames per second the pipeline processes; 0 = every frame
+    camera: str = setting("cam0", _TOPIC_NAME)
+    process_fps: float = setting(10.0, at_least(0, "every frame"))  # frames per second the pipeline processes
 
 
 @dataclass
@@ -130,10 +188,11 @@ class MqttConfig:
 
     enabled: bool = False
     host: str = "127.0.0.1"
-    port: int = 1883
-    device: str = ""  # device name in topics; empty: the host name
-    prefix: str = "fall"
-    keepalive_s: int = 30
+    port: int = setting(1883, between(1, 65535))
+    # device name in topics; empty: the host name
+    device: str = setting("", Check(lambda v: v == "" or valid_topic_level(v), _TOPIC_NAME.rule))
+    prefix: str = setting("fall", _TOPIC_NAME)
+    keepalive_s: int = setting(30, between(1, 65535))
     username: str = ""
     password_file: str = ""  # the password is read from this file ...
     password_env: str = "FALL_EDGE_MQTT_PASSWORD"  # ... or this variable; never from the command line
@@ -141,31 +200,47 @@ class MqttConfig:
     cert_file: str = ""  # client certificate (optional, with key_file)
     key_file: str = ""
     outbox_path: str = "var/outbox.sqlite"
-    outbox_max_events: int = 10000
-    max_inflight: int = 100
-    reconnect_min_s: float = 1.0
+    outbox_max_events: int = setting(10000, between(1, 10_000_000))
+    max_inflight: int = setting(100, between(1, 65535))
+    reconnect_min_s: float = setting(1.0, above(0))
     # at most 10: after an outage, stored alarms reach the control room within 15 s of the
     # broker's return (a longer backoff delayed them by up to 108 s)
-    reconnect_max_s: float = 10.0
-    health_interval_s: float = 30.0
+    reconnect_max_s: float = setting(
+        MAX_MQTT_BACKOFF_S, at_most(MAX_MQTT_BACKOFF_S, "alarms must reach the control room soon after the broker "
+                                                        "is back"))
+    health_interval_s: float = setting(30.0, above(0))
     # The site's shared key for signed commands (HMAC-SHA256); set, unsigned commands are refused.
     command_key_file: str = ""
-    command_max_age_s: float = 30.0  # a signed command older or newer than this is refused (replays)
+    # a signed command older or newer than this is refused (replays)
+    command_max_age_s: float = setting(30.0, between(1, 3600))
     snapshot_dir: str = "var/snapshots"  # owner-only; pictures of people on the floor
-    snapshot_keep: int = 200  # at most this many snapshots are kept (the oldest go first) ...
-    snapshot_max_age_days: float = 7.0  # ... and none older than this
+    # at most this many snapshots are kept (the oldest go first) ...
+    snapshot_keep: int = setting(200, at_least(0, "keep none on disk"))
+    snapshot_max_age_days: float = setting(7.0, above(0))  # ... and none older than this
     snapshot_privacy: bool = False  # snapshots show the skeleton on a blank background
+
+    # The client (edge/mqtt/connection.py) checks these too: it is also built from command-line options.
+    TLS_RULES: ClassVar[Tuple[Rule, ...]] = (
+        Rule("cert_file", lambda m: bool(m.cert_file) == bool(m.key_file),
+             "and 'mqtt.key_file' go together: set both or neither"),
+        Rule("cert_file", lambda m: not m.cert_file or bool(m.ca_file), "needs mqtt.ca_file (TLS) as well"),
+    )
+    RULES: ClassVar[Tuple[Rule, ...]] = TLS_RULES + (
+        Rule("reconnect_min_s", lambda m: m.reconnect_min_s <= m.reconnect_max_s,
+             "must be above 0 and at most mqtt.reconnect_max_s"),
+    )
 
 
 @dataclass
 class BuzzerConfig:
     enabled: bool = False
-    pin: int = 18  # BCM numbering on a Raspberry Pi; Jetson.GPIO BCM mode on a Jetson
+    # BCM numbering on a Raspberry Pi; Jetson.GPIO BCM mode on a Jetson
+    pin: int = setting(18, Check(lambda v: 0 <= v <= 40, "must be a GPIO number from 0 to 40"))
     active_high: bool = True
-    pin_factory: str = "default"  # default (gpiozero's) | jetson | mock
-    fall_pattern_s: List[float] = field(default_factory=lambda: [0.15, 0.15])  # on, off: fast beeps
-    alarm_pattern_s: List[float] = field(default_factory=lambda: [0.8, 0.2])  # long beeps
-    auto_stop_s: float = 120.0
+    pin_factory: str = setting("default", member(PIN_FACTORIES))  # default (gpiozero's) | jetson | mock
+    fall_pattern_s: List[float] = setting([0.15, 0.15], _PATTERN)  # on, off: fast beeps
+    alarm_pattern_s: List[float] = setting([0.8, 0.2], _PATTERN)  # long beeps
+    auto_stop_s: float = setting(120.0, above(0))
 
 
 @dataclass
@@ -173,7 +248,7 @@ class SpeechConfig:
     enabled: bool = False
     command: str = "espeak-ng"
     alsa_device: str = ""  # e.g. plughw:1,0; empty: the default device
-    voice: str = "ko"
+    voice: str = setting("ko", Check(lambda v: bool(v.strip()), "must name an espeak-ng voice (e.g. ko)"))
     fall_text: str = (
         "사람이 넘어졌습니다. 가까이 계신 분은 도와주세요. 환자를 움직이지 마시고, 숨을 쉬는지 확인하세요. "
         "숨을 쉬지 않으면 일일구에 전화하세요."
@@ -193,8 +268,8 @@ class SpeechConfig:
     )
     test_text: str = "낙상 경보 시험입니다. 시험입니다."
     second_test_text: str = "This is a test of the fall alarm."
-    words_per_minute: int = 150
-    repeat_interval_s: float = 20.0  # repeated while the alarm stands
+    words_per_minute: int = setting(150, between(80, 450))
+    repeat_interval_s: float = setting(20.0, above(0))  # repeated while the alarm stands
 
 
 @dataclass
@@ -203,19 +278,26 @@ class CaptureConfig:
 
     # auto: plain file paths with OpenCV, the rest with the best GStreamer reader here | gst (best
     # GStreamer reader) | appsink | opencv-gst | gst-launch | opencv (see edge/capture/gst_readers.py)
-    reader: str = "auto"
-    width: int = 640  # frames are scaled to this size by the pipeline
-    height: int = 480
-    fps: int = 15  # rate of csi:// and test:// sources, and of file frames read through GStreamer
-    stall_timeout_s: float = 5.0  # no frame for this long: the source is restarted
-    reconnect_min_s: float = 0.5  # backoff between restarts, doubling up to the max, with jitter
+    reader: str = setting("auto", Check(lambda v: v in CAPTURE_READERS, "must be one of " + ", ".join(CAPTURE_READERS)))
+    # frames are scaled to this size by the pipeline
+    width: int = setting(640, Check(lambda v: 16 <= v <= 7680 and v % 2 == 0, "must be even, 16 to 7680"))
+    height: int = setting(480, Check(lambda v: 16 <= v <= 4320 and v % 2 == 0, "must be even, 16 to 4320"))
+    fps: int = setting(15, between(1, 120))  # rate of csi:// and test:// sources, and of file frames through GStreamer
+    stall_timeout_s: float = setting(5.0, above(0))  # no frame for this long: the source is restarted
+    reconnect_min_s: float = setting(0.5, above(0))  # backoff between restarts, doubling up to the max, with jitter
     reconnect_max_s: float = 30.0
+
+    RULES: ClassVar[Tuple[Rule, ...]] = (
+        Rule("reconnect_min_s", lambda c: c.reconnect_min_s <= c.reconnect_max_s,
+             "must be above 0 and at most capture.reconnect_max_s"),
+    )
 
 
 @dataclass
 class CameraConfig:
-    name: str = "cam0"
-    source: str = ""  # csi://0, v4l2:///dev/video0, rtsp://..., file:///..., test://, gst:...
+    name: str = setting("cam0", _TOPIC_NAME)
+    # csi://0, v4l2:///dev/video0, rtsp://..., file:///..., test://, gst:...
+    source: str = setting("", Check(lambda v: bool(v.strip()), "must not be empty"))
 
 
 @dataclass
@@ -230,3 +312,8 @@ class Config:
     speech: SpeechConfig = field(default_factory=SpeechConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     cameras: List[CameraConfig] = field(default_factory=list)  # used when run has no --source
+
+    RULES: ClassVar[Tuple[Rule, ...]] = (
+        Rule("cameras[].name", lambda c: len({camera.name for camera in c.cameras}) == len(c.cameras),
+             "must be unique"),
+    )

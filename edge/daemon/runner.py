@@ -39,19 +39,19 @@ class Models:
 
 
 def engine_path(section: Union[DetectorConfig, PoseConfig], name: str) -> Path:
-    """The model path; for a missing TensorRT engine with build_from set, the engine is built
+    """The model path; for a missing TensorRT engine with build.source set, the engine is built
     first (minutes on a Jetson; once)."""
     path = resolve_model_path(section.model)
-    if section.type != "tensorrt" or path.exists() or not section.build_from:
+    if section.type != "tensorrt" or path.exists() or not section.build.source:
         return path
     from edge.export.build_engines import BuildRequest, build
 
     logger.warning("%s engine %s is missing: building it from %s (%s); this takes minutes", name, path,
-                   section.build_from, section.build_precision)
-    calibration = Path(section.build_calibration_dir) if section.build_calibration_dir else None
+                   section.build.source, section.build.precision)
+    calibration = Path(section.build.calibration_dir) if section.build.calibration_dir else None
     settings = {"detector": section} if isinstance(section, DetectorConfig) else {"pose": section}
-    build(BuildRequest(source=resolve_model_path(section.build_from), out=path, precision=section.build_precision,
-                       calib_dir=calibration, min_agreement=section.build_min_agreement, **settings))
+    build(BuildRequest(source=resolve_model_path(section.build.source), out=path, precision=section.build.precision,
+                       calib_dir=calibration, min_agreement=section.build.min_agreement, **settings))
     return path
 
 

@@ -120,12 +120,12 @@ def check_engines(config: Config) -> List[Row]:
     rows = []
     for name, section in sections:
         path = resolve_model_path(section.model)
-        build = (f"fall-edge build-engines --source {section.build_from or '<weights>'} "
-                 f"--precision {section.build_precision} --out {path}")
+        build = (f"fall-edge build-engines --source {section.build.source or '<weights>'} "
+                 f"--precision {section.build.precision} --out {path}")
         if not path.is_file():
-            if section.build_from:
+            if section.build.source:
                 rows.append(Row(f"engine {name}", WARNING, f"{path} not built yet",
-                                f"the service builds it from {section.build_from} at its first start (minutes), "
+                                f"the service builds it from {section.build.source} at its first start (minutes), "
                                 f"or now: {build}"))
             else:
                 rows.append(Row(f"engine {name}", FAIL, f"{path} not found", f"build it on this device: {build}"))

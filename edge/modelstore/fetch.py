@@ -46,7 +46,8 @@ def verify_model_file(path: Path, check_hash: bool = True) -> None:
     if not path.exists():
         if path.suffix == ".engine":
             raise ModelError(f"engine {path} is missing: build it on this device with `fall-edge build-engines` "
-                             f"(README, \"Deploy on a Jetson\"), or set build_from in the config to build it at start")
+                             f"(README, \"Deploy on a Jetson\"), or set build.source in the config to build it "
+                             f"at start")
         raise ModelError(f"model file {path} is missing: {FETCH_HINT}")
     if not path.is_file():
         raise ModelError(f"model path {path} is not a file: point the config at the model file")

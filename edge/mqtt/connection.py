@@ -12,7 +12,6 @@ from typing import Callable, Optional
 import paho.mqtt.client as mqtt
 
 from edge.config import MqttConfig
-from edge.config.rules import tls_files_problem
 from edge.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -101,9 +100,9 @@ def make_client(config: MqttConfig, client_id: str, will_topic: Optional[str] = 
             value = getattr(config, key)
             if value and not Path(value).expanduser().is_file():
                 raise ConfigError(f"mqtt.{key} {value} not found: point it at the PEM file")
-        problem = tls_files_problem(config.ca_file, config.cert_file, config.key_file)
-        if problem is not None:
-            raise ConfigError(problem)
+        for rule in MqttConfig.TLS_RULES:  # also built from command-line options, not only from a file
+            if not rule.ok(config):
+                raise ConfigError(f"'mqtt.{rule.key}' {rule.rule}")
         try:
             client.tls_set(ca_certs=config.ca_file, certfile=config.cert_file or None,
                            keyfile=config.key_file or None, cert_reqs=ssl.CERT_REQUIRED,
