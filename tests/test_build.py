@@ -341,6 +341,11 @@ def test_build_script_without_tensorrt_stops_after_the_onnx(tmp_path):
 @needs_vtest
 def test_calibration_batches_use_the_inference_preprocessing(tmp_path):
     assert extract_frames([VTEST], tmp_path / "calib", every_s=2.0, limit=10) == 10
+    names = sorted(path.name for path in (tmp_path / "calib").iterdir())
+    assert names[:2] == ["vtest_000000.jpg", "vtest_000020.jpg"]  # one frame every 2 s of a 10 fps clip
+    # Frames of people: owner-only, whatever the umask.
+    assert (tmp_path / "calib").stat().st_mode & 0o777 == 0o700
+    assert {(tmp_path / "calib" / name).stat().st_mode & 0o777 for name in names} == {0o600}
     batches = CalibrationBatches(tmp_path / "calib", "yolo", (4, 3, 320, 320))
     assert len(batches) == 2 and batches.nbytes == 4 * 3 * 320 * 320 * 4  # 10 images: 2 full batches of 4
     first = batches.next_batch()

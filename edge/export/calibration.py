@@ -18,8 +18,10 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from edge.capture.opencv_source import OpenCvSource
 from edge.decoding.preprocess import model_input
 from edge.errors import FallEdgeError
+from edge.private import open_private, private_folder
 
 logger = logging.getLogger(__name__)
 
@@ -226,24 +228,25 @@ def make_calibrator(trt: Any, cuda: Any, batches: Optional[CalibrationBatches], 
 
 
 def extract_frames(videos: Sequence[Path], out_dir: Path, every_s: float, limit: int) -> int:
-    """Save one frame every `every_s` seconds of each video as JPEG; returns how many."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Save one frame every `every_s` seconds of each video as JPEG; returns how many. The frames
+    show people, so the folder and each file are owner-only (edge/private.py)."""
+    private_folder(out_dir)
     saved = 0
     for video in videos:
-        capture = cv2.VideoCapture(str(video))
-        if not capture.isOpened():
-            raise FallEdgeError(f"video {video} cannot be opened: check the path and format")
-        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-        step = max(1, round(every_s * fps))
-        index = 0
-        while saved < limit:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            if index % step == 0:
-                cv2.imwrite(str(out_dir / f"{Path(video).stem}_{index:06d}.jpg"), frame)
+        if saved >= limit:
+            break
+        with OpenCvSource(str(video)) as source:
+            step = max(1, round(every_s * source.fps))
+            for frame in source.frames():
+                if frame.index % step:
+                    continue
+                encoded, data = cv2.imencode(".jpg", frame.image)
+                if not encoded:
+                    raise FallEdgeError(f"frame {frame.index} of {video} cannot be encoded as JPEG")
+                with open_private(out_dir / f"{Path(video).stem}_{frame.index:06d}.jpg", "wb") as handle:
+                    handle.write(data.tobytes())
                 saved += 1
-            index += 1
-        capture.release()
+                if saved >= limit:
+                    break
         logger.info(f"{video}: {saved} frames so far")
     return saved
