@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import VTEST
 
-from edge.capture.opencv_source import OpenCvSource
+from edge.capture.opencv_source import OpenCvSource, iter_video_frames
 from edge.config import Config
 from edge.daemon.pipeline import FallPipeline
 from edge.daemon.runner import process_video
@@ -72,20 +72,16 @@ def test_no_fall_events_while_people_walk(models):
 
 def shrink_clip(source: Path, target: Path, background: np.ndarray, scale: float) -> None:
     """Paste the clip, scaled down, into a large frame: the person becomes about 1/7 of its height."""
-    capture = cv2.VideoCapture(str(source))
-    fps = capture.get(cv2.CAP_PROP_FPS)
+    with OpenCvSource(str(source)) as video:
+        fps = video.fps
     writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, background.shape[1::-1])
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
+    for frame in iter_video_frames(source):
         factor = scale * 640 / frame.shape[1]
         small = cv2.resize(frame, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
         canvas = background.copy()
         canvas[500:500 + small.shape[0], 700:700 + small.shape[1]] = small
         writer.write(canvas)
     writer.release()
-    capture.release()
 
 
 @pytest.mark.parametrize("crops", [3, 0])

@@ -68,14 +68,13 @@ def test_run_trace_has_a_line_per_frame_and_track(tmp_path):
     clip = tmp_path / "vtest_head.avi"
     import cv2
 
-    capture, writer = cv2.VideoCapture(str(VTEST)), None
-    for _ in range(30):
-        ok, image = capture.read()
-        if writer is None:
-            writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, image.shape[1::-1])
+    from edge.capture.opencv_source import iter_video_frames
+
+    images = [image for image, _ in zip(iter_video_frames(VTEST), range(30))]
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, images[0].shape[1::-1])
+    for image in images:
         writer.write(image)
     writer.release()
-    capture.release()
     assert main(["run", "--source", str(clip), "--camera", "lobby", "--trace", str(trace_dir)]) == 0
     path = trace_dir / "lobby.jsonl"
     assert stat.S_IMODE(os.stat(trace_dir).st_mode) == 0o700 and stat.S_IMODE(os.stat(path).st_mode) == 0o600
