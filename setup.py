@@ -30,6 +30,8 @@ setup(
         "tqdm>=4.62",
         # The monitor's webhook retries (8.2 is the last release for Python 3.6).
         "tenacity>=8",
+        # The device page's /metrics (0.17 is the last release for Python 3.6).
+        "prometheus-client>=0.17",
     ],
     extras_require={
         # The embedded default: ONNX Runtime for the detector, LiteRT for MoveNet.

@@ -4,9 +4,12 @@ import argparse
 import functools
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 from edge.errors import FallEdgeError
+
+if TYPE_CHECKING:
+    from edge.web.device_page import DevicePage
 
 
 def register(commands: "argparse._SubParsersAction") -> None:
@@ -23,6 +26,9 @@ def register(commands: "argparse._SubParsersAction") -> None:
     run.add_argument("--profile", action="store_true", help="print per-stage timings to stderr at the end")
     run.add_argument("--trace", type=Path, metavar="DIR",
                      help="one JSON line per frame and track, per camera, in DIR/<camera>.jsonl (diagnosis)")
+    run.add_argument("--http", metavar="HOST:PORT",
+                     help="serve the device page: live view with skeletons, /health, /metrics "
+                          "(default: the config's output.http; off when empty)")
     run.set_defaults(handler=_stoppable(_cmd_run))
 
 
@@ -45,20 +51,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
     install_stop_signals()
     # Under systemd (Type=notify): READY once every camera gave a frame, watchdog pings from the loop.
     notifier = FrameLoopNotifier(SystemdNotifier(), {name for name, _ in cameras})
+    page = None
     try:
+        page = _device_page(args.http or config.output.http, [name for name, _ in cameras],
+                            config.output.http_max_fps)
         if len(cameras) > 1:
-            summary = run_cameras(config, models, router, cameras, trace_dir=args.trace, notifier=notifier)
+            summary = run_cameras(config, models, router, cameras, trace_dir=args.trace, notifier=notifier,
+                                  board=page.board if page else None)
         else:
             options = RunOptions(pad_end_s=args.pad_end, realtime=args.realtime, save_video=args.save_video,
                                  show=args.show, trace_dir=args.trace)
-            summary = run_one_camera(config, models, router, *cameras[0], options, notifier=notifier)
+            summary = run_one_camera(config, models, router, *cameras[0], options, notifier=notifier,
+                                     board=page.board if page else None)
     finally:
         notifier.stopping()
         router.close()
+        if page is not None:
+            page.stop()
     sys.stderr.write(f"fall-edge: {summary.line()}\n")
     if args.profile and summary.timings_ms:
         sys.stderr.write(format_timings(summary.timings_ms) + "\n")
     return 0
+
+
+def _device_page(listen: str, cameras: List[str], max_fps: float) -> "Optional[DevicePage]":
+    if not listen:
+        return None
+    from edge.web.board import LiveBoard
+    from edge.web.device_page import DevicePage
+
+    page = DevicePage(LiveBoard(cameras, max_fps=max_fps), listen).start()
+    sys.stderr.write(f"fall-edge: device page on http://{page.address[0]}:{page.address[1]}/\n")
+    return page
 
 
 def _stoppable(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

@@ -4,7 +4,7 @@ readers, the buzzer's pin factory, the pose model) use the same names. The schem
 (edge/config/schema.py) attaches them to its fields."""
 
 
-from typing import Sequence
+from typing import Optional, Sequence, Tuple
 
 # Capture readers: the GStreamer ones in the order `auto` tries them, then the others.
 GST_READERS = ("appsink", "opencv-gst", "gst-launch")
@@ -22,6 +22,18 @@ def valid_topic_level(name: str) -> bool:
 def valid_input_size(size: int) -> bool:
     """A square model input the YOLO and pose models take: a multiple of 32, at least 64."""
     return size % 32 == 0 and size >= 64
+
+
+def listen_address(text: str, default_host: str = "127.0.0.1") -> Optional[Tuple[str, int]]:
+    """"HOST:PORT" or "PORT" of a web page -> (host, port); None when it is neither."""
+    host, _, port = text.rpartition(":") if ":" in text else (default_host, "", text)
+    host = host.strip("[]") or default_host
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
+LISTEN_RULE = "must be HOST:PORT with a port from 1 to 65535, e.g. 127.0.0.1:8081"
 
 
 def one_of(names: Sequence[str]) -> str:

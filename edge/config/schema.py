@@ -13,8 +13,10 @@ from edge.config.checks import Check, Rule, above, at_least, at_most, between, m
 from edge.config.rules import (
     BUILD_PRECISIONS,
     CAPTURE_READERS,
+    LISTEN_RULE,
     PIN_FACTORIES,
     YOLO_LAYOUTS,
+    listen_address,
     valid_input_size,
     valid_topic_level,
 )
@@ -180,6 +182,10 @@ class FallConfig:
 class OutputConfig:
     camera: str = setting("cam0", _TOPIC_NAME)
     process_fps: float = setting(10.0, at_least(0, "every frame"))  # frames per second the pipeline processes
+    # The device's own page (live view, /health, /metrics) on HOST:PORT; empty: off. It shows
+    # people: keep it on 127.0.0.1 and reach it over an SSH tunnel (README "The device's page").
+    http: str = setting("", Check(lambda v: v == "" or listen_address(v) is not None, LISTEN_RULE))
+    http_max_fps: float = setting(5.0, between(0.5, 30))  # the live view's frame rate cap
 
 
 @dataclass

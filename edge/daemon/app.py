@@ -25,7 +25,10 @@ from edge.daemon.runner import (
     process_video,
 )
 from edge.errors import FallEdgeError
+from edge.types import FrameResult
+from edge.viz.draw import draw_result
 from edge.viz.trace import TraceWriter
+from edge.web.board import LiveBoard
 
 
 class StopRequestedError(Exception):
@@ -97,6 +100,17 @@ class RunSummary:
                 f"({self.frames / max(self.elapsed_s, 1e-9):.1f} frames/s), {self.events} events")
 
 
+def _report(config: Config, router: EventRouter, board: Optional[LiveBoard], pipelines: List[FallPipeline],
+            cameras: Dict[str, dict], result: FrameResult) -> None:
+    """After each frame: health to MQTT when due; the device page's picture (only while someone
+    watches) and its health (once a second)."""
+    router.maybe_send_health(pipelines, cameras=cameras)
+    if board is not None:
+        board.offer(result, lambda drawn: draw_result(drawn, config.pose.min_keypoint_score))
+        if board.health_due():
+            board.set_health(router.health(pipelines, cameras))
+
+
 def _status_sink(router: EventRouter, notifier: Optional[FrameLoopNotifier], name: str):
     """A camera's online/offline reports, to the control room and to systemd's watchdog."""
 
@@ -109,7 +123,8 @@ def _status_sink(router: EventRouter, notifier: Optional[FrameLoopNotifier], nam
 
 
 def run_one_camera(config: Config, models: Models, router: EventRouter, name: str, source_text: str,
-                   options: RunOptions, notifier: Optional[FrameLoopNotifier] = None) -> RunSummary:
+                   options: RunOptions, notifier: Optional[FrameLoopNotifier] = None,
+                   board: Optional[LiveBoard] = None) -> RunSummary:
     pipeline = FallPipeline(config, models.pose, models.detector, camera=name)
     with open_source(source_text, config.capture, name=name, pad_end_s=options.pad_end_s,
                      realtime=options.realtime, on_status=_status_sink(router, notifier, name)) as video:
@@ -124,7 +139,7 @@ def run_one_camera(config: Config, models: Models, router: EventRouter, name: st
         try:
             for result in process_video(pipeline, video, config.output.process_fps):
                 sink(result)
-                router.maybe_send_health([pipeline], cameras={name: capture_stats(video)})
+                _report(config, router, board, [pipeline], {name: capture_stats(video)}, result)
                 if notifier is not None:
                     notifier.frame(name)
         finally:
@@ -136,7 +151,8 @@ def run_one_camera(config: Config, models: Models, router: EventRouter, name: st
 
 
 def run_cameras(config: Config, models: Models, router: EventRouter, cameras: List[Tuple[str, str]],
-                trace_dir: Optional[Path] = None, notifier: Optional[FrameLoopNotifier] = None) -> RunSummary:
+                trace_dir: Optional[Path] = None, notifier: Optional[FrameLoopNotifier] = None,
+                board: Optional[LiveBoard] = None) -> RunSummary:
     """Several cameras: a capture worker each, one inference loop over all of them."""
     streams: List[CameraStream] = []
     traces: Dict[str, TraceWriter] = {}
@@ -156,8 +172,8 @@ def run_cameras(config: Config, models: Models, router: EventRouter, cameras: Li
             if result.camera in traces:
                 traces[result.camera](result)
             router.handle(result)
-            router.maybe_send_health([s.pipeline for s in streams],
-                                     cameras={s.name: capture_stats(s.source) for s in streams})
+            _report(config, router, board, [s.pipeline for s in streams],
+                    {s.name: capture_stats(s.source) for s in streams}, result)
             if notifier is not None:
                 notifier.frame(result.camera or "")
         return RunSummary(sum(s.pipeline.frames_processed for s in streams), time.monotonic() - started,

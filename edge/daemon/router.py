@@ -104,6 +104,7 @@ class EventRouter:
         self._open_events: Dict[Tuple[str, int], List[str]] = {}  # (camera, track) -> its open events
         self._ack_logged: Set[str] = set()  # event ids whose refused ack was logged (a flood logs once)
         self.events_sent = 0
+        self.events_by_type: Dict[str, int] = {kind.value: 0 for kind in EventType}
         if publisher is not None:
             publisher.on_command("ack", self.on_ack)
             publisher.on_command("test", self.on_test)
@@ -143,6 +144,7 @@ class EventRouter:
                 snapshot = self._store_snapshot(event, result)
             self.publisher.send_event(event.camera, mqtt_payload(event, self.device, snapshot))
         self.events_sent += 1
+        self.events_by_type[event.type.value] += 1
 
     def _store_snapshot(self, event: FallEvent, result: FrameResult) -> Optional[str]:
         assert self.publisher is not None
@@ -273,6 +275,7 @@ class EventRouter:
             "dropped_frames": sum(int(stats.get("dropped_frames", 0)) for stats in cameras.values()),
             "cameras": cameras,
             "tracks": sum(one.tracks for one in stats),
+            "events": dict(self.events_by_type),
             "outbox_depth": self.publisher.outbox.depth() if self.publisher else 0,
             "outbox_dropped": self.publisher.outbox.dropped() if self.publisher else 0,
             # why events wait in memory (disk full, corrupt file moved aside, ...); None when fine

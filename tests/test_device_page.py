@@ -1,0 +1,122 @@
+"""The device's own page: a real daemon run on a development clip with a fall, scraped over HTTP
+while it runs (/metrics, /health, the MJPEG live view), and the live board's costs."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.types import Frame, FrameResult
+from edge.web.board import LiveBoard
+
+ROOT = Path(__file__).resolve().parents[1]
+FALL_CLIP = "gmdcsa24_s1_fall15.mp4"  # falls at about 2.5 s and stays down (MANIFEST.tsv)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get(url: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
+def counter(text: str, name: str) -> float:
+    found = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else -1.0
+
+
+def read_one_mjpeg_frame(url: str) -> np.ndarray:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+        headers = b""
+        while not headers.endswith(b"\r\n\r\n"):
+            headers += response.read(1)
+        length = int(re.search(rb"Content-Length: (\d+)", headers).group(1))
+        data = response.read(length)
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def test_metrics_move_during_a_run_and_the_live_view_shows_the_camera(clips_dir):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    daemon = subprocess.Popen([sys.executable, "-m", "edge", "run", "--source", str(clips_dir / FALL_CLIP),
+                               "--camera", "ward1", "--realtime", "--pad-end", "8", "--http", f"127.0.0.1:{port}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        first = ""
+        while time.monotonic() < deadline and counter(first, "fall_edge_frames_processed_total") <= 0:
+            time.sleep(0.3)
+            try:
+                first = get(f"{base}/metrics").decode()
+            except (urllib.error.URLError, ConnectionError):
+                assert daemon.poll() is None, daemon.stderr.read()
+        assert counter(first, "fall_edge_frames_processed_total") > 0, first
+
+        frame = read_one_mjpeg_frame(f"{base}/stream/ward1.mjpg")
+        assert frame is not None and frame.shape == (480, 640, 3)  # the clip's size, drawn
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            get(f"{base}/stream/nosuchcamera.mjpg")
+        assert missing.value.code == 404
+
+        later = first
+        while time.monotonic() < deadline and counter(later, 'fall_edge_events_total{type="fall_detected"}') < 1:
+            time.sleep(0.5)
+            later = get(f"{base}/metrics").decode()
+        assert counter(later, "fall_edge_frames_processed_total") > counter(first, "fall_edge_frames_processed_total")
+        assert counter(later, 'fall_edge_events_total{type="fall_detected"}') >= 1, later
+        assert counter(later, "fall_edge_uptime_seconds") > counter(first, "fall_edge_uptime_seconds")
+        assert 'fall_edge_camera_outages_total{camera="ward1"} 0.0' in later
+        assert b'"frames_processed"' in get(f"{base}/health")
+        assert b"/stream/ward1.mjpg" in get(f"{base}/")
+    finally:
+        daemon.terminate()
+        out, err = daemon.communicate(timeout=30)
+    assert daemon.returncode == 0, err
+    assert '"type": "fall_detected"' in out  # the page never stood in the way of detection
+
+
+def _result(camera: str, index: int) -> FrameResult:
+    frame = Frame(image=np.zeros((48, 64, 3), np.uint8), index=index, time_s=index / 10.0)
+    return FrameResult(frame=frame, tracks=[], events=[], detector_ran=False, camera=camera)
+
+
+def test_the_live_board_draws_nothing_while_nobody_watches_and_caps_the_rate():
+    drawn = []
+
+    def draw(result: FrameResult) -> np.ndarray:
+        drawn.append(result.frame.index)
+        return result.frame.image
+
+    board = LiveBoard(["cam0"], max_fps=5.0, max_viewers=1)
+    for index in range(50):
+        board.offer(_result("cam0", index), draw)
+    assert drawn == []  # nobody watching: not one frame drawn
+    with board.watching("cam0") as allowed, board.watching("cam0") as second:
+        assert allowed and not second  # the viewer cap
+        started = time.monotonic()
+        index = 0
+        while time.monotonic() - started < 1.0:
+            board.offer(_result("cam0", index), draw)
+            index += 1
+            time.sleep(0.005)
+        assert 4 <= len(drawn) <= 6 and index > 50  # about 5 of the 100+ frames offered in 1 s
+        assert board.next_frame("cam0", 0, 0.1)[0] == len(drawn)
+    before = len(drawn)
+    time.sleep(0.3)  # past the rate cap
+    board.offer(_result("cam0", index + 1), draw)
+    assert len(drawn) == before  # the viewer left: drawing stopped
