@@ -46,9 +46,14 @@ setup(
         # The engine build script: checkpoints to ONNX (fall-edge build-engines). On a Jetson use
         # NVIDIA's PyTorch wheel for the JetPack release instead of PyPI's.
         "build": ["torch>=1.10", "onnx>=1.12"],
-        "dev": ["pytest>=7", "ruff>=0.5", "scikit-image>=0.19", "hypothesis>=6", "vermin>=1.6"],
+        # The control room's web console (fall-edge console): a server next to the broker, Python 3.8+.
+        "console": ["flask>=2.2", "waitress>=2.1"],
+        # selenium drives Debian's chromium through its chromium-driver in the console's tests.
+        "dev": ["pytest>=7", "ruff>=0.5", "scikit-image>=0.19", "hypothesis>=6", "vermin>=1.6", "selenium>=4.10",
+                "flask>=2.2", "waitress>=2.1"],
     },
     entry_points={"console_scripts": ["fall-edge=edge.cli:main"]},
     include_package_data=False,
+    package_data={"edge.console": ["templates/*.html", "static/*.js"]},  # the web console's pages
     license="Apache-2.0",
 )

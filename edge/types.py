@@ -162,6 +162,8 @@ class FallEvent:
     detector_label: Optional[str] = None
     keypoints: Optional[List[List[float]]] = None  # 18 x (x, y, score), trt_pose order
     extra: Dict[str, float] = field(default_factory=dict)
+    acknowledges: Optional[str] = None  # acknowledged: the event_id the control room acknowledged ...
+    operator: Optional[str] = None  # ... and who did (from the command), when it said
 
     def __post_init__(self) -> None:
         self.type = EventType(self.type)  # a plain name (from JSON) becomes the enum; a bad one raises
@@ -181,6 +183,7 @@ class FallEvent:
             "started_at": self.started_at,
             "detector_label": self.detector_label,
             **{key: round(value, 3) for key, value in self.extra.items()},
+            **({"acknowledges": self.acknowledges, "operator": self.operator} if self.acknowledges else {}),
         }
 
 

@@ -12,11 +12,12 @@ extras="cpu,gst"
 # System packages: OpenCV's runtime libraries, opencv-doc for its sample clip (vtest.avi),
 # espeak-ng and aplay for the spoken warning, GStreamer for cameras (and what PyGObject builds
 # against, for the in-process appsink reader); for the tests, a real
-# MQTT broker, openssl, and an RTSP server (GstRtspServer through Debian's python3-gi).
+# MQTT broker, openssl, an RTSP server (GstRtspServer through Debian's python3-gi), and
+# Chromium with its driver for the console's browser tests.
 packages="libgl1 libglib2.0-0 opencv-doc espeak-ng alsa-utils gstreamer1.0-tools gstreamer1.0-plugins-base"
 packages="$packages gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav"
 packages="$packages gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 libgirepository1.0-dev libcairo2-dev pkg-config"
-[ "$extras" = "cpu,gst,dev" ] && packages="$packages mosquitto mosquitto-clients openssl python3-gi gir1.2-gst-rtsp-server-1.0"
+[ "$extras" = "cpu,gst,dev" ] && packages="$packages mosquitto mosquitto-clients openssl python3-gi gir1.2-gst-rtsp-server-1.0 chromium chromium-driver"
 need=()
 for pkg in $packages; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")

@@ -307,6 +307,37 @@ class CameraConfig:
 
 
 @dataclass
+class OperatorConfig:
+    """One control-room operator of the web console; the hash comes from `fall-edge console-password`."""
+
+    name: str = setting("", Check(lambda v: 0 < len(v) <= 64 and v == v.strip() and v.isprintable(),
+                                  "must be a name of 1 to 64 printable characters"))
+    password_hash: str = setting("", Check(lambda v: v.startswith(("scrypt:", "pbkdf2:")),
+                                           "must be a hash printed by `fall-edge console-password` "
+                                           "(scrypt:... or pbkdf2:...), never the password"))
+
+
+@dataclass
+class ConsoleConfig:
+    """The control room's web console (`fall-edge console`, README "The control room in a browser")."""
+
+    listen: str = setting("127.0.0.1:8080", Check(lambda v: listen_address(v) is not None, LISTEN_RULE))
+    db: str = "var/console.sqlite"  # the event log (owner-only): events, devices, health, snapshots
+    operators: List[OperatorConfig] = field(default_factory=list)
+    # Behind a reverse proxy that logs operators in: the header naming the operator (e.g.
+    # X-Forwarded-User). Only safe when the console listens where only the proxy reaches it.
+    auth_header: str = ""
+    session_hours: float = setting(12.0, between(0.1, 168))  # a login lasts this long
+    secure_cookie: bool = False  # true when served over HTTPS (the session cookie is then never sent in clear)
+    snapshot_keep: int = setting(1000, at_least(0))  # pictures of people: at most this many ...
+    snapshot_max_age_days: float = setting(30.0, above(0))  # ... and none older than this
+
+    RULES: ClassVar[Tuple[Rule, ...]] = (
+        Rule("operators[].name", lambda c: len({o.name for o in c.operators}) == len(c.operators), "must be unique"),
+    )
+
+
+@dataclass
 class Config:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     pose: PoseConfig = field(default_factory=PoseConfig)
@@ -318,6 +349,7 @@ class Config:
     speech: SpeechConfig = field(default_factory=SpeechConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     cameras: List[CameraConfig] = field(default_factory=list)  # used when run has no --source
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)  # fall-edge console, not the device
 
     RULES: ClassVar[Tuple[Rule, ...]] = (
         Rule("cameras[].name", lambda c: len({camera.name for camera in c.cameras}) == len(c.cameras),

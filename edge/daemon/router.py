@@ -20,6 +20,7 @@ from edge.alarms.controller import LocalAlarm
 from edge.config import Config
 from edge.daemon.pipeline import FallPipeline, iso_utc
 from edge.mqtt.publisher import MqttPublisher
+from edge.mqtt.schema import tag_snapshot
 from edge.private import open_private, private_folder
 from edge.types import EventType, FallEvent, FrameResult
 
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 _MAX_ACK_PAYLOAD = 1000  # a signed ack (edge/mqtt/commands.py) is about 250 bytes
 _ACKABLE_EVENTS = 1000  # an ack for an older event is reported as unknown
+_MAX_OPERATOR = 64  # characters of an operator's name kept in the acknowledged event
 
 
 def read_temperatures() -> Dict[str, float]:
@@ -58,6 +60,7 @@ def mqtt_payload(event: FallEvent, device: str, snapshot: Optional[str]) -> Dict
         "keypoints": event.keypoints,
         "detector_label": event.detector_label,
         "snapshot": snapshot,
+        **({"acknowledges": event.acknowledges, "operator": event.operator} if event.acknowledges else {}),
     }
 
 
@@ -158,19 +161,20 @@ class EventRouter:
                           self.config.mqtt.snapshot_max_age_days * 86400.0)
         except OSError as exc:
             logger.warning("snapshot %s not saved (%s); it is still published", name, exc)
-        self.publisher.send_snapshot(event.camera, jpeg.tobytes())
+        # The picture names its event (a JPEG comment), so the console pairs them exactly.
+        self.publisher.send_snapshot(event.camera, tag_snapshot(jpeg.tobytes(), event.event_id))
         return name
 
     # -- commands from the control room ---------------------------------------------------------
 
     def on_ack(self, payload: bytes) -> None:
-        event_id = self._event_id_from(payload)
-        if event_id is None:
+        request = self._ack_request(payload)
+        if request is None:
             return
         with self._route_lock:  # one ack at a time against the frame loop's events
-            self._ack(event_id)
+            self._ack(*request)
 
-    def _ack(self, event_id: str) -> None:
+    def _ack(self, event_id: str, operator: Optional[str]) -> None:
         event = self._events_by_id.get(event_id)
         state = self._ack_state.get(event_id)
         if event is None or state != "open":
@@ -194,8 +198,9 @@ class EventRouter:
             event_id=str(uuid.uuid4()), type=EventType.ACKNOWLEDGED, camera=event.camera, track_id=event.track_id,
             stream_time_s=event.stream_time_s, wall_time=iso_utc(now), confidence=event.confidence,
             torso_angle_deg=event.torso_angle_deg, bbox=event.bbox, fall_started_s=event.fall_started_s,
-            started_at=event.started_at, detector_label=event.detector_label)
-        logger.info("event %s acknowledged by the control room", event_id)
+            started_at=event.started_at, detector_label=event.detector_label, acknowledges=event_id,
+            operator=operator)
+        logger.info("event %s acknowledged by the control room%s", event_id, f" ({operator})" if operator else "")
         self._route(acknowledged, None)
 
     def _close_chain(self, chain: Tuple[str, int], state: str) -> None:
@@ -204,13 +209,19 @@ class EventRouter:
                 self._ack_state[event_id] = state
 
     @staticmethod
-    def _event_id_from(payload: bytes) -> Optional[str]:
-        """The ack payload is the event id (plain, or JSON {"event_id": ...})."""
+    def _ack_request(payload: bytes) -> Optional[Tuple[str, Optional[str]]]:
+        """(event id, operator or None) of an ack: the event id, plain, or JSON {"event_id": ...,
+        "operator": ...} (what a signed command carries)."""
         try:
             text = payload[:_MAX_ACK_PAYLOAD].decode("utf-8").strip()
+            operator = None
             if text.startswith("{"):
-                text = str(json.loads(text).get("event_id", ""))
-            return str(uuid.UUID(text))
+                data = json.loads(text)
+                text = str(data.get("event_id", ""))
+                named = data.get("operator")
+                if isinstance(named, str) and named.strip():
+                    operator = "".join(ch for ch in named.strip() if ch.isprintable())[:_MAX_OPERATOR]
+            return str(uuid.UUID(text)), operator
         except (UnicodeDecodeError, ValueError, AttributeError, json.JSONDecodeError):
             logger.warning("malformed ack payload %r ignored: send the event_id", payload[:80])
             return None

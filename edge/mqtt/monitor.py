@@ -32,7 +32,7 @@ from edge.mqtt.connection import (
     set_callbacks,
     watch_connect_errors,
 )
-from edge.mqtt.schema import event_problem, parse_status
+from edge.mqtt.schema import event_problem, parse_status, snapshot_event_id
 from edge.private import private_file
 from edge.types import EventType
 
@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 ChainKey = Tuple[str, str, int]  # device, camera, track id
 _WEBHOOK_TRIES = 3
 _SKIP_LOG_KEYS = 1000  # (topic, reason) pairs remembered so that each is logged once
+_MAX_REPORT_BYTES = 65536
 
 
 def _reject_constant(name: str) -> float:
@@ -106,7 +107,10 @@ class Webhook:
 class Monitor:
     def __init__(self, config: MqttConfig, db_path: Path, client_id: str = "fall-edge-monitor",
                  on_event: Optional[Callable[[dict, bool], None]] = None, webhook: Optional[Webhook] = None,
-                 operator: str = "") -> None:
+                 operator: str = "", everything: bool = False, snapshot_keep: int = 1000,
+                 snapshot_max_age_s: float = 30 * 86400.0) -> None:
+        """everything: also keep health reports, camera status and snapshots (the web console);
+        snapshots show people, so at most snapshot_keep are kept, none older than snapshot_max_age_s."""
         self.config = config
         self.operator = operator or config.username  # who acknowledges, in signed commands
         self.prefix = config.prefix
@@ -119,6 +123,15 @@ class Monitor:
         self._db.execute("CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, device TEXT, camera TEXT, "
                          "type TEXT, seq INTEGER, ts TEXT, payload TEXT, received_at REAL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS devices (device TEXT PRIMARY KEY, status TEXT, since REAL)")
+        self.everything = everything
+        self.snapshot_keep, self.snapshot_max_age_s = snapshot_keep, snapshot_max_age_s
+        if everything:
+            self._db.execute("CREATE TABLE IF NOT EXISTS cameras (device TEXT, camera TEXT, status TEXT, reason TEXT, "
+                             "since REAL, PRIMARY KEY (device, camera))")
+            self._db.execute("CREATE TABLE IF NOT EXISTS health (device TEXT PRIMARY KEY, payload TEXT, "
+                             "received_at REAL)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS snapshots (event_id TEXT PRIMARY KEY, device TEXT, "
+                             "camera TEXT, jpeg BLOB, received_at REAL)")
         self._lock = threading.Lock()
         self.open_alarms: Dict[ChainKey, OpenAlarm] = {}
         self.duplicates = 0
@@ -165,7 +178,11 @@ class Monitor:
             logger.warning("monitor: connected to %s:%d again", self.config.host, self.config.port)
         self.error = None
         self.ever_connected = True
-        client.subscribe([(f"{self.prefix}/+/+/events", 1), (f"{self.prefix}/+/status", 1)])
+        wanted = [(f"{self.prefix}/+/+/events", 1), (f"{self.prefix}/+/status", 1)]
+        if self.everything:
+            wanted += [(f"{self.prefix}/+/health", 1), (f"{self.prefix}/+/+/status", 1),
+                       (f"{self.prefix}/+/+/snapshot", 1)]
+        client.subscribe(wanted)
         self.connected.set()
 
     # -- incoming ------------------------------------------------------------------------------
@@ -185,6 +202,12 @@ class Monitor:
                 self._set_status(device, shown)
             elif leaf == "events" and camera is not None:
                 self._on_event(device, camera, message.topic, message.payload)
+            elif self.everything and leaf == "health" and camera is None:
+                self._on_health(device, message.topic, message.payload)
+            elif self.everything and leaf == "status" and camera is not None:
+                self._on_camera_status(device, camera, message.topic, message.payload)
+            elif self.everything and leaf == "snapshot" and camera is not None:
+                self._on_snapshot(device, camera, message.topic, message.payload)
         except Exception as exc:  # whatever arrives, the monitor keeps showing the others
             self._skip(message.topic, f"could not be handled ({type(exc).__name__}: {exc})")
 
@@ -231,6 +254,50 @@ class Monitor:
         if self.on_event is not None:
             self.on_event(event, new)
 
+    def _on_health(self, device: str, topic: str, raw: bytes) -> None:
+        try:
+            report = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            self._skip(topic, f"not JSON ({exc})")
+            return
+        if not isinstance(report, dict) or len(raw) > _MAX_REPORT_BYTES:
+            self._skip(topic, "not a health report (a JSON object under 64 KB)")
+            return
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO health (device, payload, received_at) VALUES (?, ?, ?)",
+                             (device, raw.decode("utf-8"), time.time()))
+        if self.on_event is not None:
+            self.on_event({"type": "health", "device": device}, True)
+
+    def _on_camera_status(self, device: str, camera: str, topic: str, raw: bytes) -> None:
+        try:
+            data = json.loads(raw.decode("utf-8"))
+            status, reason = str(data["status"])[:40], str(data.get("reason", ""))[:500]
+        except (UnicodeDecodeError, ValueError, RecursionError, TypeError, KeyError):
+            self._skip(topic, "not a camera status (JSON with status and reason)")
+            return
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO cameras (device, camera, status, reason, since) "
+                             "VALUES (?, ?, ?, ?, ?)", (device, camera, status, reason, time.time()))
+        if self.on_event is not None:
+            self.on_event({"type": "camera_status", "device": device, "camera": camera, "status": status}, True)
+
+    def _on_snapshot(self, device: str, camera: str, topic: str, raw: bytes) -> None:
+        event_id = snapshot_event_id(raw)
+        if event_id is None:
+            self._skip(topic, "a snapshot that names no event (from an older device?)")
+            return
+        now = time.time()
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO snapshots (event_id, device, camera, jpeg, received_at) "
+                             "VALUES (?, ?, ?, ?, ?)", (event_id, device, camera, raw, now))
+            # Pictures of people: bounded in number and in time.
+            self._db.execute("DELETE FROM snapshots WHERE received_at < ? OR event_id NOT IN (SELECT event_id FROM "
+                             "snapshots ORDER BY received_at DESC LIMIT ?)", (now - self.snapshot_max_age_s,
+                                                                              self.snapshot_keep))
+        if self.on_event is not None:
+            self.on_event({"type": "snapshot", "device": device, "camera": camera, "event_id": event_id}, True)
+
     def _track_alarm(self, device: str, camera: str, event: dict) -> None:
         key = (device, camera, event["track_id"])
         if EventType(event["type"]).opens_alarm:
@@ -255,21 +322,33 @@ class Monitor:
             row = self._db.execute("SELECT device FROM events WHERE event_id = ?", (event_id,)).fetchone()
         return row[0] if row else None
 
-    def ack(self, event_id: str, device: Optional[str] = None, timeout_s: float = 10.0) -> str:
+    def ack(self, event_id: str, device: Optional[str] = None, timeout_s: float = 10.0,
+            operator: Optional[str] = None) -> str:
         device = device or self.device_of(event_id)
         if device is None:
             raise FallEdgeError(f"event {event_id} is not in the monitor's log: pass --device with its device name")
+        self.command(device, "ack", event_id=event_id, operator=operator or self.operator, timeout_s=timeout_s)
+        return device
+
+    def command(self, device: str, command: str, event_id: str = "", operator: str = "",
+                timeout_s: float = 10.0) -> None:
+        """Publish a command the way devices accept it: signed with the site's key when one is
+        configured (they refuse unsigned ones then), else the event id (or JSON with the operator)."""
+        if not topics.valid_name(device):
+            raise FallEdgeError(f"device {device!r} is not a device name")
         if not self.connected.wait(timeout_s):
             raise FallEdgeError(f"cannot reach the broker at {self.config.host}:{self.config.port}"
                                 f"{': ' + self.error if self.error else ''}")
-        topic = topics.command_topic(self.prefix, device, "ack")
-        payload = event_id.encode()
-        if self.config.command_key_file:  # the device refuses unsigned commands when it has a key
+        topic = topics.command_topic(self.prefix, device, command)
+        if self.config.command_key_file:
             payload = sign_command(read_command_key(self.config.command_key_file), topic, event_id=event_id,
-                                   operator=self.operator)
+                                   operator=operator)
+        elif operator:
+            payload = json.dumps({"event_id": event_id, "operator": operator}).encode()
+        else:
+            payload = event_id.encode()
         info = self._client.publish(topic, payload, qos=1)
         info.wait_for_publish(timeout=timeout_s)
-        return device
 
     def table(self) -> str:
         lines = ["devices:"]

@@ -38,6 +38,7 @@ _EVENT_FIELDS: Dict[str, Tuple[tuple, bool]] = {
     "hip_descent": (_NUMBER, _OPTIONAL),
     "descent_speed": (_NUMBER, _OPTIONAL),
     "operator": ((str,), _OPTIONAL),
+    "acknowledges": ((str,), _OPTIONAL),
 }
 _REQUIRED = tuple(name for name, (_, nullable) in _EVENT_FIELDS.items() if not nullable)
 _MAX_TEXT = 200
@@ -80,6 +81,38 @@ def event_problem(event: object, device: str, camera: str) -> Optional[str]:
     bbox = event.get("bbox")
     if bbox is not None and (len(bbox) != 4 or any(isinstance(v, bool) or not isinstance(v, _NUMBER) for v in bbox)):
         return "bbox is not four numbers"
+    return None
+
+
+_SNAPSHOT_TAG = b"fall-edge event "
+
+
+def tag_snapshot(jpeg: bytes, event_id: str) -> bytes:
+    """The JPEG with a comment segment naming its event, after the start marker and the JFIF
+    header: every viewer ignores it, and the console pairs the retained snapshot with its event."""
+    if not jpeg.startswith(b"\xff\xd8"):
+        return jpeg
+    at = 2
+    if jpeg[2:4] == b"\xff\xe0":  # JFIF's APP0 comes first
+        at = 4 + int.from_bytes(jpeg[4:6], "big")
+    text = _SNAPSHOT_TAG + event_id.encode("ascii")
+    return jpeg[:at] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + jpeg[at:]
+
+
+def snapshot_event_id(jpeg: bytes) -> Optional[str]:
+    """The event a snapshot shows (its tag_snapshot comment), or None for an untagged picture."""
+    at = 2
+    for _ in range(4):  # the tag sits among the first segments
+        if jpeg[at:at + 1] != b"\xff" or len(jpeg) < at + 4:
+            return None
+        marker, length = jpeg[at + 1], int.from_bytes(jpeg[at + 2:at + 4], "big")
+        text = jpeg[at + 4:at + 2 + length]
+        if marker == 0xFE and text.startswith(_SNAPSHOT_TAG):
+            try:
+                return str(uuid.UUID(text[len(_SNAPSHOT_TAG):].decode("ascii")))
+            except (UnicodeDecodeError, ValueError):
+                return None
+        at += 2 + length
     return None
 
 

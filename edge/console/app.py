@@ -1,0 +1,245 @@
+"""The console's web app: login, the live dashboard, the history, the two commands.
+
+Security: every page, picture and stream needs a logged-in operator (a session cookie after
+the login form, or the reverse proxy's header when console.auth_header is set); commands are
+POSTs with the session's CSRF token; the cookie is HttpOnly and SameSite=Strict. The console
+listens on 127.0.0.1 unless told otherwise (README: behind TLS)."""
+
+
+import hmac
+import json
+import logging
+import queue
+import secrets
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Dict, Iterator, Optional, Set, Tuple
+from urllib.parse import urlencode
+
+from flask import Flask, Response, abort, jsonify, redirect, render_template, request, session, url_for
+from werkzeug.security import check_password_hash
+
+from edge.config import ConsoleConfig
+from edge.console.log import PAGE_SIZE, EventLog, parse_time, shown_time
+from edge.errors import FallEdgeError
+from edge.mqtt.monitor import Monitor
+from edge.private import open_private, private_file
+from edge.types import EventType
+
+logger = logging.getLogger(__name__)
+
+_KEEPALIVE_S = 15.0  # an idle live stream sends a comment this often (proxies close silent ones)
+_MAX_FAILURES = 5  # wrong passwords for one name within _LOCKOUT_S lock that name for _LOCKOUT_S
+_LOCKOUT_S = 300.0
+_PUBLIC = ("login", "static", "health")
+
+
+class Hub:
+    """Tells every open page that something changed (server-sent events); a slow page drops
+    updates rather than holding the MQTT thread."""
+
+    def __init__(self) -> None:
+        self._pages: Set["queue.Queue[str]"] = set()
+        self._lock = threading.Lock()
+
+    def publish(self, kind: str) -> None:
+        with self._lock:
+            pages = list(self._pages)
+        for page in pages:
+            try:
+                page.put_nowait(kind)
+            except queue.Full:
+                pass
+
+    def listen(self) -> "queue.Queue[str]":
+        page: "queue.Queue[str]" = queue.Queue(maxsize=100)
+        with self._lock:
+            self._pages.add(page)
+        return page
+
+    def leave(self, page: "queue.Queue[str]") -> None:
+        with self._lock:
+            self._pages.discard(page)
+
+
+def session_secret(db_path: Path) -> bytes:
+    """The key that signs session cookies, kept owner-only beside the log, so logins survive a
+    restart of the console."""
+    path = db_path.with_name(db_path.name + ".secret")
+    if not path.is_file() or path.stat().st_size < 32:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open_private(path, "wb") as handle:
+            handle.write(secrets.token_bytes(32))
+    private_file(path)
+    return path.read_bytes()
+
+
+def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub, secret: bytes) -> Flask:
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=secret, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
+                      SESSION_COOKIE_SECURE=console.secure_cookie, SESSION_COOKIE_NAME="fall_edge_console",
+                      PERMANENT_SESSION_LIFETIME=timedelta(hours=console.session_hours))
+    hashes = {operator.name: operator.password_hash for operator in console.operators}
+    failures: Dict[str, Tuple[int, float]] = {}  # name -> (wrong passwords, since)
+    pending: Dict[str, Tuple[str, float]] = {}  # event id -> (operator, when the ack was sent)
+
+    def operator() -> Optional[str]:
+        if console.auth_header:
+            name = request.headers.get(console.auth_header, "").strip()
+            return name[:64] or None
+        return session.get("operator")
+
+    @app.before_request
+    def require_login():
+        if request.endpoint in _PUBLIC:
+            return None
+        if operator() is None:
+            if request.path.startswith(("/api/", "/stream", "/snapshot/", "/fragment/")):
+                return jsonify(error="log in first"), 401
+            return redirect(url_for("login"))
+        session.setdefault("csrf", secrets.token_urlsafe(24))
+        token = request.headers.get("X-CSRF-Token") or request.form.get("csrf", "")
+        if request.method == "POST" and not hmac.compare_digest(token, session["csrf"]):
+            return jsonify(error="missing or wrong CSRF token: reload the page"), 403
+        return None
+
+    @app.after_request
+    def headers(response: Response) -> Response:
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self'; style-src 'self' 'unsafe-inline'; "
+            "script-src 'self'; connect-src 'self'; frame-ancestors 'none'")
+        return response
+
+    def login_page(error: Optional[str]) -> str:
+        return render_template("login.html", error=error, operator=None, csrf=None)
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login():
+        if console.auth_header:
+            return redirect(url_for("dashboard"))
+        if request.method == "GET":
+            return login_page(None)
+        name = request.form.get("name", "")
+        password = request.form.get("password", "")
+        count, since = failures.get(name, (0, time.monotonic()))
+        if count >= _MAX_FAILURES and time.monotonic() - since < _LOCKOUT_S:
+            return login_page("too many wrong passwords: wait 5 minutes"), 429
+        stored = hashes.get(name)
+        if stored is None or not check_password_hash(stored, password):
+            failures[name] = (count + 1, since if count else time.monotonic())
+            logger.warning("console: wrong name or password for %r from %s", name[:64], request.remote_addr)
+            time.sleep(0.5)  # slows guessing
+            return login_page("wrong name or password"), 401
+        failures.pop(name, None)
+        session.clear()
+        session.permanent = True
+        session["operator"] = name
+        session["csrf"] = secrets.token_urlsafe(24)
+        logger.info("console: %s logged in from %s", name, request.remote_addr)
+        return redirect(url_for("dashboard"))
+
+    @app.route("/logout", methods=["POST"])
+    def logout():
+        session.clear()
+        return redirect(url_for("login"))
+
+    @app.route("/health")
+    def health():
+        return jsonify(broker_connected=monitor.connected.is_set(), broker_error=monitor.error)
+
+    @app.template_filter("urlencode_page")
+    def urlencode_page(args, page: int) -> str:
+        return urlencode({**args.to_dict(), "page": page})
+
+    def dashboard_context() -> dict:
+        alarms = log.alarms()
+        for event_id in [e for e, (_, sent) in pending.items() if time.time() - sent > 3600]:
+            pending.pop(event_id, None)  # the device never answered: the button comes back
+        unacknowledged = [a for a in alarms if a.is_open and a.event_id not in pending]
+        return {"devices": log.devices(), "alarms": alarms, "pending": pending, "shown_time": shown_time,
+                "parse_time": parse_time, "unacknowledged": len(unacknowledged), "now": time.time(),
+                "broker_connected": monitor.connected.is_set(), "broker_error": monitor.error}
+
+    @app.route("/")
+    def dashboard():
+        return render_template("dashboard.html", operator=operator(), csrf=session["csrf"], **dashboard_context())
+
+    @app.route("/fragment/dashboard")
+    def dashboard_fragment():
+        return render_template("_dashboard.html", **dashboard_context())
+
+    @app.route("/history")
+    def history():
+        args = request.args
+        page = max(1, args.get("page", 1, type=int) or 1)
+        since = parse_time(args.get("since", "") + "T00:00:00Z")
+        until = parse_time(args.get("until", "") + "T00:00:00Z")
+        until = until + 86400 if until is not None else None  # the whole last day
+        kind = args.get("type", "")
+        if kind and kind not in {k.value for k in EventType}:
+            kind = ""
+        events, total = log.history(args.get("device", ""), args.get("camera", ""), kind, since, until, page)
+        devices, cameras = log.names()
+        pages = max(1, -(-total // PAGE_SIZE))
+        return render_template("history.html", operator=operator(), csrf=session["csrf"], events=events,
+                               total=total, page=page, pages=pages, args=args, devices=devices, cameras=cameras,
+                               types=[k.value for k in EventType], shown_time=shown_time)
+
+    @app.route("/snapshot/<event_id>.jpg")
+    def snapshot(event_id: str):
+        jpeg = log.snapshot(event_id)
+        if jpeg is None:
+            abort(404)
+        return Response(jpeg, mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.route("/api/ack", methods=["POST"])
+    def ack():
+        event_id = str((request.get_json(silent=True) or {}).get("event_id", ""))
+        name = operator() or ""
+        try:
+            device = monitor.ack(event_id, operator=name, timeout_s=5.0)
+        except FallEdgeError as exc:
+            return jsonify(error=str(exc)), 502
+        pending[event_id] = (name, time.time())
+        logger.info("console: %s acknowledged %s on %s", name, event_id, device)
+        hub.publish("ack")
+        return jsonify(sent=True, device=device), 202
+
+    @app.route("/api/test", methods=["POST"])
+    def test_alarm():
+        device = str((request.get_json(silent=True) or {}).get("device", ""))
+        if device not in {d.name for d in log.devices()}:
+            return jsonify(error=f"no device {device!r} in the log"), 404
+        try:
+            monitor.command(device, "test", operator=operator() or "", timeout_s=5.0)
+        except FallEdgeError as exc:
+            return jsonify(error=str(exc)), 502
+        logger.info("console: %s sent a test alarm to %s", operator(), device)
+        return jsonify(sent=True, device=device), 202
+
+    @app.route("/stream")
+    def stream():
+        page = hub.listen()
+
+        def events() -> Iterator[str]:
+            try:
+                yield "retry: 2000\n\n"
+                while True:
+                    try:
+                        kind = page.get(timeout=_KEEPALIVE_S)
+                    except queue.Empty:
+                        yield ": still here\n\n"
+                        continue
+                    yield f"data: {json.dumps({'kind': kind})}\n\n"
+            finally:
+                hub.leave(page)
+
+        return Response(events(), mimetype="text/event-stream", headers={"X-Accel-Buffering": "no"})
+
+    return app

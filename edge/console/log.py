@@ -1,0 +1,169 @@
+"""The console's read side of the event log that edge/mqtt/monitor.py writes (SQLite, WAL: the
+monitor's thread writes while page requests read on their own connections)."""
+
+
+import json
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from edge.types import EventType
+
+OPENING = (EventType.FALL_DETECTED.value, EventType.ALARM.value)
+CLOSING = (EventType.RECOVERED.value, EventType.ACKNOWLEDGED.value)
+PAGE_SIZE = 25
+
+
+@dataclass
+class Alarm:
+    """A fall or alarm event with what became of it."""
+
+    event: dict
+    device: str
+    camera: str
+    received_at: float
+    has_snapshot: bool
+    closed_by: Optional[dict] = None  # the recovered or acknowledged event that closed it
+
+    @property
+    def event_id(self) -> str:
+        return str(self.event["event_id"])
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_by is None
+
+    @property
+    def down_since(self) -> Optional[float]:
+        """Epoch seconds of the fall (started_at, else its own time), for "down for"."""
+        for key in ("started_at", "ts"):
+            moment = parse_time(self.event.get(key))
+            if moment is not None:
+                return moment
+        return None
+
+
+@dataclass
+class Device:
+    name: str
+    status: str  # online, offline, or online (problems: ...)
+    since: float
+    cameras: List[Tuple[str, str, str]] = field(default_factory=list)  # (camera, status, reason)
+    health: Dict[str, object] = field(default_factory=dict)
+    health_at: Optional[float] = None
+
+    @property
+    def online(self) -> bool:
+        return self.status.startswith("online")
+
+
+def parse_time(text: object) -> Optional[float]:
+    """An event's ISO 8601 UTC time ("2026-11-22T13:48:02.295Z") as epoch seconds."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.strptime(text.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+    except ValueError:
+        try:
+            return datetime.strptime(text.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        except ValueError:
+            return None
+
+
+def shown_time(epoch: Optional[float]) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class EventLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
+        connection.row_factory = sqlite3.Row
+        return connection
+
+    def devices(self) -> List[Device]:
+        with closing(self._connect()) as db:
+            devices = {row["device"]: Device(row["device"], row["status"], row["since"])
+                       for row in db.execute("SELECT device, status, since FROM devices ORDER BY device")}
+            for row in db.execute("SELECT device, camera, status, reason FROM cameras ORDER BY camera"):
+                device = devices.setdefault(row["device"], Device(row["device"], "unknown", 0.0))
+                device.cameras.append((row["camera"], row["status"], row["reason"]))
+            for row in db.execute("SELECT device, payload, received_at FROM health"):
+                device = devices.setdefault(row["device"], Device(row["device"], "unknown", 0.0))
+                device.health, device.health_at = json.loads(row["payload"]), row["received_at"]
+                # Cameras read as plain files (no camera status topic) show in health while frames flow.
+                known = {camera for camera, _, _ in device.cameras}
+                reported = device.health.get("cameras")
+                for camera in sorted(reported) if isinstance(reported, dict) else []:
+                    if camera not in known:
+                        device.cameras.append((str(camera), "online" if device.online else "unknown", ""))
+        return sorted(devices.values(), key=lambda d: (not d.online, d.name))
+
+    def alarms(self, limit: int = 50) -> List[Alarm]:
+        """Falls and alarms, open ones first, each newest first; a closed one names what closed it."""
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT e.device, e.camera, e.type, e.payload, e.received_at, s.event_id AS picture "
+                              "FROM events e LEFT JOIN snapshots s ON s.event_id = e.event_id "
+                              "ORDER BY e.received_at, e.rowid").fetchall()
+        alarms: List[Alarm] = []
+        open_chains: Dict[Tuple[str, str, int], List[Alarm]] = {}
+        by_id: Dict[str, Alarm] = {}
+        for row in rows:
+            event = json.loads(row["payload"])
+            chain = (row["device"], row["camera"], int(event.get("track_id", -1)))
+            if row["type"] in OPENING:
+                alarm = Alarm(event, row["device"], row["camera"], row["received_at"], row["picture"] is not None)
+                alarms.append(alarm)
+                open_chains.setdefault(chain, []).append(alarm)
+                by_id[alarm.event_id] = alarm
+            elif row["type"] in CLOSING:
+                closed = open_chains.pop(chain, [])
+                target = by_id.get(str(event.get("acknowledges")))
+                if target is not None and target not in closed:
+                    closed.append(target)
+                for alarm in closed:
+                    if alarm.closed_by is None:
+                        alarm.closed_by = event
+        alarms.sort(key=lambda a: (not a.is_open, -a.received_at))
+        return alarms[:limit]
+
+    def history(self, device: str = "", camera: str = "", kind: str = "", since: Optional[float] = None,
+                until: Optional[float] = None, page: int = 1) -> Tuple[List[dict], int]:
+        """One page of events, newest first, and how many match the filters."""
+        where, params = [], []  # type: Tuple[List[str], List[object]]
+        for column, value in (("device", device), ("camera", camera), ("type", kind)):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("received_at >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("received_at < ?")
+            params.append(until)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        with closing(self._connect()) as db:
+            total = db.execute(f"SELECT COUNT(*) FROM events{clause}", params).fetchone()[0]
+            rows = db.execute(f"SELECT payload, received_at FROM events{clause} ORDER BY received_at DESC, "
+                              f"rowid DESC LIMIT ? OFFSET ?",
+                              [*params, PAGE_SIZE, (max(1, page) - 1) * PAGE_SIZE]).fetchall()
+        return [dict(json.loads(row["payload"]), received_at=row["received_at"]) for row in rows], total
+
+    def snapshot(self, event_id: str) -> Optional[bytes]:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT jpeg FROM snapshots WHERE event_id = ?", (event_id,)).fetchone()
+        return bytes(row["jpeg"]) if row else None
+
+    def names(self) -> Tuple[List[str], List[str]]:
+        """Devices and cameras in the log, for the history's filters."""
+        with closing(self._connect()) as db:
+            devices = [row[0] for row in db.execute("SELECT DISTINCT device FROM events ORDER BY device")]
+            cameras = [row[0] for row in db.execute("SELECT DISTINCT camera FROM events ORDER BY camera")]
+        return devices, cameras

@@ -1,0 +1,180 @@
+"""The control room in a browser, end to end: a real Mosquitto, a real daemon run on a development
+clip with a fall (buzzer on gpiozero's mock pins), `fall-edge console` as its own process, and
+Debian's Chromium driven by Selenium through chromium-driver."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from broker import Broker, Collector, free_port, wait_for
+
+from edge.alarms.buzzer import Buzzer
+from edge.alarms.controller import LocalAlarm
+from edge.config import BuzzerConfig, Config, MqttConfig
+from edge.daemon.app import RunOptions, run_one_camera
+from edge.daemon.router import EventRouter
+from edge.mqtt.outbox import Outbox
+from edge.mqtt.publisher import MqttPublisher
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium missing: scripts/bootstrap.sh --dev")
+security = pytest.importorskip("werkzeug.security", reason="flask missing: scripts/bootstrap.sh --dev")
+
+ROOT = Path(__file__).resolve().parents[1]
+FALL_CLIP = "gmdcsa24_s1_fall15.mp4"  # falls at about 2.5 s and stays down (MANIFEST.tsv)
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+PASSWORD = "correct horse battery"
+
+
+def browser():
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    if not (CHROMIUM and DRIVER):
+        pytest.skip("chromium and chromium-driver not installed (scripts/bootstrap.sh --dev installs them)")
+    options = Options()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,700",
+                     "--autoplay-policy=no-user-gesture-required"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(DRIVER), options=options)
+
+
+def start_console(tmp_path: Path, broker: Broker) -> tuple:
+    port = free_port()
+    config = tmp_path / "console.yaml"
+    config.write_text(json.dumps({"console": {
+        "listen": f"127.0.0.1:{port}", "db": str(tmp_path / "console.sqlite"),
+        "operators": [{"name": "alice", "password_hash": security.generate_password_hash(PASSWORD)}]}}))
+    process = subprocess.Popen([sys.executable, "-m", "edge", "console", "--config", str(config), "--broker",
+                                f"127.0.0.1:{broker.port}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return json.loads(urllib.request.urlopen(f"{base}/health", timeout=1).read())["broker_connected"]
+        except (OSError, ValueError):
+            assert process.poll() is None, process.stderr.read()
+            return False
+
+    assert wait_for(up, timeout_s=30), "the console did not come up"
+    return process, base
+
+
+def log_in(driver, base: str, password: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/login")
+    driver.find_element(By.ID, "name").send_keys("alice")
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "login").click()
+
+
+def test_operator_sees_the_fall_live_and_acknowledges_it_on_the_device(tmp_path, models, clips_dir):
+    from gpiozero.pins.mock import MockFactory
+    from selenium.webdriver.common.by import By
+
+    broker = Broker(tmp_path).start()
+    console, base = start_console(tmp_path, broker)
+    driver = browser()
+    collector = Collector(broker, "fall/#")
+    factory = MockFactory()
+    buzzer = Buzzer(BuzzerConfig(enabled=True, pin=18), pin_factory=factory)
+    config = Config()
+    config.mqtt = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port, device="ward-edge",
+                             outbox_path=str(tmp_path / "outbox.sqlite"), snapshot_dir=str(tmp_path / "snaps"),
+                             health_interval_s=1.0)
+    publisher = MqttPublisher(config.mqtt, Outbox(Path(config.mqtt.outbox_path), 1000))
+    publisher.start()
+    router = EventRouter(config, publisher=publisher, alarm=LocalAlarm(buzzer, None), print_events=False)
+    daemon = threading.Thread(target=run_one_camera, daemon=True, args=(
+        config, models, router, "ward1", str(clips_dir / FALL_CLIP), RunOptions(realtime=True, pad_end_s=20)))
+    try:
+        # Wrong password: the login page again, and nothing about any device.
+        log_in(driver, base, "not the password")
+        assert "wrong name or password" in driver.find_element(By.ID, "login-error").text
+        assert "ward-edge" not in driver.page_source and "Acknowledge" not in driver.page_source
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}/fragment/dashboard", timeout=5)
+        assert refused.value.code == 401
+
+        log_in(driver, base, PASSWORD)
+        assert publisher.wait_connected(10)
+        daemon.start()
+        # The device comes online (its retained status) with its camera and a health report.
+        assert wait_for(lambda: "online" in _text(driver, "#device-ward-edge .device-status"), timeout_s=20)
+        assert wait_for(lambda: "ward1: online" in _text(driver, "#device-ward-edge"), timeout_s=20)
+
+        # The fall: on the page, with its picture, within 2 s of the device sending it.
+        assert wait_for(lambda: any(e["type"] == "fall_detected" for e in collector.events()), timeout_s=30)
+        sent_at = time.monotonic()
+        event_id = next(e["event_id"] for e in collector.events() if e["type"] == "fall_detected")
+        alarm = f"#alarm-{event_id}"
+        assert wait_for(lambda: driver.execute_script(
+            "const img = document.querySelector(arguments[0] + ' img.snapshot');"
+            "return !!img && img.complete && img.naturalWidth > 0;", alarm), timeout_s=2.0, interval_s=0.05)
+        assert time.monotonic() - sent_at < 2.0
+        assert buzzer.is_sounding and driver.execute_script("return window.alarmSounding") is not None
+        assert wait_for(lambda: driver.execute_script("return window.alarmSounding") is True, timeout_s=3)
+
+        click(driver, f"{alarm} button.ack")
+        # The device received it: its acknowledged event names the operator, and the buzzer stops.
+        assert wait_for(lambda: any(e["type"] == "acknowledged" and e.get("acknowledges") == event_id
+                                    for e in collector.events()), timeout_s=10)
+        acknowledged = next(e for e in collector.events() if e["type"] == "acknowledged")
+        assert acknowledged["operator"] == "alice"
+        assert wait_for(lambda: not buzzer.is_sounding, timeout_s=5) and not factory.pin(18).state
+        # ... and the page shows who and when, and the sound stops.
+        assert wait_for(lambda: "Acknowledged by alice" in _text(driver, alarm), timeout_s=5)
+        assert wait_for(lambda: driver.execute_script("return window.alarmSounding") is False, timeout_s=3)
+
+        screenshot = Path(os.environ.get("FALL_EDGE_SCREENSHOT", tmp_path / "console.png"))
+        driver.save_screenshot(str(screenshot))
+        assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+        # The history lists the fall and the acknowledgement, filtered by type.
+        driver.get(f"{base}/history?type=acknowledged")
+        assert "alice" in _text(driver, "#history") and "fall_detected" not in _text(driver, "#history")
+    finally:
+        driver.quit()
+        if daemon.is_alive():
+            daemon.join(timeout=60)
+        router.close()
+        buzzer.close()
+        collector.close()
+        console.terminate()
+        console.wait(timeout=20)
+        broker.stop()
+
+
+def click(driver, selector: str) -> None:
+    """Click as a person would; the live page re-renders while health reports come in, so an
+    element found a moment ago may be replaced just before the click: find it again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    for _ in range(10):
+        try:
+            driver.find_element(By.CSS_SELECTOR, selector).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    raise AssertionError(f"{selector} kept being replaced")
+
+
+def _text(driver, selector: str) -> str:
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return driver.find_element(By.CSS_SELECTOR, selector).text
+    except WebDriverException:
+        return ""
