@@ -121,7 +121,6 @@ class Frame:
     image: np.ndarray  # HxWx3 uint8 BGR
     index: int  # sequence number from the source, starting at 0
     time_s: float  # stream time: position in a file, or seconds since a live stream opened
-    captured_monotonic: float = 0.0  # time.monotonic() when the frame was read from the source
 
 
 class EventType(str, Enum):

@@ -202,7 +202,7 @@ class GstSource:
             self._last_frame_at = now
             image = data.reshape(self.height, self.width, 3)
             time_s = now - self._opened if self.is_live else self._seq / float(self.fps)
-            frame = Frame(image=image, index=self._seq, time_s=time_s, captured_monotonic=now)
+            frame = Frame(image=image, index=self._seq, time_s=time_s)
             self._seq += 1
             if not got:
                 got = True
