@@ -215,10 +215,12 @@ def test_ack_from_the_monitor_stops_the_buzzer(broker, tmp_path, caplog):
         # Garbage and unknown ids change nothing and crash nothing.
         for junk in (b"\xff\xfe", b"not-an-id", b"{\"event_id\": 5}", str(uuid.uuid4()).encode()):
             publisher._client.publish("fall/edge1/cmd/ack", junk, qos=1)
-        monitor.ack(event.event_id)
+        monitor.ack(event.event_id, operator="bob")
         assert wait_for(lambda: not buzzer.is_sounding)
         assert not factory.pin(18).state
         assert wait_for(lambda: [e["type"] for e in monitor.events()] == ["alarm", "acknowledged"])
+        acknowledged = monitor.events()[1]  # names what it acknowledged and who did
+        assert acknowledged["acknowledges"] == event.event_id and acknowledged["operator"] == "bob"
         assert monitor.open_alarms == {}
         assert "malformed ack payload" in caplog.text and "ignored: unknown event" in caplog.text
     finally:
