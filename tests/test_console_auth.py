@@ -1,0 +1,71 @@
+"""Who gets in to the console: the login form, a login proxy's header, and the CSRF token on
+commands (Flask's test client against the real app and an event log the monitor created)."""
+
+import pytest
+
+from edge.config import ConsoleConfig, MqttConfig, OperatorConfig
+from edge.console.log import EventLog
+from edge.mqtt.monitor import Monitor
+
+security = pytest.importorskip("werkzeug.security", reason="flask missing: scripts/bootstrap.sh --dev")
+app_module = pytest.importorskip("edge.console.app", reason="flask missing: scripts/bootstrap.sh --dev")
+
+PASSWORD = "a long enough password"
+
+
+def make_app(tmp_path, **console):
+    settings = ConsoleConfig(operators=[OperatorConfig("alice", security.generate_password_hash(PASSWORD))],
+                             **console)
+    db = tmp_path / "console.sqlite"
+    monitor = Monitor(MqttConfig(host="127.0.0.1", port=1), db, everything=True)  # never started: no broker here
+    app = app_module.create_app(settings, EventLog(db), monitor, app_module.Hub(), app_module.session_secret(db))
+    app.config["TESTING"] = True
+    return app, monitor
+
+
+def test_the_form_lets_in_only_a_known_operator_and_commands_need_the_token(tmp_path):
+    app, monitor = make_app(tmp_path)
+    try:
+        client = app.test_client()
+        assert client.get("/").status_code == 302 and client.get("/fragment/dashboard").status_code == 401
+        assert client.get("/stream").status_code == 401
+        wrong = client.post("/login", data={"name": "alice", "password": "guess"})
+        assert wrong.status_code == 401 and b"Devices" not in wrong.data
+        assert client.post("/login", data={"name": "mallory", "password": PASSWORD}).status_code == 401
+        assert client.post("/login", data={"name": "alice", "password": PASSWORD}).status_code == 302
+        page = client.get("/")
+        assert page.status_code == 200 and b"alice" in page.data and b"Devices" in page.data
+        cookie = client.get_cookie("fall_edge_console")
+        assert cookie.http_only and cookie.same_site == "Strict"
+        # A command without the page's token is refused before anything is sent.
+        assert client.post("/api/ack", json={"event_id": "x"}).status_code == 403
+        token = page.data.split(b'name="csrf" content="')[1].split(b'"')[0].decode()
+        missing = client.post("/api/test", json={"device": "nobody"}, headers={"X-CSRF-Token": token})
+        assert missing.status_code == 404  # the token is accepted; no such device in the log
+        assert client.post("/logout", data={"csrf": token}).status_code == 302
+        assert client.get("/fragment/dashboard").status_code == 401
+    finally:
+        monitor.stop()
+
+
+def test_five_wrong_passwords_lock_the_name(tmp_path):
+    app, monitor = make_app(tmp_path)
+    try:
+        client = app.test_client()
+        for _ in range(5):
+            assert client.post("/login", data={"name": "alice", "password": "guess"}).status_code == 401
+        locked = client.post("/login", data={"name": "alice", "password": PASSWORD})
+        assert locked.status_code == 429 and b"wait 5 minutes" in locked.data
+    finally:
+        monitor.stop()
+
+
+def test_behind_a_login_proxy_the_header_names_the_operator(tmp_path):
+    app, monitor = make_app(tmp_path, auth_header="X-Forwarded-User")
+    try:
+        client = app.test_client()
+        assert client.get("/fragment/dashboard").status_code == 401
+        page = client.get("/", headers={"X-Forwarded-User": "bob"})
+        assert page.status_code == 200 and b"bob" in page.data
+    finally:
+        monitor.stop()
