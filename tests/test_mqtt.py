@@ -18,6 +18,7 @@ from conftest import run_daemon_on_clip
 from edge.alarms.buzzer import Buzzer
 from edge.alarms.controller import LocalAlarm
 from edge.config import BuzzerConfig, Config, MqttConfig
+from edge.daemon.health import HealthReporter
 from edge.daemon.router import EventRouter, mqtt_payload
 from edge.mqtt.monitor import Monitor
 from edge.mqtt.outbox import Outbox
@@ -351,7 +352,7 @@ def test_health_and_test_command(broker, tmp_path, models):
     pipeline = FallPipeline(config, models.pose, models.detector)
     try:
         assert publisher.wait_connected(10)
-        router.maybe_send_health([pipeline], force=True, cameras={"door": {"outages": 1, "dropped_frames": 3}})
+        HealthReporter(router).maybe_send([pipeline], force=True, cameras={"door": {"outages": 1, "dropped_frames": 3}})
         assert wait_for(lambda: collector.on("gate/health"))
         health = json.loads(collector.on("gate/health")[0][0])
         assert health["device"] == "gate" and health["dropped_frames"] == 3
@@ -430,7 +431,7 @@ def test_a_degraded_device_says_so_in_its_retained_status(broker, tmp_path, monk
     monitor.start()
     try:
         assert wait_for(lambda: publisher.connected and monitor.connected.is_set())
-        router.maybe_send_health([], force=True)
+        HealthReporter(router).maybe_send([], force=True)
         assert wait_for(lambda: "problems" in monitor.devices().get("edge1", ""))
         shown = monitor.devices()["edge1"]
         assert shown.startswith("online (problems: buzzer: buzzer on pin 25 cannot be opened")
@@ -438,7 +439,7 @@ def test_a_degraded_device_says_so_in_its_retained_status(broker, tmp_path, monk
         outbox_path.rmdir()  # fixed on site
         blocker.close()
         router._route(fall_event("fall_detected"), None)  # the outbox opens again, the buzzer too
-        router.maybe_send_health([], force=True)
+        HealthReporter(router).maybe_send([], force=True)
         assert wait_for(lambda: monitor.devices().get("edge1") == "online")
     finally:
         publisher.stop()

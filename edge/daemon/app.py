@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from edge.alarms.controller import LocalAlarm
 from edge.capture import GstSource, open_source
 from edge.config import Config
+from edge.daemon.health import HealthReporter
 from edge.daemon.notify import FrameLoopNotifier
 from edge.daemon.pipeline import FallPipeline
 from edge.daemon.router import EventRouter
@@ -100,15 +101,15 @@ class RunSummary:
                 f"({self.frames / max(self.elapsed_s, 1e-9):.1f} frames/s), {self.events} events")
 
 
-def _report(config: Config, router: EventRouter, board: Optional[LiveBoard], pipelines: List[FallPipeline],
+def _report(config: Config, health: HealthReporter, board: Optional[LiveBoard], pipelines: List[FallPipeline],
             cameras: Dict[str, dict], result: FrameResult) -> None:
     """After each frame: health to MQTT when due; the device page's picture (only while someone
     watches) and its health (once a second)."""
-    router.maybe_send_health(pipelines, cameras=cameras)
+    health.maybe_send(pipelines, cameras=cameras)
     if board is not None:
         board.offer(result, lambda drawn: draw_result(drawn, config.pose.min_keypoint_score))
         if board.health_due():
-            board.set_health(router.health(pipelines, cameras))
+            board.set_health(health.report(pipelines, cameras))
 
 
 def _status_sink(router: EventRouter, notifier: Optional[FrameLoopNotifier], name: str):
@@ -135,11 +136,12 @@ def run_one_camera(config: Config, models: Models, router: EventRouter, name: st
         trace = TraceWriter(options.trace_dir, name, config.pose.min_keypoint_score) if options.trace_dir else None
         sink = fan_out(writer, WindowSink() if options.show else None, trace, router.handle)
         assert sink is not None
+        health = HealthReporter(router)
         started = time.monotonic()
         try:
             for result in process_video(pipeline, video, config.output.process_fps):
                 sink(result)
-                _report(config, router, board, [pipeline], {name: capture_stats(video)}, result)
+                _report(config, health, board, [pipeline], {name: capture_stats(video)}, result)
                 if notifier is not None:
                     notifier.frame(name)
         finally:
@@ -167,12 +169,13 @@ def run_cameras(config: Config, models: Models, router: EventRouter, cameras: Li
             streams.append(CameraStream(name, source, pipeline, FrameThinner(config.output.process_fps)))
             if trace_dir is not None:
                 traces[pipeline.camera] = TraceWriter(trace_dir, name, config.pose.min_keypoint_score)
+        health = HealthReporter(router)
         started = time.monotonic()
         for result in process_cameras(streams):
             if result.camera in traces:
                 traces[result.camera](result)
             router.handle(result)
-            _report(config, router, board, [s.pipeline for s in streams],
+            _report(config, health, board, [s.pipeline for s in streams],
                     {s.name: capture_stats(s.source) for s in streams}, result)
             if notifier is not None:
                 notifier.frame(result.camera or "")

@@ -1,24 +1,23 @@
 """Where events go: stdout, the local alarm, MQTT (through the outbox). Also the commands
-from the control room (ack, test) and the periodic health report."""
+from the control room (ack, test); the health report is health.py's, beside it."""
 
 
 import json
 import logging
-import sys
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import cv2
 import numpy as np
 
 from edge.alarms.controller import LocalAlarm
 from edge.config import Config
-from edge.daemon.pipeline import FallPipeline, iso_utc
+from edge.daemon.pipeline import iso_utc
 from edge.mqtt.publisher import MqttPublisher
 from edge.mqtt.schema import tag_snapshot
 from edge.private import open_private, private_folder
@@ -29,18 +28,6 @@ logger = logging.getLogger(__name__)
 _MAX_ACK_PAYLOAD = 1000  # a signed ack (edge/mqtt/commands.py) is about 250 bytes
 _ACKABLE_EVENTS = 1000  # an ack for an older event is reported as unknown
 _MAX_OPERATOR = 64  # characters of an operator's name kept in the acknowledged event
-
-
-def read_temperatures() -> Dict[str, float]:
-    """CPU/GPU temperatures where the platform exposes them (Jetson and most Linux boards)."""
-    temperatures: Dict[str, float] = {}
-    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
-        try:
-            name = (zone / "type").read_text().strip()
-            temperatures[name] = round(int((zone / "temp").read_text().strip()) / 1000.0, 1)
-        except (OSError, ValueError):
-            continue
-    return temperatures
 
 
 def mqtt_payload(event: FallEvent, device: str, snapshot: Optional[str]) -> Dict[str, object]:
@@ -97,8 +84,6 @@ class EventRouter:
         self.publisher = publisher
         self.alarm = alarm
         self.print_events = print_events
-        self.started = time.monotonic()
-        self._last_health = 0.0
         # Recent events, for acks by event_id; bounded, since the daemon runs for months.
         self._events_by_id: "OrderedDict[str, FallEvent]" = OrderedDict()
         self._route_lock = threading.RLock()  # re-entrant: an ack routes its `acknowledged`
@@ -239,7 +224,7 @@ class EventRouter:
         else:
             logger.info("alarm test requested, but no buzzer or speech is configured")
 
-    # -- health ------------------------------------------------------------------------------
+    # -- camera status ---------------------------------------------------------------------
 
     def camera_status(self, camera: str, status: str, reason: str) -> None:
         """From a capture thread: a camera went offline or came back."""
@@ -247,53 +232,3 @@ class EventRouter:
         if self.publisher is not None:
             self.publisher.send_camera_status(camera, {"camera": camera, "status": status, "reason": reason,
                                                        "ts": iso_utc(datetime.now(timezone.utc))})
-
-    def maybe_send_health(self, pipelines: Sequence[FallPipeline], force: bool = False,
-                          cameras: Optional[Dict[str, Dict[str, int]]] = None) -> None:
-        """Every mqtt.health_interval_s; cameras: capture counters per camera."""
-        if self.publisher is None:
-            return
-        self.publisher.set_problems(self.problems())  # cheap when nothing changed
-        now = time.monotonic()
-        if not force and now - self._last_health < self.config.mqtt.health_interval_s:
-            return
-        self._last_health = now
-        self.publisher.send_health(self.health(pipelines, cameras or {}))
-
-    def problems(self) -> Dict[str, str]:
-        """The parts that degrade the service now: the outbox, the buzzer, speech."""
-        out = dict(self.alarm.problems()) if self.alarm is not None else {}
-        if self.publisher is not None and self.publisher.outbox.error:
-            out["outbox"] = self.publisher.outbox.error
-        return out
-
-    def health(self, pipelines: Sequence[FallPipeline], cameras: Dict[str, Dict[str, int]]) -> Dict[str, object]:
-        stats = [pipeline.stats() for pipeline in pipelines]
-        stage_fps = {}
-        for stage in {stage for one in stats for stage in one.recent_ms}:
-            recent = [ms for one in stats for ms in one.recent_ms.get(stage, [])]
-            if recent:
-                stage_fps[stage] = round(1000.0 / max(1e-3, sum(recent) / len(recent)), 1)
-        uptime = time.monotonic() - self.started
-        frames = sum(one.frames_processed for one in stats)
-        return {
-            "device": self.device,
-            "ts": iso_utc(datetime.now(timezone.utc)),
-            "uptime_s": round(uptime, 1),
-            "frames_processed": frames,
-            "processed_fps": round(frames / max(uptime, 1e-3), 2),
-            "stage_fps": stage_fps,
-            "dropped_frames": sum(int(stats.get("dropped_frames", 0)) for stats in cameras.values()),
-            "cameras": cameras,
-            "tracks": sum(one.tracks for one in stats),
-            "events": dict(self.events_by_type),
-            "outbox_depth": self.publisher.outbox.depth() if self.publisher else 0,
-            "outbox_dropped": self.publisher.outbox.dropped() if self.publisher else 0,
-            # why events wait in memory (disk full, corrupt file moved aside, ...); None when fine
-            "outbox_error": self.publisher.outbox.error if self.publisher else None,
-            # parts of the local alarm that do not work now (buzzer, speech): {} when all do
-            "alarm_problems": self.alarm.problems() if self.alarm is not None else {},
-            "mqtt_outages": self.publisher.outages if self.publisher else 0,
-            "temperatures_c": read_temperatures(),
-            "python": sys.version.split()[0],
-        }
