@@ -154,6 +154,34 @@ def test_the_service_unit_verifies_with_its_drop_ins_and_is_hardened(tmp_path):
     assert "char-alsa:rw" in security.stdout  # the DeviceAllow= drop-in was read with the unit
 
 
+def test_the_console_unit_verifies_and_is_hardened(tmp_path):
+    """The control-room console's unit: systemd-analyze verify, and a low offline exposure (a web
+    server needs no devices, privileges or code generation)."""
+    import re
+    import shutil
+
+    import pytest
+
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed")
+    units = tmp_path / "units"
+    units.mkdir()
+    text = (ROOT / "systemd" / "fall-edge-console.service").read_text()
+    (units / "fall-edge-console.service").write_text(
+        text.replace("/opt/fall-edge/.venv/bin/fall-edge", str(Path(sys.executable).parent / "fall-edge")))
+    env = dict(os.environ, SYSTEMD_UNIT_PATH=f"{units}:")
+    result = subprocess.run(["systemd-analyze", "verify", "fall-edge-console.service"], capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert result.returncode == 0 and "fall-edge-console.service" not in result.stdout + result.stderr, \
+        result.stderr
+    security = subprocess.run(["systemd-analyze", "security", "--offline=yes", "fall-edge-console.service"],
+                              capture_output=True, text=True, timeout=60, env=env)
+    if "--offline" in security.stderr:
+        pytest.skip("systemd-analyze security --offline needs systemd 250+")
+    found = re.search(r"Overall exposure level for fall-edge-console.service: ([\d.]+)", security.stdout)
+    assert found and float(found.group(1)) <= 2.0, security.stdout[-3000:]
+
+
 def test_a_camera_that_is_away_keeps_the_service_ready_and_the_watchdog_fed(tmp_path):
     """The camera cannot be reached: the capture worker says so and keeps retrying; restarting
     the service would not help (and in a loop would hit systemd's start limit), so READY comes
