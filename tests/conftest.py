@@ -38,6 +38,18 @@ def _private_cache_home(tmp_path_factory):
         os.environ["XDG_CACHE_HOME"] = previous
 
 
+@pytest.fixture
+def broker(tmp_path):
+    """A real Mosquitto for one test (tests/broker.py)."""
+    from broker import Broker
+
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    running = Broker(folder).start()
+    yield running
+    running.stop()
+
+
 @pytest.fixture(scope="session")
 def models() -> Models:
     try:

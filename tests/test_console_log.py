@@ -6,22 +6,12 @@ import uuid
 
 import cv2
 import numpy as np
-import pytest
-from broker import Broker, Collector, wait_for
+from broker import Collector, wait_for
 from test_mqtt import fall_event, mqtt_config
 
 from edge.console.log import EventLog
 from edge.mqtt.monitor import Monitor
 from edge.mqtt.schema import snapshot_event_id, tag_snapshot
-
-
-@pytest.fixture
-def broker(tmp_path):
-    folder = tmp_path / "broker"
-    folder.mkdir()
-    running = Broker(folder).start()
-    yield running
-    running.stop()
 
 
 def jpeg(value: int) -> bytes:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 from broker import Broker, Collector, make_tls_files, wait_for
 from conftest import run_daemon_on_clip
 
@@ -39,15 +38,6 @@ def fall_event(kind="fall_detected", track_id=1, camera="cam0") -> FallEvent:
                      wall_time="2026-11-22T10:00:00.000Z", confidence=0.9, torso_angle_deg=80.0,
                      bbox=[1.0, 2.0, 3.0, 4.0], fall_started_s=2.0, started_at="2026-11-22T09:59:59.000Z",
                      detector_label="Fall", keypoints=[[1.0, 2.0, 0.9]] * 18)
-
-
-@pytest.fixture
-def broker(tmp_path):
-    folder = tmp_path / "broker"
-    folder.mkdir()
-    running = Broker(folder).start()
-    yield running
-    running.stop()
 
 
 def start_publisher(config: MqttConfig, tmp_path: Path) -> MqttPublisher:
