@@ -15,6 +15,7 @@ from edge.types import EventType
 OPENING = (EventType.FALL_DETECTED.value, EventType.ALARM.value)
 CLOSING = (EventType.RECOVERED.value, EventType.ACKNOWLEDGED.value)
 PAGE_SIZE = 25
+RECENT_EVENTS = 5000  # the dashboard's alarms come from this many newest events
 
 
 @dataclass
@@ -109,9 +110,11 @@ class EventLog:
     def alarms(self, limit: int = 50) -> List[Alarm]:
         """Falls and alarms, open ones first, each newest first; a closed one names what closed it."""
         with closing(self._connect()) as db:
-            rows = db.execute("SELECT e.device, e.camera, e.type, e.payload, e.received_at, s.event_id AS picture "
-                              "FROM events e LEFT JOIN snapshots s ON s.event_id = e.event_id "
-                              "ORDER BY e.received_at, e.rowid").fetchall()
+            # The newest events only: the log grows for months, the dashboard is read every update.
+            rows = db.execute("SELECT * FROM (SELECT e.rowid AS row, e.device, e.camera, e.type, e.payload, "
+                              "e.received_at, s.event_id AS picture FROM events e LEFT JOIN snapshots s "
+                              "ON s.event_id = e.event_id ORDER BY e.received_at DESC, e.rowid DESC LIMIT ?) "
+                              "ORDER BY received_at, row", (RECENT_EVENTS,)).fetchall()
         alarms: List[Alarm] = []
         open_chains: Dict[Tuple[str, str, int], List[Alarm]] = {}
         by_id: Dict[str, Alarm] = {}

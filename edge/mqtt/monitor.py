@@ -123,6 +123,7 @@ class Monitor:
         self._db.execute("CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, device TEXT, camera TEXT, "
                          "type TEXT, seq INTEGER, ts TEXT, payload TEXT, received_at REAL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS devices (device TEXT PRIMARY KEY, status TEXT, since REAL)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS events_by_time ON events (received_at)")
         self.everything = everything
         self.snapshot_keep, self.snapshot_max_age_s = snapshot_keep, snapshot_max_age_s
         if everything:
