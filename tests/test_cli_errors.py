@@ -201,3 +201,16 @@ def test_help_lists_the_commands():
     for name, parser in commands.items():
         handler = parser.get_default("handler")
         assert callable(handler) and handler.__module__.startswith("edge.cli."), name
+
+
+def test_console_errors_are_one_line_and_the_password_hash_is_printed(tmp_path):
+    assert_one_line_error(fall_edge("console", "--db", str(tmp_path / "c.sqlite")), "no operator can log in",
+                          "fall-edge console-password")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    short = subprocess.run([sys.executable, "-m", "edge", "console-password"], input="short\n", capture_output=True,
+                           text=True, cwd=ROOT, env=env, timeout=60)
+    assert_one_line_error(short, "use at least 10")
+    good = subprocess.run([sys.executable, "-m", "edge", "console-password"], input="a long enough password\n",
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert good.returncode == 0 and good.stdout.startswith("password_hash: scrypt:")
+    assert "a long enough password" not in good.stdout + good.stderr  # never echoed

@@ -28,11 +28,14 @@ def register(commands: "argparse._SubParsersAction") -> None:
 
 
 def _cmd_console(args: argparse.Namespace) -> int:
-    from waitress import create_server
+    try:
+        from waitress import create_server
 
+        from edge.console.app import Hub, create_app, session_secret
+    except ImportError as exc:
+        raise FallEdgeError(f"the console needs Flask and waitress ({exc}): pip install -e \".[console]\"") from None
     from edge.config import load_config
     from edge.config.rules import LISTEN_RULE, listen_address
-    from edge.console.app import Hub, create_app, session_secret
     from edge.console.log import EventLog
     from edge.mqtt.monitor import Monitor
 
@@ -76,7 +79,10 @@ def _cmd_console(args: argparse.Namespace) -> int:
 def _cmd_console_password(args: argparse.Namespace) -> int:
     import getpass
 
-    from werkzeug.security import generate_password_hash
+    try:
+        from werkzeug.security import generate_password_hash
+    except ImportError:
+        raise FallEdgeError("hashing needs werkzeug (Flask's): pip install -e \".[console]\"") from None
 
     if sys.stdin.isatty():
         password = getpass.getpass("operator's password: ")
