@@ -121,7 +121,7 @@ EVENT_LIKE = st.fixed_dictionaries(
 
 @pytest.fixture(scope="module")
 def monitor(tmp_path_factory):
-    watcher = Monitor(MqttConfig(enabled=True), tmp_path_factory.mktemp("monitor") / "m.sqlite")
+    watcher = Monitor(MqttConfig(enabled=True), tmp_path_factory.mktemp("monitor") / "m.sqlite", everything=True)
     yield watcher
     watcher.stop()
 
@@ -144,9 +144,14 @@ def test_any_event_payload_is_checked_without_raising(monitor, event):
 @given(st.binary(max_size=300))
 def test_any_bytes_as_event_status_or_ack_are_handled(monitor, payload):
     monitor._on_event("edge1", "cam0", "fall/edge1/cam0/events", payload)
+    monitor._on_health("edge1", "fall/edge1/health", payload)  # what the console also keeps
+    monitor._on_camera_status("edge1", "cam0", "fall/edge1/cam0/status", payload)
+    monitor._on_snapshot("edge1", "cam0", "fall/edge1/cam0/snapshot", payload)
     assert parse_status(payload)[2] is None or payload.strip() not in (b"online", b"offline")
-    event_id = EventRouter._event_id_from(payload)
-    assert event_id is None or len(event_id) == 36
+    request = EventRouter._ack_request(payload)
+    if request is not None:
+        event_id, operator = request
+        assert len(event_id) == 36 and (operator is None or (0 < len(operator) <= 64 and operator.isprintable()))
 
 
 def test_an_unknown_key_with_a_newline_is_still_one_line(tmp_path):
