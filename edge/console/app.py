@@ -159,10 +159,12 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
 
     def dashboard_context() -> dict:
         alarms = log.alarms()
-        for event_id in [e for e, (_, sent) in pending.items() if time.time() - sent > 3600]:
-            pending.pop(event_id, None)  # the device never answered: the button comes back
-        unacknowledged = [a for a in alarms if a.is_open and a.event_id not in pending]
-        return {"devices": log.devices(), "alarms": alarms, "pending": pending, "shown_time": shown_time,
+        sent_acks = dict(pending)  # waitress serves pages on several threads: a copy to read
+        for event_id, (_, sent) in sent_acks.items():
+            if time.time() - sent > 3600:
+                pending.pop(event_id, None)  # the device never answered: the button comes back
+        unacknowledged = [a for a in alarms if a.is_open and a.event_id not in sent_acks]
+        return {"devices": log.devices(), "alarms": alarms, "pending": sent_acks, "shown_time": shown_time,
                 "parse_time": parse_time, "unacknowledged": len(unacknowledged), "now": time.time(),
                 "broker_connected": monitor.connected.is_set(), "broker_error": monitor.error}
 
