@@ -108,7 +108,8 @@ def test_with_the_shipped_acl_a_device_cannot_ack_another_devices_alarm(tmp_path
         with caplog.at_level(logging.WARNING):
             operator.publish(TOPIC, alarm.event_id.encode(), qos=1).wait_for_publish(5)
             assert wait_for(lambda: publisher.commands_refused == 1)
-        assert "refused: not a signed command" in caplog.text
+            # The count goes up just before the MQTT thread logs the line: wait for the line too.
+            assert wait_for(lambda: "refused: not a signed command" in caplog.text)
         operator.disconnect()
         monitor.ack(alarm.event_id)
         assert wait_for(lambda: [e["type"] for e in monitor.events()] == ["alarm", "acknowledged"])
