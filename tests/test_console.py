@@ -41,7 +41,7 @@ def browser():
         pytest.skip("chromium and chromium-driver not installed (scripts/bootstrap.sh --dev installs them)")
     options = Options()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,700",
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,820",
                      "--autoplay-policy=no-user-gesture-required"):
         options.add_argument(argument)
     return webdriver.Chrome(service=Service(DRIVER), options=options)
