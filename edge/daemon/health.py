@@ -11,6 +11,7 @@ from typing import Dict, Optional, Sequence
 
 from edge.daemon.pipeline import FallPipeline, iso_utc
 from edge.daemon.router import EventRouter
+from edge.mqtt.connection import device_name
 
 
 def read_temperatures() -> Dict[str, float]:
@@ -63,7 +64,7 @@ class HealthReporter:
         frames = sum(one.frames_processed for one in stats)
         publisher, alarm = self.router.publisher, self.router.alarm
         return {
-            "device": self.router.device,
+            "device": self.router.device or device_name(self.router.config.mqtt),  # MQTT off: the host name
             "ts": iso_utc(datetime.now(timezone.utc)),
             "uptime_s": round(uptime, 1),
             "frames_processed": frames,
