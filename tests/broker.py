@@ -93,8 +93,13 @@ class Collector:
             self.client.tls_set(ca_certs=tls["ca"])
         self.client.on_connect = lambda client, *args: client.subscribe(topic, qos=1)  # 1.6's and 2.x's arguments
         self.client.on_message = self._on_message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: subscribed.set()
         self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
+        # Messages published before the broker has the subscription are not kept for it: wait.
+        if not subscribed.wait(10):
+            raise RuntimeError(f"the collector could not subscribe to {topic} on port {broker.port}")
 
     def _on_message(self, client, userdata, message):
         with self._lock:
