@@ -35,7 +35,7 @@ def _cmd_console(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise FallEdgeError(f"the console needs Flask and waitress ({exc}): pip install -e \".[console]\"") from None
     from edge.config import load_config
-    from edge.config.rules import LISTEN_RULE, listen_address
+    from edge.config.rules import parse_listen
     from edge.console.log import EventLog
     from edge.mqtt.monitor import Monitor
 
@@ -44,9 +44,7 @@ def _cmd_console(args: argparse.Namespace) -> int:
         raise FallEdgeError("no operator can log in: add console.operators to the config (hashes from "
                             "`fall-edge console-password`) or set console.auth_header behind a login proxy")
     listen = args.listen or console.listen
-    address = listen_address(listen)
-    if address is None:
-        raise FallEdgeError(f"--listen {listen} {LISTEN_RULE}")
+    address = parse_listen(listen)
     db = args.db or Path(console.db)
     hub = Hub()
 

@@ -6,6 +6,8 @@ readers, the buzzer's pin factory, the pose model) use the same names. The schem
 
 from typing import Optional, Sequence, Tuple
 
+from edge.errors import ConfigError
+
 # Capture readers: the GStreamer ones in the order `auto` tries them, then the others.
 GST_READERS = ("appsink", "opencv-gst", "gst-launch")
 CAPTURE_READERS = ("auto", "gst") + GST_READERS + ("opencv",)
@@ -34,6 +36,14 @@ def listen_address(text: str, default_host: str = "127.0.0.1") -> Optional[Tuple
 
 
 LISTEN_RULE = "must be HOST:PORT with a port from 1 to 65535, e.g. 127.0.0.1:8081"
+
+
+def parse_listen(text: str) -> Tuple[str, int]:
+    """listen_address() for a web page about to start: a one-line error when it is not one."""
+    address = listen_address(text)
+    if address is None:
+        raise ConfigError(f"listen address {text!r} {LISTEN_RULE}")
+    return address
 
 
 def one_of(names: Sequence[str]) -> str:

@@ -133,7 +133,9 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
         stored = hashes.get(name)
         if stored is None or not check_password_hash(stored, password):
             failures[name] = (count + 1, since if count else time.monotonic())
-            logger.warning("console: wrong name or password for %r from %s", name[:64], request.remote_addr)
+            # An unknown name is not logged: it may be a password typed into the wrong box.
+            logger.warning("console: wrong password for %s from %s", name if stored else "an unknown name",
+                           request.remote_addr)
             time.sleep(0.5)  # slows guessing
             return login_page("wrong name or password"), 401
         failures.pop(name, None)

@@ -65,13 +65,12 @@ def parse_time(text: object) -> Optional[float]:
     """An event's ISO 8601 UTC time ("2026-11-22T13:48:02.295Z") as epoch seconds."""
     if not isinstance(text, str):
         return None
-    try:
-        return datetime.strptime(text.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
-    except ValueError:
+    for layout in ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"):  # with and without milliseconds
         try:
-            return datetime.strptime(text.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+            return datetime.strptime(text.replace("Z", "+0000"), layout).timestamp()
         except ValueError:
-            return None
+            continue
+    return None
 
 
 def shown_time(epoch: Optional[float]) -> str:

@@ -256,12 +256,15 @@ class Monitor:
             self.on_event(event, new)
 
     def _on_health(self, device: str, topic: str, raw: bytes) -> None:
+        if len(raw) > _MAX_REPORT_BYTES:  # before parsing it: a huge payload costs nothing
+            self._skip(topic, "not a health report (a JSON object under 64 KB)")
+            return
         try:
             report = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             self._skip(topic, f"not JSON ({exc})")
             return
-        if not isinstance(report, dict) or len(raw) > _MAX_REPORT_BYTES:
+        if not isinstance(report, dict):
             self._skip(topic, "not a health report (a JSON object under 64 KB)")
             return
         with self._lock:

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 import cv2
 
-from edge.config.rules import LISTEN_RULE, listen_address
+from edge.config.rules import parse_listen
 from edge.errors import ConfigError
 from edge.web.board import LiveBoard
 from edge.web.metrics import CONTENT_TYPE_LATEST, metrics_text
@@ -28,13 +28,6 @@ logger = logging.getLogger(__name__)
 _BOUNDARY = "fall-edge-frame"
 _IDLE_WAIT_S = 5.0  # a stream with no new frame for this long checks that its viewer is still there
 _JPEG_QUALITY = 75
-
-
-def parse_listen(text: str) -> Tuple[str, int]:
-    address = listen_address(text)
-    if address is None:
-        raise ConfigError(f"listen address {text!r} {LISTEN_RULE}")
-    return address
 
 
 class _Server(ThreadingMixIn, HTTPServer):
