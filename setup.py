@@ -34,9 +34,11 @@ setup(
         "prometheus-client>=0.17",
     ],
     extras_require={
-        # The embedded default: ONNX Runtime for the detector, LiteRT for MoveNet.
-        # On a Jetson, OpenCV comes from JetPack (built with GStreamer): do not pip-install it there.
-        "cpu": ["onnxruntime>=1.15", "ai-edge-litert>=1.0", "opencv-python>=4.5"],
+        # The embedded default: ONNX Runtime for the detector, LiteRT for MoveNet (Python 3.8-3.13,
+        # CPU_PYTHONS in edge/platform_support.py). ai-edge-litert has no Python 3.8 wheel; tflite-runtime
+        # is the same interpreter there. On a Jetson, OpenCV comes from JetPack (built with GStreamer).
+        "cpu": ["onnxruntime>=1.15", "ai-edge-litert>=1.0; python_version>='3.9'",
+                "tflite-runtime>=2.13; python_version<'3.9'", "opencv-python>=4.5"],
         # Frames from GStreamer in-process (the appsink reader). Builds against Debian's
         # libgirepository1.0-dev; 3.51 and newer need girepository-2.0, which Debian 12 lacks.
         # On a Jetson use JetPack's python3-gi instead.

