@@ -47,7 +47,8 @@ setup(
         "jetson": ["pycuda>=2021.1"],
         # The engine build script: checkpoints to ONNX (fall-edge build-engines). On a Jetson use
         # NVIDIA's PyTorch wheel for the JetPack release instead of PyPI's.
-        "build": ["torch>=1.10", "onnx>=1.12"],
+        # onnx 1.11 is the last with a Python 3.6 wheel (JetPack 4.6); checker.check_model is all that is used.
+        "build": ["torch>=1.10", "onnx>=1.12; python_version>='3.7'", "onnx>=1.10,<1.12; python_version<'3.7'"],
         # The control room's web console (fall-edge console): a server next to the broker, Python 3.8+.
         "console": ["flask>=2.2", "waitress>=2.1"],
         # selenium drives Debian's chromium through its chromium-driver in the console's tests.

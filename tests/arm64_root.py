@@ -16,6 +16,7 @@ checked by resolution only (tests/test_resolution.py).
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import textwrap
@@ -178,3 +179,42 @@ def working_root(target: Target, log) -> Path:
     subprocess.run(["cp", "-a", str(pristine), str(work)], check=True)
     add_fake_l4t_repository(work, target)
     return work
+
+
+@dataclass
+class DockerStep:
+    instruction: str  # COPY, RUN, USER, WORKDIR, ENTRYPOINT, CMD
+    value: str
+
+
+def dockerfile_steps(path: Path, build_args: dict) -> List[DockerStep]:
+    """The steps of a Dockerfile after FROM, with ARG and ENV values put in (build_args override
+    the ARG defaults), continuation lines joined. Enough of the format for Dockerfile.l4t, so a
+    test can run its COPY and RUN steps in a root that stands in for the base image."""
+    lines, current = [], ""
+    for raw in path.read_text().splitlines():
+        if not current and (not raw.strip() or raw.lstrip().startswith("#")):
+            continue
+        current += raw.rstrip("\\").rstrip() + " " if raw.endswith("\\") else raw
+        if not raw.endswith("\\"):
+            lines.append(current.strip())
+            current = ""
+    values = dict(build_args)
+    steps: List[DockerStep] = []
+
+    def substitute(text: str) -> str:
+        return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values.get(m.group(1) or m.group(2), ""), text)
+
+    for line in lines:
+        instruction, _, value = line.partition(" ")
+        instruction = instruction.upper()
+        if instruction == "ARG":
+            name, _, default = value.partition("=")
+            values.setdefault(name.strip(), default.strip())
+        elif instruction == "ENV":
+            name, _, setting = value.partition("=")
+            values[name.strip()] = substitute(setting.strip())
+            steps.append(DockerStep("ENV", f"{name.strip()}={values[name.strip()]}"))
+        elif instruction != "FROM":
+            steps.append(DockerStep(instruction, substitute(value.strip())))
+    return steps

@@ -81,14 +81,23 @@ def test_pin_factory_choice():
         make_pin_factory("wiringpi")
 
 
-def test_jetson_factory_drives_jetson_gpio(monkeypatch):
-    """Jetson.GPIO is the hardware edge: a recording stand-in module takes its place here."""
-    calls = []
+def fake_jetson_gpio(monkeypatch, calls: list, setup_warning: str = ""):
+    """Jetson.GPIO is the hardware edge: a recording stand-in module takes its place here. With
+    setup_warning, setup() warns as Jetson.GPIO does (warnings.warn) when warnings are on."""
+    import warnings
+
     fake = types.ModuleType("Jetson.GPIO")
+    state = {"warnings": True}
+
+    def setup(pin, direction):
+        calls.append(("setup", pin, direction))
+        if setup_warning and state["warnings"]:
+            warnings.warn(setup_warning, RuntimeWarning, stacklevel=2)
+
     fake.BCM, fake.IN, fake.OUT, fake.HIGH, fake.LOW = "BCM", "IN", "OUT", 1, 0
-    fake.setwarnings = lambda flag: None
+    fake.setwarnings = lambda flag: state.update(warnings=flag)
     fake.setmode = lambda mode: calls.append(("setmode", mode))
-    fake.setup = lambda pin, direction: calls.append(("setup", pin, direction))
+    fake.setup = setup
     fake.output = lambda pin, value: calls.append(("output", pin, value))
     fake.input = lambda pin: 0
     fake.cleanup = lambda pin: calls.append(("cleanup", pin))
@@ -96,6 +105,34 @@ def test_jetson_factory_drives_jetson_gpio(monkeypatch):
     package.GPIO = fake
     monkeypatch.setitem(sys.modules, "Jetson", package)
     monkeypatch.setitem(sys.modules, "Jetson.GPIO", fake)
+
+
+def test_jetson_pin_warnings_are_heard_and_a_pinmux_one_is_an_error(monkeypatch):
+    """setwarnings(False) hid Jetson.GPIO's warning that a pin is not a GPIO in the pinmux: the
+    buzzer stayed silent while the doctor said 'opened'. Now that warning fails the buzzer with
+    the fix (logged once, in health and the doctor); 'already in use' stays harmless."""
+    from edge.alarms.buzzer import ResilientBuzzer
+
+    pinmux = "Pin 12 (GPIO18) is not configured as GPIO in the pinmux; it may not work as expected"
+    fake_jetson_gpio(monkeypatch, [], setup_warning=pinmux)
+    buzzer = ResilientBuzzer(BuzzerConfig(enabled=True, pin=18, pin_factory="jetson"))
+    try:
+        assert buzzer.error is not None and pinmux in buzzer.error and "jetson-io" in buzzer.error
+    finally:
+        buzzer.close()
+    calls = []
+    fake_jetson_gpio(monkeypatch, calls, setup_warning="This channel is already in use, continuing anyway.")
+    buzzer = ResilientBuzzer(BuzzerConfig(enabled=True, pin=18, pin_factory="jetson"))
+    try:
+        assert buzzer.error is None and ("setup", 18, "OUT") in calls
+    finally:
+        buzzer.close()
+
+
+def test_jetson_factory_drives_jetson_gpio(monkeypatch):
+    """Jetson.GPIO is the hardware edge: a recording stand-in module takes its place here."""
+    calls = []
+    fake_jetson_gpio(monkeypatch, calls)
     buzzer = Buzzer(BuzzerConfig(enabled=True, pin=18, pin_factory="jetson", alarm_pattern_s=[0.05, 0.05]))
     buzzer.sound("alarm")
     time.sleep(0.3)

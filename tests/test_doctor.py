@@ -91,6 +91,7 @@ def test_doctor_reads_engine_sidecars_and_never_builds(tmp_path):
     assert table["tensorrt"] == ("fail", "not importable  -> apt-get install python3-libnvinfer; use a "
                                          "--system-site-packages venv")
     assert table["gpu"][0] == "fail" and "pycuda" in table["gpu"][1]
+    assert "python3-pycuda" not in table["gpu"][1] and "/usr/local/cuda/bin" in table["gpu"][1]
     assert table["engine detector"][0] == "warning"
     assert table["engine detector"][1].startswith(
         "fall_detector_int8.engine: yolo fp16 [1, 3, 640, 640] TensorRT 8.2.1.8 on NVIDIA Tegra X1 (sm 5.3)")
@@ -112,3 +113,36 @@ def test_doctor_reads_engine_sidecars_and_never_builds(tmp_path):
     assert table["engine detector"][0] == "fail" and "has no fall_detector_int8.engine.json" in \
         table["engine detector"][1]
     assert table["engine pose"][0] == "fail" and "fall-edge build-engines" in table["engine pose"][1]
+
+
+def test_sandbox_problems_name_what_the_unit_hides_from_the_service():
+    """The unit's effective settings (systemctl show) against what the config needs: the argus
+    socket for CSI cameras, writable /sys for Jetson.GPIO's sysfs pins, and devices left open."""
+    from edge.doctor.checks import sandbox_problems
+
+    shipped = {"PrivateTmp": "no", "ProtectKernelTunables": "no", "ProtectClock": "yes", "ProtectKernelLogs": "yes",
+               "DevicePolicy": "closed"}  # the unit with install.sh's DeviceAllow= drop-in
+    assert sandbox_problems(shipped, csi_cameras=True, jetson_buzzer=True) == []
+    old = {"PrivateTmp": "yes", "ProtectKernelTunables": "yes", "ProtectClock": "yes", "ProtectKernelLogs": "yes",
+           "DevicePolicy": "auto"}  # the unit before, installed with --no-device-allow
+    problems = sandbox_problems(old, csi_cameras=True, jetson_buzzer=True)
+    assert [p.split(" ")[0] for p in problems] == ["PrivateTmp=yes", "ProtectKernelTunables=yes", "ProtectClock"]
+    assert "/tmp/argus_socket" in problems[0] and "ProtectClock and ProtectKernelLogs=yes" in problems[2]
+    assert sandbox_problems(old, csi_cameras=False, jetson_buzzer=False) == [problems[2]]
+
+
+def test_argus_problem_tells_a_missing_dead_and_answering_socket_apart(tmp_path):
+    import socket
+
+    from edge.doctor.checks import argus_problem
+
+    path = tmp_path / "argus_socket"
+    assert "is missing: nvargus-daemon is not running" in argus_problem(path)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    assert "does not answer" in argus_problem(path)  # bound, not listening: a daemon that died
+    server.listen(1)
+    try:
+        assert argus_problem(path) is None
+    finally:
+        server.close()

@@ -348,7 +348,8 @@ def test_health_and_test_command(broker, tmp_path, models):
         assert health["device"] == "gate" and health["dropped_frames"] == 3
         assert health["cameras"]["door"]["outages"] == 1
         assert {"uptime_s", "stage_fps", "outbox_depth", "outbox_dropped", "outbox_error", "alarm_problems",
-                "mqtt_outages", "temperatures_c"} <= set(health)
+                "mqtt_outages", "temperatures_c", "engines"} <= set(health)
+        assert health["engines"] == {}  # CPU backends
         collector.client.publish("fall/gate/cmd/test", b"", qos=1)
         assert wait_for(lambda: buzzer.is_sounding)
     finally:

@@ -117,6 +117,20 @@ def test_the_jetson_requirements_resolve_for_the_releases_python_on_aarch64(tmp_
     assert not problems, f"JetPack {release}: " + "; ".join(problems)
 
 
+def test_the_build_extra_resolves_for_jetpack_46s_python_on_aarch64(tmp_path):
+    """[build] on the Nano: onnx must have a cp36 aarch64 wheel (1.12 and newer have none). torch
+    comes from NVIDIA's wheel for the JetPack release (README), so only onnx is fetched here."""
+    pip = target_pip(tmp_path, "3.6")
+    onnx = [r for r in setup_requirements(["build"]) if r.startswith("onnx")]
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("\n".join(onnx) + "\n")
+    result = subprocess.run(pip + ["download", "--no-deps", "--only-binary=:all:", "-d", str(tmp_path / "w"),
+                                   "--python-version", "36", "--implementation", "cp", *platforms(27),
+                                   "-r", str(requirements)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"onnx for CPython 3.6 on aarch64: {result.stderr.strip().splitlines()[-1:]}"
+    assert [p.name.split("-")[0] for p in (tmp_path / "w").iterdir()] == ["onnx"]
+
+
 def test_setup_requirements_reads_setup_py():
     jetson = setup_requirements(["jetson"])
     assert any(r.startswith("numpy") for r in jetson) and any(r.startswith("pycuda") for r in jetson)

@@ -11,13 +11,36 @@ untouched, and both keep the BCM number in `_number` and name the pin in repr().
 """
 
 
+import logging
 import time
+import warnings
 
 from gpiozero.exc import PinInvalidFunction, PinSetInput
 from gpiozero.pins.pi import PiFactory, PiPin
 
 # A 40-pin Raspberry Pi 4B: same header as the Jetson Nano/Xavier NX/Orin developer kits.
 _PI_HEADER_REVISION = 0xC03111
+
+
+logger = logging.getLogger(__name__)
+
+
+def _setup(gpio, number: int, direction) -> None:
+    """GPIO.setup with Jetson.GPIO's warnings heard, not silenced. "Already in use" (a pin left
+    set up by an earlier run that died) is harmless and logged; any other warning, such as a pin
+    the pinmux leaves in another function (Orin's header pins by default), means the pin will not
+    drive the buzzer: that is an error, so the doctor and the health report say so."""
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        gpio.setup(number, direction)
+    for warning in heard:
+        message = str(warning.message)
+        if "already in use" in message:
+            logger.info("GPIO%d: %s", number, message)
+            continue
+        raise PinInvalidFunction(f"GPIO{number} (BCM): Jetson.GPIO warns '{message}': the pin may not drive the "
+                                 f"buzzer; make it a GPIO with sudo /opt/nvidia/jetson-io/jetson-io.py, or use "
+                                 f"another pin (buzzer.pin)")
 
 
 def _gpio():
@@ -31,7 +54,7 @@ class JetsonPin(PiPin):
         super().__init__(factory, info)
         self._function = "input"
         self._gpio = _gpio()
-        self._gpio.setup(self._number, self._gpio.IN)
+        _setup(self._gpio, self._number, self._gpio.IN)
 
     def close(self) -> None:
         self._gpio.cleanup(self._number)
@@ -42,7 +65,7 @@ class JetsonPin(PiPin):
     def _set_function(self, value: str) -> None:
         if value not in ("input", "output"):
             raise PinInvalidFunction(f"pin {self!r} on a Jetson supports input and output only")
-        self._gpio.setup(self._number, self._gpio.OUT if value == "output" else self._gpio.IN)
+        _setup(self._gpio, self._number, self._gpio.OUT if value == "output" else self._gpio.IN)
         self._function = value
 
     def _get_state(self) -> bool:
@@ -65,7 +88,7 @@ class JetsonFactory(PiFactory):
     def __init__(self) -> None:
         super().__init__()
         gpio = _gpio()
-        gpio.setwarnings(False)
+        gpio.setwarnings(True)  # heard by _setup: a pinmux warning is why a buzzer stays silent
         gpio.setmode(gpio.BCM)
         self.pin_class = JetsonPin
 

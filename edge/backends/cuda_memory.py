@@ -183,5 +183,8 @@ def cuda_memory() -> Any:
                              f"driver with nvidia-smi or tegrastats") from None
         logger.info("CUDA memory through %s", memory.name)
         return memory
-    raise ModelError("the TensorRT backend needs pycuda or cuda-python: pip install pycuda (JetPack: "
-                     "apt-get install python3-pycuda) or pip install cuda-python (" + "; ".join(problems) + ")")
+    # Not Ubuntu's python3-pycuda: it is built for the desktop CUDA packages, not JetPack's.
+    raise ModelError("the TensorRT backend needs pycuda or cuda-python: in the venv, PATH=/usr/local/cuda/bin:$PATH "
+                     "pip install 'pycuda<2022.1' on JetPack 4.6 or pip install pycuda on 5 and 6 (it compiles against "
+                     "JetPack's CUDA; scripts/install.sh does this), or pip install cuda-python ("
+                     + "; ".join(problems) + ")")

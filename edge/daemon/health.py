@@ -11,6 +11,7 @@ from typing import Dict, Optional, Sequence
 
 from edge.daemon.pipeline import FallPipeline, iso_utc
 from edge.daemon.router import EventRouter
+from edge.daemon.runner import engine_notes
 from edge.mqtt.connection import device_name
 
 
@@ -31,6 +32,8 @@ class HealthReporter:
         self.router = router
         self.started = time.monotonic()
         self._last_sent = 0.0
+        # The engines do not change while the daemon runs: their sidecars are read once.
+        self.engines = engine_notes(router.config)
 
     def maybe_send(self, pipelines: Sequence[FallPipeline], force: bool = False,
                    cameras: Optional[Dict[str, Dict[str, int]]] = None) -> None:
@@ -83,4 +86,7 @@ class HealthReporter:
             "mqtt_outages": publisher.outages if publisher else 0,
             "temperatures_c": read_temperatures(),
             "python": sys.version.split()[0],
+            # TensorRT engines: precision built and asked, and the fallbacks taken (e.g. FP16 for lack
+            # of calibration images, with how to calibrate); {} on the CPU backends
+            "engines": self.engines,
         }

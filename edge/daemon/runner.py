@@ -5,7 +5,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import cv2
 
@@ -13,7 +13,7 @@ from edge.capture.gst_source import GstSource
 from edge.capture.opencv_source import OpenCvSource
 from edge.config import Config, DetectorConfig, PoseConfig
 from edge.daemon.pipeline import FallPipeline
-from edge.errors import SourceError
+from edge.errors import FallEdgeError, SourceError
 from edge.perception import Detector, PoseEstimator
 from edge.private import private_file
 from edge.types import Frame, FrameResult
@@ -38,21 +38,67 @@ class Models:
     detector: Optional[Detector]
 
 
+def first_start_build_plan(section: Union[DetectorConfig, PoseConfig], engine: Path
+                           ) -> Tuple[str, Optional[Path], Optional[str]]:
+    """(precision, calibration folder, note) for building a missing engine at the start. INT8
+    without calibration images yet (a new install: nothing has made the site's frames) builds
+    FP16 rather than fail the start; the note says so, and how to calibrate later."""
+    build = section.build
+    folder = resolve_model_path(build.calibration_dir) if build.calibration_dir else None
+    if build.precision != "int8":
+        return build.precision, folder, None
+    from edge.export.calibration import image_files
+
+    if folder is not None and folder.is_dir() and image_files(folder):
+        return "int8", folder, None
+    where = build.calibration_dir or "a folder named in build.calibration_dir"
+    note = (f"INT8 asked, but {where} has no calibration images yet: built FP16. To calibrate: "
+            f"fall-edge calib-frames VIDEO... --out {where}, then delete {engine} and restart the service")
+    return "fp16", None, note
+
+
 def engine_path(section: Union[DetectorConfig, PoseConfig], name: str) -> Path:
     """The model path; for a missing TensorRT engine with build.source set, the engine is built
     first (minutes on a Jetson; once)."""
     path = resolve_model_path(section.model)
     if section.type != "tensorrt" or path.exists() or not section.build.source:
         return path
+    from edge.backends.sidecar import read_sidecar, write_sidecar
     from edge.export.build_engines import BuildRequest, build
 
+    precision, calibration, note = first_start_build_plan(section, path)
+    if note:
+        logger.warning("%s engine: %s", name, note)
     logger.warning("%s engine %s is missing: building it from %s (%s); this takes minutes", name, path,
-                   section.build.source, section.build.precision)
-    calibration = Path(section.build.calibration_dir) if section.build.calibration_dir else None
+                   section.build.source, precision)
     settings = {"detector": section} if isinstance(section, DetectorConfig) else {"pose": section}
-    build(BuildRequest(source=resolve_model_path(section.build.source), out=path, precision=section.build.precision,
+    build(BuildRequest(source=resolve_model_path(section.build.source), out=path, precision=precision,
                        calib_dir=calibration, min_agreement=section.build.min_agreement, **settings))
+    if note:  # kept with the engine, so the health report says it for as long as the engine is used
+        info = read_sidecar(path)
+        info.notes.append(note)
+        write_sidecar(path, info)
     return path
+
+
+def engine_notes(config: Config) -> Dict[str, Dict[str, object]]:
+    """The TensorRT engines in use: precision built against precision asked, and the fallbacks
+    their sidecars record (no fast INT8, no calibration images yet), for the health report."""
+    from edge.backends.sidecar import read_sidecar
+
+    out: Dict[str, Dict[str, object]] = {}
+    for name, section in (("pose", config.pose), ("detector", config.detector)):
+        path = resolve_model_path(section.model)
+        if section.type != "tensorrt" or not path.is_file():
+            continue
+        try:
+            info = read_sidecar(path)
+        except FallEdgeError as exc:
+            out[name] = {"error": str(exc)}
+            continue
+        out[name] = {"precision": info.precision, "requested_precision": info.requested_precision,
+                     "notes": list(info.notes)}
+    return out
 
 
 def load_models(config: Config) -> Models:

@@ -15,7 +15,7 @@ import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from edge.capture.uri import L4T_RELEASE_FILE, on_jetson
 from edge.config import Config
@@ -192,6 +192,11 @@ def check_cameras(config: Config, cameras: List[tuple]) -> List[Row]:
     if not cameras:
         return [Row("cameras", FAIL, "none configured", "list them under cameras: in the config, or pass --source")]
     for name, text in cameras:
+        if str(text).strip().startswith("csi://") and on_jetson():
+            problem = argus_problem()
+            if problem:
+                rows.append(Row(f"camera {name}", FAIL, problem.split(": ")[0], problem.split(": ", 1)[1]))
+                continue
         try:
             with open_source(text, config.capture, name=name) as source:
                 frame = _first_frame(source)
@@ -308,14 +313,65 @@ def check_disk(config: Config) -> List[Row]:
                 "" if status == OK else "free some space: events wait in memory when the disk is full")]
 
 
-def check_service() -> List[Row]:
+ARGUS_SOCKET = Path("/tmp/argus_socket")  # nvargus-daemon's: every CSI camera goes through it
+
+
+def sandbox_problems(unit: Dict[str, str], csi_cameras: bool, jetson_buzzer: bool) -> List[str]:
+    """What in the unit's effective settings (systemctl show) keeps the service from what this
+    config needs, each with the fix. Before systemd 253, ProtectClock= and ProtectKernelLogs= imply
+    DeviceAllow= lines that close every other device unless a device list is given as well."""
+    problems = []
+    if csi_cameras and unit.get("PrivateTmp") == "yes":
+        problems.append(f"PrivateTmp=yes hides {ARGUS_SOCKET} from the service (CSI cameras): remove it")
+    if jetson_buzzer and unit.get("ProtectKernelTunables") == "yes":
+        problems.append("ProtectKernelTunables=yes makes /sys read-only, where Jetson.GPIO drives the buzzer's pin: "
+                        "remove it")
+    closes = [name for name in ("ProtectClock", "ProtectKernelLogs") if unit.get(name) == "yes"]
+    if closes and unit.get("DevicePolicy", "auto") == "auto":
+        problems.append(f"{' and '.join(closes)}=yes without the DeviceAllow= list closes the cameras, GPU and GPIO "
+                        f"on this systemd: rerun scripts/install.sh (it writes both) or remove them")
+    return problems
+
+
+def _unit_settings() -> Dict[str, str]:
+    names = "PrivateTmp,ProtectKernelTunables,ProtectClock,ProtectKernelLogs,DevicePolicy"
+    shown = subprocess.run(["systemctl", "show", "-p", names, "fall-edge.service"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, universal_newlines=True, timeout=10)
+    return dict(line.split("=", 1) for line in shown.stdout.splitlines() if "=" in line)
+
+
+def check_service(config: Optional[Config] = None) -> List[Row]:
     if shutil.which("systemctl") is None or not Path("/run/systemd/system").is_dir():
         return [Row("service", WARNING, f"{NOT_HERE}: systemd is not running", "on the Jetson: scripts/install.sh")]
     state = subprocess.run(["systemctl", "is-active", "fall-edge.service"], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, universal_newlines=True, timeout=10)
     active = (state.stdout.strip() or state.stderr.strip() or "unknown").splitlines()[0]
-    return [Row("service", OK if active == "active" else WARNING, f"fall-edge.service {active}",
+    rows = [Row("service", OK if active == "active" else WARNING, f"fall-edge.service {active}",
                 "" if active == "active" else "sudo systemctl enable --now fall-edge (scripts/install.sh does it)")]
+    if config is not None:
+        csi = any(camera.source.strip().startswith("csi://") for camera in config.cameras)
+        jetson_buzzer = config.buzzer.enabled and config.buzzer.pin_factory == "jetson"
+        for problem in sandbox_problems(_unit_settings(), csi, jetson_buzzer):
+            rows.append(Row("service sandbox", FAIL, problem.split(": ")[0], problem.split(": ", 1)[1]))
+    return rows
+
+
+def argus_problem(socket_path: Path = ARGUS_SOCKET) -> Optional[str]:
+    """None when nvargus-daemon answers on its socket, else why not with the fix."""
+    import socket
+
+    if not socket_path.exists():
+        return (f"{socket_path} is missing: nvargus-daemon is not running (sudo systemctl restart nvargus-daemon), "
+                f"or /tmp is private to this process")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(str(socket_path))
+    except OSError as exc:
+        return f"{socket_path} does not answer ({exc.strerror or exc}): sudo systemctl restart nvargus-daemon"
+    finally:
+        probe.close()
+    return None
 
 
 def run_checks(config: Config, cameras: List[tuple], folder: Path,
@@ -325,7 +381,7 @@ def run_checks(config: Config, cameras: List[tuple], folder: Path,
              ("models", lambda: check_models(config)),
              ("cameras", lambda: check_cameras(config, cameras)), ("broker", lambda: check_broker(config)),
              ("buzzer", lambda: check_buzzer(config)), ("sound", lambda: check_sound(config, folder)),
-             ("disk", lambda: check_disk(config)), ("service", check_service)]
+             ("disk", lambda: check_disk(config)), ("service", lambda: check_service(config))]
     rows: List[Row] = []
     for name, step in steps:
         if only and name not in only:

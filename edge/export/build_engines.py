@@ -103,6 +103,9 @@ def _export(request: BuildRequest, onnx_path: Path):
     suffix = request.source.suffix.lower()
     if suffix == ".pth":
         from edge.export.trt_pose_net import ARCHITECTURES, load_trt_pose
+        from edge.modelstore.trt_pose_weights import verify_trt_pose_weights
+
+        verify_trt_pose_weights(request.source)  # trt_pose's own weights: by git blob id, before use
 
         arch = request.arch or guess_trt_pose_arch(request.source)
         model = load_trt_pose(arch, request.source)

@@ -5,6 +5,8 @@ import importlib.util
 from pathlib import Path
 from typing import Optional
 
+from edge.errors import ModelError
+
 # The suffixes build-engines takes, and the Python modules each needs besides TensorRT.
 SOURCE_IMPORTS = {".onnx": (), ".pth": ("torch",), ".pt": ("torch",)}
 
@@ -16,6 +18,13 @@ def build_source_problem(source: Path) -> Optional[str]:
         return f"build.source {source} is not a .onnx, .pth or .pt file: point it at the model's weights"
     if not source.is_file():
         return f"build.source {source} not found: put the weights there (README, \"Deploy on a Jetson\")"
+    if suffix == ".pth":
+        from edge.modelstore.trt_pose_weights import verify_trt_pose_weights
+
+        try:
+            verify_trt_pose_weights(source)
+        except ModelError as exc:
+            return str(exc)
     missing = [name for name in SOURCE_IMPORTS[suffix] if importlib.util.find_spec(name) is None]
     if missing:
         return (f"building from {source.name} needs {', '.join(missing)}, which is not installed: install the "
