@@ -173,12 +173,14 @@ if [ "$action" = uninstall ]; then
   exit 0
 fi
 
-# System packages: a compiler and headers for pycuda, JetPack's TensorRT bindings, its OpenCV
+# System packages: a compiler and headers for pycuda (TensorRT backend), JetPack's TensorRT bindings, its OpenCV
 # with GStreamer (libopencv-python: `import cv2`), Jetson.GPIO with its udev rule for the gpio
 # group, PyGObject with GStreamer's and GstApp's typelibs, GStreamer itself, espeak-ng and aplay.
 nvidia_packages="python3-libnvinfer libopencv-python python3-jetson-gpio"
 [ "$nvidia_from_host" -eq 1 ] && nvidia_packages=""
-packages="python3-venv python3-dev build-essential $nvidia_packages"
+build_tools="python3-dev build-essential"  # pycuda compiles on the device
+[ "$backend" = cpu ] && build_tools=""      # the CPU backends come as wheels (tests/test_resolution.py)
+packages="python3-venv $build_tools $nvidia_packages"
 packages="$packages python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gstreamer1.0-tools"
 packages="$packages gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav espeak-ng alsa-utils"
 run apt-get update

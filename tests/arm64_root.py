@@ -137,6 +137,9 @@ def add_fake_l4t_repository(root: Path, target: Target) -> None:
     sources.write_text("deb [trusted=yes] file:/opt/fake-l4t-apt ./\n")
 
 
+_CA_VARIABLES = ("PIP_CERT", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
 class Chroot:
     """The root with /proc, /sys and /dev mounted and the host's DNS; commands run inside as root."""
 
@@ -153,6 +156,20 @@ class Chroot:
         shutil.copy("/etc/resolv.conf", self.root / "etc" / "resolv.conf")
         return self
 
+    def trust_host_certificates(self) -> None:
+        """The host's own certificate authorities (this workplace reaches the registries through a
+        TLS proxy that signs with one), so pip inside the root reaches PyPI as pip outside does."""
+        local = Path("/usr/local/share/ca-certificates")
+        if not local.is_dir() or not any(local.glob("*.crt")):
+            return
+        inside = self.root / "usr" / "local" / "share" / "ca-certificates"
+        inside.mkdir(parents=True, exist_ok=True)
+        for certificate in local.glob("*.crt"):
+            shutil.copy(certificate, inside / certificate.name)
+        result = self.run("update-ca-certificates 2>&1")
+        if result.returncode != 0:
+            raise RuntimeError(f"update-ca-certificates in the root failed: {result.stdout[-500:]}")
+
     def __exit__(self, *exc) -> None:
         for point in reversed(self.mounted):
             subprocess.run(["umount", "-l", str(point)], check=False)
@@ -161,6 +178,8 @@ class Chroot:
     def run(self, script: str, timeout: float = 1800) -> subprocess.CompletedProcess:
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
                "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+        # Where the host tells its clients to find its certificates: the same path inside the root.
+        env.update({name: os.environ[name] for name in _CA_VARIABLES if name in os.environ})
         return subprocess.run(["chroot", str(self.root), "/bin/bash", "-c", textwrap.dedent(script)],
                               env=env, capture_output=True, text=True, timeout=timeout)
 
