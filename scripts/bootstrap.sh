@@ -2,10 +2,16 @@
 # Set up a fresh Debian/Ubuntu machine: system packages, .venv, the package, the models.
 #   scripts/bootstrap.sh          runtime (CPU backend)
 #   scripts/bootstrap.sh --dev    runtime + test tools
+#   PYTHON=python3.X scripts/bootstrap.sh   with another Python (3.8 to 3.13, edge/support.py)
 # Idempotent: re-running only checks what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+case "${1:-}" in
+  ""|--dev) ;;
+  -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "bootstrap: unknown option $1 (--dev, or none; --help)" >&2; exit 2 ;;
+esac
 extras="cpu,gst"
 [ "${1:-}" = "--dev" ] && extras="cpu,gst,dev"
 

@@ -135,7 +135,7 @@ case "$jetpack" in
   *) echo "install.sh: --jetpack $jetpack is not one of 4.6, 5, 6" >&2; exit 2 ;;
 esac
 python="${python:-$release_python}"
-if [ "$dry_run" -eq 0 ] && ! command -v "$python" >/dev/null 2>&1; then
+if [ "$action" = install ] && [ "$dry_run" -eq 0 ] && ! command -v "$python" >/dev/null 2>&1; then
   echo "install.sh: $python not found: JetPack $jetpack's Python is $release_python (apt-get install" \
        "${release_python}-venv), or pass --python with the one to use" >&2
   exit 2
@@ -243,6 +243,12 @@ else
   # The CPU backends from their aarch64 wheels; no pip OpenCV over JetPack's (it has GStreamer).
   run "${pip[@]}" install --upgrade -c "$constraints" -e "$PREFIX" \
     "onnxruntime>=1.15" "ai-edge-litert>=1.0; python_version>='3.9'" "tflite-runtime>=2.13; python_version<'3.9'"
+fi
+# JetPack's cv2 (libopencv-python, with GStreamer) through --system-site-packages; where the image
+# has none (minimal L4T containers), PyPI's headless OpenCV: frames then come through PyGObject.
+if [ "$dry_run" -eq 1 ] || ! "$PREFIX/.venv/bin/python" -c "import cv2" >/dev/null 2>&1; then
+  [ "$dry_run" -eq 1 ] && echo "# only if the venv cannot import JetPack's cv2:"
+  run "${pip[@]}" install -c "$constraints" "opencv-python-headless>=4.5"
 fi
 run chown -R "$USER_NAME:$USER_NAME" "$PREFIX/engines"
 run install -d -m 0700 -o "$USER_NAME" -g "$USER_NAME" "$STATE"

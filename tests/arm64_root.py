@@ -3,9 +3,9 @@
 Made with debootstrap and run under qemu-user-static through binfmt_misc. NVIDIA's packages are
 the one part faked, at the apt boundary only: small local .deb packages with the names JetPack
 installs (nvidia-l4t-core with its /etc/nv_tegra_release, python3-libnvinfer, python3-jetson-gpio,
-libopencv-python), served from a file: apt source. The fake libopencv-python depends on Debian's
-python3-opencv, so `import cv2` is a real OpenCV; the others carry no code (no TensorRT, no
-Jetson.GPIO: the CPU backends and the mock pin factory stand in).
+libopencv-python), served from a file: apt source. Only nvidia-l4t-core carries a file; the others
+are empty (no TensorRT, no Jetson.GPIO, no cv2: the CPU backends, the mock pin factory and PyPI's
+headless OpenCV, which install.sh takes when the venv has no cv2, stand in).
 
 Which Debian stands for which JetPack, by the nearest glibc these registries still serve:
 JetPack 5 (Ubuntu 20.04, glibc 2.31, Python 3.8) -> Debian 11 bullseye (glibc 2.31, Python 3.9);
@@ -129,14 +129,24 @@ def add_fake_l4t_repository(root: Path, target: Target) -> None:
         _deb(folder, "python3-libnvinfer", target.tensorrt, f"TensorRT Python bindings ({fake})"),
         _deb(folder, "python3-jetson-gpio", "2.1.7", f"Jetson.GPIO ({fake}; the udev rule only)",
              files={"lib/udev/rules.d/99-gpio.rules": "# Jetson.GPIO's rule: the gpio group owns the pins\n"}),
-        _deb(folder, "libopencv-python", "4.8.0-1-g6371ee1", f"JetPack's OpenCV for Python ({fake}; "
-             f"Debian's python3-opencv stands in)", depends="python3-opencv"),
+        # Empty: install.sh then takes PyPI's headless OpenCV, as on a minimal L4T image without cv2.
+        _deb(folder, "libopencv-python", "4.8.0-1-g6371ee1", f"JetPack's OpenCV for Python ({fake})"),
     ]
     _packages_index(debs, folder)
     sources = root / "etc" / "apt" / "sources.list.d" / "nvidia-l4t-apt-source.list"
     sources.write_text("deb [trusted=yes] file:/opt/fake-l4t-apt ./\n")
 
 
+_ARM64_CPU = """processor\t: {index}
+BogoMIPS\t: 62.50
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU variant\t: 0x0
+CPU part\t: 0xd42
+CPU revision\t: 1
+
+"""
 _CA_VARIABLES = ("PIP_CERT", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
@@ -153,6 +163,13 @@ class Chroot:
             point = self.root / what
             subprocess.run(["mount", *args, str(point)], check=True)
             self.mounted.append(point)
+        # Under qemu-user, /proc/cpuinfo is the host kernel's (an x86 CPU), which arm64 programs
+        # cannot parse (onnxruntime's cpuinfo crashes at import): show them what an arm64 kernel
+        # says, with the host's core count, as a Jetson Orin's Cortex-A78AE cores would.
+        cpuinfo = self.root.parent / f"{self.root.name}.cpuinfo"
+        cpuinfo.write_text("".join(_ARM64_CPU.format(index=index) for index in range(os.cpu_count() or 1)))
+        subprocess.run(["mount", "--bind", str(cpuinfo), str(self.root / "proc" / "cpuinfo")], check=True)
+        self.mounted.append(self.root / "proc" / "cpuinfo")
         shutil.copy("/etc/resolv.conf", self.root / "etc" / "resolv.conf")
         return self
 
@@ -171,7 +188,7 @@ class Chroot:
             raise RuntimeError(f"update-ca-certificates in the root failed: {result.stdout[-500:]}")
 
     def __exit__(self, *exc) -> None:
-        for point in reversed(self.mounted):
+        for point in reversed(self.mounted):  # the cpuinfo bind before the /proc under it
             subprocess.run(["umount", "-l", str(point)], check=False)
         self.mounted.clear()
 
@@ -196,6 +213,12 @@ def working_root(target: Target, log) -> Path:
             raise RuntimeError(f"{work} still has mounts under it: umount them first")
         shutil.rmtree(work)
     subprocess.run(["cp", "-a", str(pristine), str(work)], check=True)
+    # A test root, thrown away after each test: dpkg need not fsync, nor unpack documentation
+    # (less time for the install's apt step under qemu).
+    (work / "etc" / "dpkg" / "dpkg.cfg.d" / "fall-edge-test").write_text(
+        "force-unsafe-io\npath-exclude=/usr/share/doc/*\npath-exclude=/usr/share/man/*\n"
+        "path-exclude=/usr/share/locale/*\npath-include=/usr/share/locale/locale.alias\n")
+    (work / "etc" / "apt" / "apt.conf.d" / "99fall-edge-test").write_text('Acquire::Languages "none";\n')
     add_fake_l4t_repository(work, target)
     return work
 

@@ -52,6 +52,9 @@ def test_the_install_plan_for_each_jetpack(jetpack, python):
     assert "--no-build-isolation" in pip.split()
     numpy = f"/opt/fall-edge/.venv/bin/python -m pip --disable-pip-version-check install -c {constraints} numpy"
     assert steps.index(numpy) < steps.index(pip)
+    # trt_pose's weights for configs/jetson.yaml's pose build.source, fetched on the device
+    assert "/opt/fall-edge/.venv/bin/fall-edge fetch-models --trt-pose resnet18_baseline_att_224x224_A" in steps
+    assert "models/resnet18_baseline_att_224x224_A_epoch_249.pth" in (ROOT / "configs" / "jetson.yaml").read_text()
     # setup.py reads README.md: it is copied with the code
     copy = next(step for step in steps if step.startswith("cp -r "))
     assert f"{ROOT}/README.md" in copy.split() and f"{ROOT}/setup.py" in copy.split()
@@ -198,3 +201,19 @@ def test_help_prints_the_options_and_changes_nothing():
                    "--python"):
         assert option in result.stdout, option
     assert "set -euo" not in result.stdout
+
+
+def test_the_cpu_backend_plan_installs_wheels_not_pycuda():
+    """--backend cpu: ONNX Runtime and LiteRT from their aarch64 wheels, no compiler, no pycuda,
+    JetPack's cv2 kept (no pip OpenCV), and the CPU config; the rest as for TensorRT."""
+    result = plan("--jetpack", "6", "--backend", "cpu")
+    assert result.returncode == 0, result.stderr
+    steps = commands(result)
+    apt = next(step for step in steps if "apt-get install" in step).split()
+    assert "build-essential" not in apt and "python3-dev" not in apt and "libopencv-python" in apt
+    pip = next(step for step in steps if "pip" in step and "-e" in step.split())
+    assert "onnxruntime>=1.15" in pip and "[jetson]" not in pip and "opencv-python" not in pip
+    assert not any("pycuda" in step or "--no-build-isolation" in step for step in steps)
+    assert any(step.endswith("configs/jetson-cpu.yaml /etc/fall-edge/config.yaml") for step in steps)
+    assert "/opt/fall-edge/.venv/bin/fall-edge fetch-models" in steps
+    assert not any("--trt-pose" in step for step in steps)  # no trt_pose without TensorRT
