@@ -610,7 +610,10 @@ def test_build_source_problem_names_what_is_missing(tmp_path):
     assert build_source_problem(FALL_MODEL) is None
     assert "not found" in build_source_problem(tmp_path / "resnet18_baseline_att_224x224_A_epoch_249.pth")
     assert "not a .onnx, .pth or .pt" in build_source_problem(tmp_path / "weights.bin")
-    pth = tmp_path / "resnet18_baseline_att_224x224_A_epoch_249.pth"
+    release = tmp_path / "resnet18_baseline_att_224x224_A_epoch_249.pth"
+    release.write_bytes(b"weights")  # named for trt_pose's release, but not its bytes
+    assert "is not trt_pose's resnet18_baseline_att_224x224_A" in build_source_problem(release)
+    pth = tmp_path / "resnet18_baseline_att_site_finetuned.pth"  # the user's own: not checked by blob id
     pth.write_bytes(b"weights")
     assert build_source_problem(pth) is None  # torch is installed here
     script = ("import sys; sys.modules['torch'] = None\n"
