@@ -574,12 +574,12 @@ def test_build_engines_cli_errors_are_one_line(tmp_path):
 
 # -- what the device needs to build ---------------------------------------------------------------
 
-def test_kind_from_shapes_tells_trt_pose_from_yolo():
-    from edge.export.build_engines import kind_from_shapes
+def test_kind_from_outputs_tells_trt_pose_from_yolo():
+    from edge.export.engine import kind_from_outputs
 
-    assert kind_from_shapes([1, 3, 224, 224], [[1, 18, 56, 56], [1, 42, 56, 56]]) == ("trt_pose", 224)
-    assert kind_from_shapes([1, 3, 640, 640], [[1, 6, 8400]]) == ("yolo", 640)
-    assert kind_from_shapes([1, 3, 320, 320], [[1, 6300, 7]]) == ("yolo", 320)
+    assert kind_from_outputs([[1, 18, 56, 56], [1, 42, 56, 56]]) == "trt_pose"
+    assert kind_from_outputs([[1, 6, 8400]]) == "yolo"
+    assert kind_from_outputs([[1, 6300, 7]]) == "yolo"
 
 
 def test_an_onnx_source_needs_no_onnxruntime_on_the_device(tmp_path):

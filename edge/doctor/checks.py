@@ -74,6 +74,12 @@ def _gpu() -> Tuple[Optional[Tuple[str, str]], str]:
         return None, str(exc)
 
 
+def problem_row(what: str, problem: str) -> Row:
+    """A failed row from a "what is wrong: how to fix it" line (the form the checks' helpers return)."""
+    detail, _, fix = problem.partition(": ")
+    return Row(what, FAIL, detail, fix)
+
+
 def _tensorrt_sections(config: Config) -> List[tuple]:
     sections = [("pose", config.pose)] + ([("detector", config.detector)] if config.detector.enabled else [])
     return [(name, section) for name, section in sections if section.type == "tensorrt"]
@@ -83,8 +89,11 @@ def check_platform(config: Config) -> List[Row]:
     python = f"{platform.python_version()} ({sys.executable})"
     cpu_sections = [s for s in (config.pose, config.detector) if s.type in ("litert", "onnxruntime")]
     problem = cpu_python_problem() if cpu_sections else None
-    rows = [Row("python", FAIL, f"{python}: {problem.split(': ')[0]}", problem.split(': ', 1)[1])
-            if problem else Row("python", OK, python)]
+    if problem:
+        reason = problem_row("python", problem)
+        rows = [Row("python", FAIL, f"{python}: {reason.detail}", reason.fix)]
+    else:
+        rows = [Row("python", OK, python)]
     release = _jetpack()
     rows.append(Row("jetson", OK if release else WARNING, release or NOT_HERE,
                     "" if release else "the TensorRT backends need a Jetson; the CPU backends run anywhere"))
@@ -130,7 +139,7 @@ def check_engines(config: Config) -> List[Row]:
                  f"--precision {section.build.precision} --out {path}")
         if not path.is_file():
             problem = build_source_problem(resolve_model_path(section.build.source)) if section.build.source else None
-            if section.build.source and problem:
+            if problem:
                 rows.append(Row(f"engine {name}", FAIL, f"{path} not built, and cannot be at the start: {problem}"))
             elif section.build.source:
                 rows.append(Row(f"engine {name}", WARNING, f"{path} not built yet",
@@ -195,7 +204,7 @@ def check_cameras(config: Config, cameras: List[tuple]) -> List[Row]:
         if str(text).strip().startswith("csi://") and on_jetson():
             problem = argus_problem()
             if problem:
-                rows.append(Row(f"camera {name}", FAIL, problem.split(": ")[0], problem.split(": ", 1)[1]))
+                rows.append(problem_row(f"camera {name}", problem))
                 continue
         try:
             with open_source(text, config.capture, name=name) as source:
@@ -352,7 +361,7 @@ def check_service(config: Optional[Config] = None) -> List[Row]:
         csi = any(camera.source.strip().startswith("csi://") for camera in config.cameras)
         jetson_buzzer = config.buzzer.enabled and config.buzzer.pin_factory == "jetson"
         for problem in sandbox_problems(_unit_settings(), csi, jetson_buzzer):
-            rows.append(Row("service sandbox", FAIL, problem.split(": ")[0], problem.split(": ", 1)[1]))
+            rows.append(problem_row("service sandbox", problem))
     return rows
 
 

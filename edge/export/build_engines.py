@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -142,33 +142,6 @@ def _export_yolov8(request: BuildRequest, onnx_path: Path) -> tuple:
     return None, "yolo", [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names), request.imgsz
 
 
-def kind_from_shapes(input_shape: Sequence[int], output_shapes: Sequence[Sequence[int]]) -> Tuple[str, int]:
-    """('yolo' or 'trt_pose', input size) from a network's input and output shapes: trt_pose
-    has two 4-D outputs of 18 (confidence maps) and 42 (part affinity fields) channels."""
-    channels = sorted(int(shape[1]) for shape in output_shapes if len(shape) == 4)
-    kind = "trt_pose" if channels == [18, 42] else "yolo"
-    size = int(input_shape[-1]) if len(input_shape) and int(input_shape[-1]) > 0 else 0
-    return kind, size
-
-
-def onnx_kind(onnx_path: Path) -> Tuple[str, int]:
-    """The kind and input size of a ready ONNX file, read by TensorRT's own parser: the device
-    that builds the engine has TensorRT, and needs neither onnx nor onnxruntime for this."""
-    from edge.backends.tensorrt_runtime import import_tensorrt, trt_major
-
-    trt = import_tensorrt()
-    trt_logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(trt_logger)
-    flags = 0 if trt_major(trt) >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, trt_logger)
-    if not parser.parse(Path(onnx_path).read_bytes()):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise ModelError(f"TensorRT cannot parse {onnx_path}: {'; '.join(errors)[:300]}")
-    outputs = [list(network.get_output(i).shape) for i in range(network.num_outputs)]
-    return kind_from_shapes(list(network.get_input(0).shape), outputs)
-
-
 HOLDOUT_EVERY = 5  # one calibration image in five is kept back for the INT8 agreement check
 
 
@@ -256,13 +229,11 @@ def build(request: BuildRequest) -> BuildResult:
     except ModelError as exc:
         raise ModelError(f"{exc}. The ONNX is ready at {onnx_path}: copy it to the Jetson and run "
                          f"fall-edge build-engines --source {onnx_path.name} there") from None
-    if not kind:
-        kind, size = onnx_kind(onnx_path)
-        logger.info(f"{onnx_path} ({kind}, input {size}x{size})")
     checked = request.precision == "int8" and request.min_agreement > 0 and request.calib_dir is not None
     info = build_engine(onnx_path, engine_path, request.precision, kind, source, request.calib_dir,
                         request.calib_limit, workspace_mb=request.workspace_mb, class_names=class_names,
                         calibrator=request.calibrator, holdout_every=HOLDOUT_EVERY if checked else 0)
+    kind = info.kind  # a ready .onnx's kind is read by build_engine from the parsed network
     if info.precision == "int8" and request.min_agreement > 0:
         if checked:
             info = _check_int8(request, info, onnx_path, engine_path, kind, source, class_names)

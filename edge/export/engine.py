@@ -11,7 +11,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
@@ -34,6 +34,13 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # Tensor cores for INT8 from sm 6.1; the Jetson Nano (sm 5.3) has fast FP16 but no fast INT8.
 _FAST_INT8_FROM = (6, 1)
 _FAST_FP16_FROM = (5, 3)
+
+
+def kind_from_outputs(output_shapes: Sequence[Sequence[int]]) -> str:
+    """'yolo' or 'trt_pose' from a network's output shapes: trt_pose has two 4-D outputs of 18
+    (confidence maps) and 42 (part affinity fields) channels."""
+    channels = sorted(int(shape[1]) for shape in output_shapes if len(shape) == 4)
+    return "trt_pose" if channels == [18, 42] else "yolo"
 
 
 def choose_precision(requested: str, fast_fp16: bool, fast_int8: bool) -> Tuple[str, List[str]]:
@@ -141,7 +148,8 @@ def build_engine(onnx_path: Path, engine_path: Path, requested_precision: str, k
                  cache_path: Optional[Path] = None, workspace_mb: int = 1024,
                  class_names: Optional[List[str]] = None, calibrator: Optional[str] = None,
                  holdout_every: int = 0) -> EngineInfo:
-    """Build and write the engine and its sidecar; returns the sidecar's contents."""
+    """Build and write the engine and its sidecar; returns the sidecar's contents. An empty kind
+    (a ready .onnx) is read from the network's shapes; the sidecar records it."""
     from edge.backends.cuda_memory import cuda_memory
 
     trt = import_tensorrt()
@@ -162,6 +170,9 @@ def build_engine(onnx_path: Path, engine_path: Path, requested_precision: str, k
     if any(d < 1 for d in input_shape):
         raise ModelError(f"{onnx_path} has a dynamic input {input_shape}: export it with static shapes")
     output_names = [network.get_output(i).name for i in range(network.num_outputs)]
+    if not kind:  # a ready .onnx: told apart by its shapes, from the network TensorRT just parsed
+        kind = kind_from_outputs([list(network.get_output(i).shape) for i in range(network.num_outputs)])
+        logger.info(f"{onnx_path}: {kind}, input {input_shape[-1]}x{input_shape[-1]}")
 
     config = builder.create_builder_config()
     workspace = int(workspace_mb) << 20
