@@ -5,6 +5,9 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+# ai-edge-litert has no Python 3.8 wheel; tflite-runtime is the same interpreter there.
+CPU_RUNTIMES = ["onnxruntime>=1.15", "ai-edge-litert>=1.0; python_version>='3.9'",
+                "tflite-runtime>=2.13; python_version<'3.9'"]
 
 setup(
     name="fall-edge",
@@ -35,10 +38,11 @@ setup(
     ],
     extras_require={
         # The embedded default: ONNX Runtime for the detector, LiteRT for MoveNet (Python 3.8-3.13,
-        # CPU_PYTHONS in edge/platform_support.py). ai-edge-litert has no Python 3.8 wheel; tflite-runtime
-        # is the same interpreter there. On a Jetson, OpenCV comes from JetPack (built with GStreamer).
-        "cpu": ["onnxruntime>=1.15", "ai-edge-litert>=1.0; python_version>='3.9'",
-                "tflite-runtime>=2.13; python_version<'3.9'", "opencv-python>=4.5"],
+        # CPU_PYTHONS in edge/support.py), and OpenCV.
+        "cpu": CPU_RUNTIMES + ["opencv-python>=4.5"],
+        # The same runtimes without pip's OpenCV: a Jetson's comes from JetPack, built with GStreamer
+        # (scripts/install.sh --backend cpu).
+        "cpu-runtimes": CPU_RUNTIMES,
         # Frames from GStreamer in-process (the appsink reader). Builds against Debian's
         # libgirepository1.0-dev; 3.51 and newer need girepository-2.0, which Debian 12 lacks.
         # On a Jetson use JetPack's python3-gi instead.

@@ -16,12 +16,14 @@ extras="cpu,gst"
 [ "${1:-}" = "--dev" ] && extras="cpu,gst,dev"
 
 # A Python outside the supported range (edge/support.py) is refused in one line, before apt or pip.
+# The default python3 may be missing on a fresh machine: apt's python3-venv below brings it.
 PYTHON="${PYTHON:-python3}"
-if ! command -v "$PYTHON" >/dev/null 2>&1; then
-  echo "bootstrap: no Python '$PYTHON' on the PATH: install python3 (and python3-venv) or set PYTHON=/path/to/python3.X" >&2
+if command -v "$PYTHON" >/dev/null 2>&1; then
+  "$PYTHON" edge/support.py || exit 2
+elif [ "$PYTHON" != python3 ]; then
+  echo "bootstrap: no Python '$PYTHON' on the PATH: install it or set PYTHON=/path/to/python3.X" >&2
   exit 2
 fi
-"$PYTHON" edge/support.py || exit 2
 
 # System packages: OpenCV's runtime libraries, opencv-doc for its sample clip (vtest.avi),
 # espeak-ng and aplay for the spoken warning, GStreamer for cameras (and what PyGObject builds
@@ -44,6 +46,11 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+  echo "bootstrap: python3 is still missing after apt-get: apt-get install python3-venv" >&2
+  exit 2
+fi
+"$PYTHON" edge/support.py || exit 2  # a python3 that apt just brought is checked too
 if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv with $($PYTHON --version)" >&2
   "$PYTHON" -m venv .venv

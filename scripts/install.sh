@@ -241,8 +241,7 @@ if [ "$backend" = tensorrt ]; then
     -c "$constraints" -e "$PREFIX[jetson]"
 else
   # The CPU backends from their aarch64 wheels; no pip OpenCV over JetPack's (it has GStreamer).
-  run "${pip[@]}" install --upgrade -c "$constraints" -e "$PREFIX" \
-    "onnxruntime>=1.15" "ai-edge-litert>=1.0; python_version>='3.9'" "tflite-runtime>=2.13; python_version<'3.9'"
+  run "${pip[@]}" install --upgrade -c "$constraints" -e "$PREFIX[cpu-runtimes]"
 fi
 # JetPack's cv2 (libopencv-python, with GStreamer) through --system-site-packages; where the image
 # has none (minimal L4T containers), PyPI's headless OpenCV: frames then come through PyGObject.

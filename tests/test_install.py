@@ -212,7 +212,7 @@ def test_the_cpu_backend_plan_installs_wheels_not_pycuda():
     apt = next(step for step in steps if "apt-get install" in step).split()
     assert "build-essential" not in apt and "python3-dev" not in apt and "libopencv-python" in apt
     pip = next(step for step in steps if "pip" in step and "-e" in step.split())
-    assert "onnxruntime>=1.15" in pip and "[jetson]" not in pip and "opencv-python" not in pip
+    assert pip.endswith("-e /opt/fall-edge[cpu-runtimes]") and "opencv-python" not in pip
     assert not any("pycuda" in step or "--no-build-isolation" in step for step in steps)
     assert any(step.endswith("configs/jetson-cpu.yaml /etc/fall-edge/config.yaml") for step in steps)
     assert "/opt/fall-edge/.venv/bin/fall-edge fetch-models" in steps

@@ -9,7 +9,6 @@ is built into a wheel that must be pure (py3-none-any). pycuda is the one except
 against JetPack's CUDA, so it is checked to resolve as an sdist, and not built here.
 """
 
-import ast
 import re
 import subprocess
 import sys
@@ -21,22 +20,28 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PYENV = Path.home() / ".pyenv" / "versions"
 # release: (CPython, glibc minor, extras install.sh installs there)
-RELEASES = {"4.6": ("3.6", 27, ["jetson"]), "5": ("3.8", 31, ["jetson", "cpu"]), "6": ("3.10", 35, ["jetson", "cpu"])}
+RELEASES = {"4.6": ("3.6", 27, ["jetson"]), "5": ("3.8", 31, ["jetson", "cpu-runtimes"]),
+            "6": ("3.10", 35, ["jetson", "cpu-runtimes"])}
 BUILT_ON_THE_DEVICE = {"pycuda"}  # compiles against JetPack's CUDA (nvcc); the install builds it there
-NOT_ON_A_JETSON = {"opencv-python"}  # JetPack's own cv2 (libopencv-python, with GStreamer) is used
 
 
 def setup_requirements(extras: List[str]) -> List[str]:
-    """install_requires and the named extras, read from setup.py's literals."""
-    tree = ast.parse((ROOT / "setup.py").read_text())
-    call = next(node for node in ast.walk(tree)
-                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
-    keywords: Dict[str, ast.AST] = {k.arg: k.value for k in call.keywords}
-    requirements = list(ast.literal_eval(keywords["install_requires"]))
-    extra_lists = ast.literal_eval(keywords["extras_require"])
+    """install_requires and the named extras, as setup.py passes them to setup()."""
+    import runpy
+
+    import setuptools
+
+    captured: Dict[str, object] = {}
+    original = setuptools.setup
+    setuptools.setup = lambda **arguments: captured.update(arguments)
+    try:
+        runpy.run_path(str(ROOT / "setup.py"))
+    finally:
+        setuptools.setup = original
+    requirements = list(captured["install_requires"])
     for extra in extras:
-        requirements += extra_lists[extra]
-    return [r for r in requirements if re.split(r"[<>=!~; \[]", r, maxsplit=1)[0] not in NOT_ON_A_JETSON]
+        requirements += captured["extras_require"][extra]
+    return requirements
 
 
 def platforms(glibc_minor: int) -> List[str]:
@@ -134,7 +139,9 @@ def test_the_build_extra_resolves_for_jetpack_46s_python_on_aarch64(tmp_path):
 def test_setup_requirements_reads_setup_py():
     jetson = setup_requirements(["jetson"])
     assert any(r.startswith("numpy") for r in jetson) and any(r.startswith("pycuda") for r in jetson)
-    assert not any(r.startswith("opencv-python") for r in setup_requirements(["cpu"]))
+    runtimes = setup_requirements(["cpu-runtimes"])
+    assert not any(r.startswith("opencv-python") for r in runtimes)  # a Jetson's cv2 is JetPack's
+    assert setup_requirements(["cpu"]) == runtimes + ["opencv-python>=4.5"]
     assert project_name("paho-mqtt-1.6.1.tar.gz") == "paho-mqtt"
     assert project_name("PyYAML-6.0.1-cp36-cp36m-manylinux_2_17_aarch64.manylinux2014_aarch64.whl") == "pyyaml"
     assert version_of("prometheus_client-0.17.1-py3-none-any.whl") == "0.17.1"
