@@ -12,6 +12,7 @@ import pytest
 from broker import PAHO_CLIENT_ARGS, Broker, wait_for
 
 from edge.config import Config, MqttConfig
+from edge.daemon.health import HealthReporter
 from edge.daemon.router import EventRouter
 from edge.errors import ConfigError
 from edge.mqtt.commands import CommandVerifier, read_command_key, sign_command
@@ -19,6 +20,7 @@ from edge.mqtt.monitor import Monitor
 from edge.mqtt.outbox import Outbox
 from edge.mqtt.publisher import MqttPublisher
 from edge.types import FallEvent
+from edge.web.metrics import metrics_text
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -116,5 +118,79 @@ def test_with_the_shipped_acl_a_device_cannot_ack_another_devices_alarm(tmp_path
     finally:
         intruder.disconnect()
         monitor.stop()
+        publisher.stop()
+        broker.stop()
+
+
+# Issue 30, defect 1: payloads that once raised inside paho's network thread (and so ended it:
+# no PUBACKs read, no reconnect, no later command), and a NaN ts that passed the age check.
+HOSTILE_COMMANDS = {
+    "non-ASCII sig": b'{"ts": 1.0, "nonce": "a", "sig": "\xc3\xa9"}',
+    "surrogate in nonce": b'{"ts": 1800000000.0, "nonce": "\\ud800", "sig": "' + b"0" * 64 + b'"}',
+    "surrogate in operator": b'{"ts": 1800000000.0, "nonce": "n", "operator": "\\udfff", "sig": "' + b"0" * 64 + b'"}',
+    "400-digit ts": b'{"ts": ' + b"9" * 400 + b', "nonce": "n", "sig": "' + b"0" * 64 + b'"}',
+    "NaN ts": b'{"ts": NaN, "nonce": "n", "sig": "' + b"0" * 64 + b'"}',
+    "infinite ts": b'{"ts": -Infinity, "nonce": "n", "sig": "' + b"0" * 64 + b'"}',
+    "deep nesting": b'{"ts": 1, "nonce": "n", "sig": "x", "operator": ' + b"[" * 400 + b"]" * 400 + b"}",
+    "wrong types": b'{"ts": "now", "nonce": 5, "sig": null}',
+    "not UTF-8": b"\xff\xfe\x00",
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_COMMANDS))
+def test_a_hostile_command_is_refused_without_raising(name):
+    ok, why = CommandVerifier(KEY, max_age_s=30).check(TOPIC, HOSTILE_COMMANDS[name], now=1_800_000_000.0)
+    assert not ok and why
+
+
+def test_a_nan_timestamp_signed_with_the_key_is_still_refused():
+    """NaN compares false with everything, so `abs(now - ts) > max_age` let it through, forever."""
+    payload = json.loads(sign_command(KEY, TOPIC, event_id=str(uuid.uuid4()), now=1_800_000_000.0))
+    payload["ts"] = float("nan")
+    ok, why = CommandVerifier(KEY, max_age_s=30).check(TOPIC, json.dumps(payload).encode(), now=1_800_000_000.0)
+    assert not ok and "ts" in why
+
+
+def test_hostile_commands_never_silence_a_keyed_device(tmp_path):
+    """After every hostile payload on cmd/test and cmd/ack: the network thread lives, PUBACKs are
+    read (delivered events leave the outbox), a signed ack still takes effect, and the device
+    reconnects after a broker restart."""
+    key_file = tmp_path / "command.key"
+    key_file.write_bytes(KEY + b"\n")
+    broker = Broker(tmp_path).start()
+    device = MqttConfig(enabled=True, port=broker.port, device="edge1", command_key_file=str(key_file),
+                        keepalive_s=5, reconnect_max_s=1.0)
+    config = Config()
+    config.mqtt = device
+    publisher = MqttPublisher(device, Outbox(tmp_path / "outbox.sqlite"))
+    publisher.start()
+    router = EventRouter(config, publisher=publisher, print_events=False)
+    attacker = mqtt.Client(client_id="attacker", **PAHO_CLIENT_ARGS)
+    attacker.connect("127.0.0.1", broker.port)
+    attacker.loop_start()
+    try:
+        assert wait_for(lambda: publisher.connected)
+        for payload in HOSTILE_COMMANDS.values():
+            for command in ("test", "ack"):
+                attacker.publish(f"fall/edge1/cmd/{command}", payload, qos=1).wait_for_publish(5)
+        assert wait_for(lambda: publisher.commands_refused == 2 * len(HOSTILE_COMMANDS))
+        assert publisher._client._thread is not None and publisher._client._thread.is_alive()
+        health = HealthReporter(router).report([], {})
+        assert health["commands_refused"] == 2 * len(HOSTILE_COMMANDS) and health["commands_failed"] == 0
+        assert f"fall_edge_commands_refused_total {2 * len(HOSTILE_COMMANDS)}.0" in metrics_text(
+            lambda: health).decode()
+        alarm = event("alarm")
+        router._route(alarm, None)
+        assert wait_for(lambda: publisher.outbox.depth() == 0)  # its PUBACK was read
+        attacker.publish(TOPIC, sign_command(KEY, TOPIC, event_id=alarm.event_id, operator="ops"), qos=1)
+        assert wait_for(lambda: router.events_by_type["acknowledged"] == 1)
+        broker.stop()
+        assert wait_for(lambda: not publisher.connected)
+        broker.start()
+        assert wait_for(lambda: publisher.connected, timeout_s=15)
+        router._route(event("fall_detected"), None)
+        assert wait_for(lambda: publisher.outbox.depth() == 0)
+    finally:
+        attacker.loop_stop()
         publisher.stop()
         broker.stop()

@@ -84,6 +84,10 @@ class HealthReporter:
             # parts of the local alarm that do not work now (buzzer, speech): {} when all do
             "alarm_problems": alarm.problems() if alarm is not None else {},
             "mqtt_outages": publisher.outages if publisher else 0,
+            # commands from the network refused (unsigned, malformed, replayed, unknown) and those
+            # accepted whose handler failed: each contained to its message
+            "commands_refused": publisher.commands_refused if publisher else 0,
+            "commands_failed": publisher.commands_failed if publisher else 0,
             "temperatures_c": read_temperatures(),
             "python": sys.version.split()[0],
             # TensorRT engines: precision built and asked, and the fallbacks taken (e.g. FP16 for lack

@@ -11,6 +11,7 @@ signature does, next to the fields in clear.
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import threading
 import time
@@ -23,6 +24,19 @@ MIN_KEY_BYTES = 16
 _MAX_PAYLOAD = 1000
 _MAX_NONCES = 10000  # commands remembered within the time window (signed ones only)
 _SIGNED_FIELDS = ("event_id", "operator")
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")  # HMAC-SHA256 as hex
+_NONCE = re.compile(r"[\x21-\x7e]{1,64}")  # printable ASCII, no spaces
+_MAX_FIELD_CHARS = 200
+_MAX_TS = 1e11  # seconds since 1970: year 5138; anything larger is not a clock
+
+
+def _encodable(text: str) -> bool:
+    """Text that UTF-8 can carry (a lone surrogate from JSON's \\ud800 cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_command_key(path: str) -> bytes:
@@ -74,18 +88,26 @@ class CommandVerifier:
         if not isinstance(data, dict):
             return False, "not a signed command (JSON with ts, nonce and sig expected)"
         ts, nonce, signature = data.get("ts"), data.get("nonce"), data.get("sig")
-        if (isinstance(ts, bool) or not isinstance(ts, (int, float)) or not isinstance(nonce, str)
-                or not isinstance(signature, str) or not nonce or len(nonce) > 64):
-            return False, "unsigned or malformed signature fields"
+        # Every field is checked for type, size and range before anything computes with it: one
+        # odd value (a 400-digit ts, NaN, a non-ASCII sig, a surrogate) must be a refusal, never
+        # an exception in the network thread.
+        # (abs() before float(): float() of a 400-digit int overflows; NaN fails every comparison)
+        if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not abs(ts) <= _MAX_TS:
+            return False, "unsigned or malformed signature fields (ts must be seconds since 1970)"
+        if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
+            return False, "unsigned or malformed signature fields (nonce: 1-64 printable ASCII characters)"
+        if not isinstance(signature, str) or not _SIGNATURE.fullmatch(signature):
+            return False, "unsigned or malformed signature fields (sig: 64 hex digits)"
         fields = {name: data.get(name, "") for name in _SIGNED_FIELDS}
-        if not all(isinstance(value, str) for value in fields.values()):
-            return False, "malformed fields"
-        expected = hmac.new(self.key, _message(topic, ts, nonce, fields), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, signature):
-            return False, "bad signature (another key, device or command)"
+        if not all(isinstance(value, str) and len(value) <= _MAX_FIELD_CHARS and _encodable(value)
+                   for value in fields.values()):
+            return False, f"malformed fields (event_id, operator: text up to {_MAX_FIELD_CHARS} characters)"
         if abs(now - ts) > self.max_age_s:
             return False, (f"timestamp {now - ts:+.0f} s away (allowed {self.max_age_s:.0f} s): a replay or a "
                            "wrong clock")
+        expected = hmac.new(self.key, _message(topic, ts, nonce, fields), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, signature):
+            return False, "bad signature (another key, device or command)"
         with self._lock:
             self._seen = {n: until for n, until in self._seen.items() if until > now}
             if nonce in self._seen:

@@ -54,6 +54,7 @@ class MqttPublisher:
                            "(configs/mosquitto.acl)", config.prefix, self.device)
         self._refusal_log = LogThrottle(_REFUSAL_LOG_S)  # per reason
         self.commands_refused = 0
+        self.commands_failed = 0  # accepted commands whose handler raised
         self._lock = threading.Lock()
         self._in_flight: Dict[int, int] = {}  # paho mid -> outbox seq
         self._early_acks: Dict[int, float] = {}  # PUBACKs that beat us to recording their mid
@@ -216,25 +217,40 @@ class MqttPublisher:
             self._wake.set()
 
     def _on_message(self, client, userdata, message) -> None:
-        command = topics.parse_command(message.topic, self.prefix, self.device)
+        # Paho's network thread runs this: an exception here would end that thread, and with it
+        # PUBACKs, reconnects and every later command. Whatever one message does stays with it.
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            self._refuse("(undecodable topic)", "topic is not UTF-8")
+            return
+        try:
+            self._handle_command(topic, message.payload)
+        except Exception as exc:
+            self._refuse(topic, f"could not be checked ({type(exc).__name__})")
+
+    def _handle_command(self, topic: str, payload: bytes) -> None:
+        command = topics.parse_command(topic, self.prefix, self.device)
         handler = self._handlers.get(command or "")
         if handler is None:
-            self._refuse(message.topic, "unknown command")
+            self._refuse(topic, "unknown command")
             return
         if self._verifier is not None:
-            ok, why = self._verifier.check(message.topic, message.payload)
+            ok, why = self._verifier.check(topic, payload)
             if not ok:
-                self._refuse(message.topic, why)
+                self._refuse(topic, why)
                 return
         try:
-            handler(message.payload)
+            handler(payload)
         except Exception:  # a bad command must never take the daemon down
-            logger.exception("MQTT: command %s failed", command)
+            self.commands_failed += 1
+            if self._refusal_log.allow(f"{command}: handler failed"):
+                logger.exception("MQTT: command %s failed (%d failed so far)", command, self.commands_failed)
 
     def _refuse(self, topic: str, why: str) -> None:
-        """A refused command, logged once a minute per reason: a flood must not fill the log."""
+        """A refused command, logged once a minute per topic and reason: a flood must not fill the log."""
         self.commands_refused += 1
-        if self._refusal_log.allow(why):
+        if self._refusal_log.allow(f"{topic}\n{why}"):
             logger.warning("MQTT: command on %s refused: %s (%d refused so far)", topic, why, self.commands_refused)
 
     # -- the outbox flusher ------------------------------------------------------------------

@@ -38,6 +38,9 @@ class HealthCollector:
                      report.get("outbox_depth", 0))
         yield _counter("outbox_dropped", "Events dropped from a full outbox", report.get("outbox_dropped", 0))
         yield _counter("mqtt_outages", "Times the broker connection was lost", report.get("mqtt_outages", 0))
+        yield _counter("commands_refused", "Commands from the network refused (unsigned, malformed, replayed)",
+                       report.get("commands_refused", 0))
+        yield _counter("commands_failed", "Accepted commands whose handler failed", report.get("commands_failed", 0))
         outages = CounterMetricFamily(f"{PREFIX}_camera_outages", "Times a camera stopped sending frames",
                                       labels=["camera"])
         restarts = CounterMetricFamily(f"{PREFIX}_camera_restarts", "Times a camera's pipeline was restarted",
