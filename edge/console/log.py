@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from edge.mqtt.schema import MAX_NESTING, health_problem, nesting_depth
 from edge.types import EventType
 
 OPENING = (EventType.FALL_DETECTED.value, EventType.ALARM.value)
@@ -73,6 +74,18 @@ def parse_time(text: object) -> Optional[float]:
     return None
 
 
+def stored_json(payload: str, check=None) -> Optional[dict]:
+    """A stored payload as a dict, or None when it cannot be shown (the monitor checks what it
+    stores; this also keeps rows from before those checks, or a damaged file, off the pages)."""
+    try:
+        value = json.loads(payload)
+    except (ValueError, RecursionError, TypeError):
+        return None
+    if not isinstance(value, dict) or nesting_depth(value) > MAX_NESTING or (check is not None and check(value)):
+        return None
+    return value
+
+
 def shown_time(epoch: Optional[float]) -> str:
     if epoch is None:
         return "-"
@@ -97,7 +110,8 @@ class EventLog:
                 device.cameras.append((row["camera"], row["status"], row["reason"]))
             for row in db.execute("SELECT device, payload, received_at FROM health"):
                 device = devices.setdefault(row["device"], Device(row["device"], "unknown", 0.0))
-                device.health, device.health_at = json.loads(row["payload"]), row["received_at"]
+                device.health = stored_json(row["payload"], health_problem) or {}
+                device.health_at = row["received_at"]
                 # Cameras read as plain files (no camera status topic) show in health while frames flow.
                 known = {camera for camera, _, _ in device.cameras}
                 reported = device.health.get("cameras")
@@ -118,8 +132,11 @@ class EventLog:
         open_chains: Dict[Tuple[str, str, int], List[Alarm]] = {}
         by_id: Dict[str, Alarm] = {}
         for row in rows:
-            event = json.loads(row["payload"])
-            chain = (row["device"], row["camera"], int(event.get("track_id", -1)))
+            event = stored_json(row["payload"])
+            if event is None:
+                continue
+            track = event.get("track_id")
+            chain = (row["device"], row["camera"], track if isinstance(track, int) else -1)
             if row["type"] in OPENING:
                 alarm = Alarm(event, row["device"], row["camera"], row["received_at"], row["picture"] is not None)
                 alarms.append(alarm)
@@ -128,7 +145,9 @@ class EventLog:
             elif row["type"] in CLOSING:
                 closed = open_chains.pop(chain, [])
                 target = by_id.get(str(event.get("acknowledges")))
-                if target is not None and target not in closed:
+                # Only the device that raised an alarm can close it: another device naming its
+                # event id (a fake or a misconfigured one) closes nothing.
+                if target is not None and target.device == row["device"] and target not in closed:
                     closed.append(target)
                 for alarm in closed:
                     if alarm.closed_by is None:
@@ -156,7 +175,8 @@ class EventLog:
             rows = db.execute(f"SELECT payload, received_at FROM events{clause} ORDER BY received_at DESC, "
                               f"rowid DESC LIMIT ? OFFSET ?",
                               [*params, PAGE_SIZE, (max(1, page) - 1) * PAGE_SIZE]).fetchall()
-        return [dict(json.loads(row["payload"]), received_at=row["received_at"]) for row in rows], total
+        events = [(stored_json(row["payload"]), row["received_at"]) for row in rows]
+        return [dict(event, received_at=received_at) for event, received_at in events if event is not None], total
 
     def snapshot(self, event_id: str) -> Optional[bytes]:
         with closing(self._connect()) as db:

@@ -32,7 +32,7 @@ from edge.mqtt.connection import (
     set_callbacks,
     watch_connect_errors,
 )
-from edge.mqtt.schema import event_problem, parse_status, snapshot_event_id
+from edge.mqtt.schema import MAX_EVENT_BYTES, event_problem, health_problem, parse_status, snapshot_event_id
 from edge.private import private_file
 from edge.types import EventType
 
@@ -230,9 +230,12 @@ class Monitor:
             self.on_event({"type": "status", "device": device, "status": status}, True)
 
     def _on_event(self, device: str, camera: str, topic: str, raw: bytes) -> None:
+        if len(raw) > MAX_EVENT_BYTES:  # before parsing: every page that lists it would carry it
+            self._skip(topic, f"not an event (over {MAX_EVENT_BYTES // 1024} KB)")
+            return
         try:
             event = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             self._skip(topic, f"not JSON ({exc})")
             return
         problem = event_problem(event, device, camera)
@@ -264,8 +267,9 @@ class Monitor:
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             self._skip(topic, f"not JSON ({exc})")
             return
-        if not isinstance(report, dict):
-            self._skip(topic, "not a health report (a JSON object under 64 KB)")
+        problem = health_problem(report)
+        if problem:
+            self._skip(topic, f"not a health report ({problem})")
             return
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO health (device, payload, received_at) VALUES (?, ?, ?)",

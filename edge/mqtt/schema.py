@@ -42,6 +42,26 @@ _EVENT_FIELDS: Dict[str, Tuple[tuple, bool]] = {
 }
 _REQUIRED = tuple(name for name, (_, nullable) in _EVENT_FIELDS.items() if not nullable)
 _MAX_TEXT = 200
+# An event is a flat object with a few lists (bbox, keypoints: [[x, y, score], ...]); a field a
+# newer device adds may nest a little more, never deeper than this. Anything deeper is not an
+# event, and rendering it would recurse past Python's limit on every page that shows it.
+MAX_NESTING = 5
+MAX_EVENT_BYTES = 65536
+
+
+def nesting_depth(value: object, limit: int = MAX_NESTING) -> int:
+    """How deeply lists and objects nest in decoded JSON (a scalar is 0), counted without
+    recursion and no further than limit + 1."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if depth > limit:
+                return depth
+            stack.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _type_problem(name: str, value: object, types: tuple, nullable: bool) -> Optional[str]:
@@ -60,6 +80,8 @@ def event_problem(event: object, device: str, camera: str) -> Optional[str]:
     """Why this decoded JSON is not an event from `device`'s `camera`, or None when it is one."""
     if not isinstance(event, dict):
         return "not a JSON object"
+    if nesting_depth(event) > MAX_NESTING:
+        return f"nested deeper than {MAX_NESTING} levels"
     for name in _REQUIRED:
         if name not in event:
             return f"{name} missing"
@@ -81,6 +103,69 @@ def event_problem(event: object, device: str, camera: str) -> Optional[str]:
     bbox = event.get("bbox")
     if bbox is not None and (len(bbox) != 4 or any(isinstance(v, bool) or not isinstance(v, _NUMBER) for v in bbox)):
         return "bbox is not four numbers"
+    return None
+
+
+# A health report's fields as the console shows them (edge/daemon/health.py writes them): each
+# checked before it is stored, so one odd report cannot break the page every operator reads.
+_COUNT = (int,)
+_HEALTH_FIELDS: Dict[str, Tuple[tuple, Optional[tuple]]] = {  # field: (types, mapping's value types)
+    "device": ((str,), None),
+    "ts": ((str,), None),
+    "uptime_s": (_NUMBER, None),
+    "frames_processed": (_COUNT, None),
+    "processed_fps": (_NUMBER, None),
+    "stage_fps": ((dict,), _NUMBER),
+    "dropped_frames": (_COUNT, None),
+    "cameras": ((dict,), (dict,)),
+    "tracks": (_COUNT, None),
+    "events": ((dict,), _COUNT),
+    "outbox_depth": (_COUNT, None),
+    "outbox_dropped": (_COUNT, None),
+    "outbox_error": ((str, type(None)), None),
+    "alarm_problems": ((dict,), (str,)),
+    "mqtt_outages": (_COUNT, None),
+    "commands_refused": (_COUNT, None),
+    "commands_failed": (_COUNT, None),
+    "temperatures_c": ((dict,), _NUMBER),
+    "python": ((str,), None),
+    "engines": ((dict,), (dict,)),
+}
+_MAX_HEALTH_ENTRIES = 64  # cameras, thermal zones, stages, ... per report
+_HEALTH_NESTING = 4  # report -> cameras -> camera -> counters
+
+
+def _plain_value_problem(name: str, value: object, types: tuple) -> Optional[str]:
+    if isinstance(value, bool) or not isinstance(value, types):
+        return f"{name} has the wrong type ({type(value).__name__})"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} is not a finite number"
+    if isinstance(value, str) and len(value) > 500:
+        return f"{name} is longer than 500 characters"
+    return None
+
+
+def health_problem(report: object) -> Optional[str]:
+    """Why this decoded JSON is not a health report the console can show, or None. Unknown
+    fields (a newer device's) are allowed within the nesting limit."""
+    if not isinstance(report, dict):
+        return "not a JSON object"
+    if nesting_depth(report, _HEALTH_NESTING) > _HEALTH_NESTING:
+        return f"nested deeper than {_HEALTH_NESTING} levels"
+    for name, value in report.items():
+        if name not in _HEALTH_FIELDS:
+            continue
+        types, value_types = _HEALTH_FIELDS[name]
+        problem = _plain_value_problem(name, value, types)
+        if problem:
+            return problem
+        if value_types is not None and isinstance(value, dict):
+            if len(value) > _MAX_HEALTH_ENTRIES:
+                return f"{name} has more than {_MAX_HEALTH_ENTRIES} entries"
+            for key, item in value.items():
+                problem = _plain_value_problem(f"{name}.{key}"[:80], item, value_types)
+                if problem or len(key) > 80:
+                    return problem or f"{name} has a key longer than 80 characters"
     return None
 
 

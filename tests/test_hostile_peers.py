@@ -1,0 +1,172 @@
+"""Issue 30: one hostile message from any device on the broker must not blind the control room.
+A real Mosquitto, the console's monitor storing what arrives, and the console's pages rendered by
+Flask's test client against that log."""
+
+import json
+import sqlite3
+import time
+
+import pytest
+from broker import Collector, wait_for
+from test_mqtt import fall_event, mqtt_config
+
+from edge.config import ConsoleConfig, MqttConfig, OperatorConfig
+from edge.console.log import EventLog
+from edge.mqtt.monitor import Monitor
+from edge.mqtt.schema import health_problem, nesting_depth
+
+security = pytest.importorskip("werkzeug.security", reason="flask missing: scripts/bootstrap.sh --dev")
+app_module = pytest.importorskip("edge.console.app", reason="flask missing: scripts/bootstrap.sh --dev")
+
+PASSWORD = "a long enough password"
+
+
+def deep(levels: int) -> object:
+    value: object = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+class Console:
+    """The monitor on a real broker, the console app on its log, an operator logged in."""
+
+    def __init__(self, broker, tmp_path) -> None:
+        self.db = tmp_path / "console.sqlite"
+        self.monitor = Monitor(mqtt_config(broker, device=""), self.db, client_id="console", everything=True)
+        self.monitor.start()
+        settings = ConsoleConfig(operators=[OperatorConfig("alice", security.generate_password_hash(PASSWORD))])
+        self.app = app_module.create_app(settings, EventLog(self.db), self.monitor, app_module.Hub(),
+                                         app_module.session_secret(self.db))
+        self.app.config["TESTING"] = True
+        self.client = self.app.test_client()
+        assert wait_for(self.monitor.connected.is_set)
+        assert self.client.post("/login", data={"name": "alice", "password": PASSWORD}).status_code == 302
+
+    def pages(self) -> dict:
+        return {path: self.client.get(path) for path in ("/", "/fragment/dashboard", "/history")}
+
+    def store(self, table: str, **row) -> None:
+        """A row written as an older monitor (without today's checks) would have written it."""
+        with sqlite3.connect(self.db) as db:
+            names = ", ".join(row)
+            db.execute(f"INSERT OR REPLACE INTO {table} ({names}) VALUES ({', '.join('?' * len(row))})",
+                       tuple(row.values()))
+
+    def close(self) -> None:
+        self.monitor.stop()
+
+
+@pytest.fixture
+def console(broker, tmp_path):
+    running = Console(broker, tmp_path)
+    yield running
+    running.close()
+
+
+def publish_event(device: Collector, name: str, event: dict) -> None:
+    device.client.publish(f"fall/{name}/cam0/events", with_deep_json(dict(event, device=name)), qos=1)
+
+
+def with_deep_json(value: dict) -> str:
+    """JSON text where the value "DEEP<n>" becomes lists nested n deep (json.dumps itself recurses)."""
+    text = json.dumps(value)
+    for levels in (900, 980):
+        text = text.replace(f'"DEEP{levels}"', "[" * levels + "]" * levels)
+    return text
+
+
+def test_health_checks_each_field_the_console_shows():
+    assert health_problem({"processed_fps": 9.5, "cameras": {"cam0": {"outages": 0}}, "newer_field": [1]}) is None
+    for report, why in (({"temperatures_c": [1, 2, 3]}, "temperatures_c has the wrong type"),
+                        ({"temperatures_c": {"cpu": "hot"}}, "temperatures_c.cpu has the wrong type"),
+                        ({"outbox_depth": 1e309}, "wrong type"), ({"processed_fps": float("nan")}, "finite"),
+                        ({"cameras": {"cam0": 5}}, "cameras.cam0 has the wrong type"),
+                        ({"newer_field": deep(10)}, "nested deeper"), ([1], "not a JSON object")):
+        assert why in (health_problem(report) or ""), report
+    assert nesting_depth(deep(300)) == 6  # counted no further than the limit, without recursion
+
+
+def test_one_odd_health_report_never_blanks_the_console(broker, console):
+    """Defect 2: {"temperatures_c": [1, 2, 3]} on any device's health made / and the dashboard 500."""
+    device = Collector(broker, "fall/#")
+    try:
+        device.client.publish("fall/edge1/health", json.dumps({"processed_fps": 9.5, "temperatures_c": {"cpu": 41.0}}),
+                              qos=1)
+        device.client.publish("fall/evil/health", json.dumps({"temperatures_c": [1, 2, 3]}), qos=1)
+        device.client.publish("fall/evil2/health", with_deep_json({"cameras": "DEEP900"}), qos=1)
+        publish_event(device, "edge1", fall_event("alarm").to_dict())
+        assert wait_for(lambda: console.monitor.skipped >= 2 and len(console.monitor.events()) == 1)
+        # ... and one stored by an older monitor that did not check it
+        console.store("health", device="old", payload=json.dumps({"temperatures_c": [1, 2, 3]}),
+                      received_at=time.time())
+        pages = console.pages()
+        assert all(page.status_code == 200 for page in pages.values()), {p: r.status_code for p, r in pages.items()}
+        assert b"edge1" in pages["/"].data and b"41.0" in pages["/"].data and b"old" in pages["/"].data
+    finally:
+        device.close()
+
+
+def test_one_deeply_nested_event_never_blanks_the_dashboard_or_history(broker, console):
+    """Defect 3: an extra field nested 980 deep passed the schema; every render then recursed
+    past Python's limit until 5,000 newer events pushed it out."""
+    device = Collector(broker, "fall/#")
+    try:
+        hostile = dict(fall_event("alarm").to_dict(), extra="DEEP980")
+        publish_event(device, "evil", hostile)
+        real = fall_event("alarm", track_id=2)
+        publish_event(device, "edge1", real.to_dict())
+        assert wait_for(lambda: len(console.monitor.events()) == 1 and console.monitor.skipped >= 1)
+        huge = dict(fall_event("alarm", track_id=3).to_dict(), extra="x" * 200_000)  # over the size limit
+        publish_event(device, "evil", huge)
+        assert wait_for(lambda: console.monitor.skipped >= 2)
+        # rows an older monitor stored without these checks
+        older = dict(fall_event("alarm", track_id=4).to_dict(), extra="DEEP980")
+        console.store("events", event_id=older["event_id"], device="evil", camera="cam0", type="alarm",
+                      payload=with_deep_json(older), received_at=time.time())
+        console.store("events", event_id="not-json", device="evil", camera="cam0", type="alarm",
+                      payload="{broken", received_at=time.time())
+        pages = console.pages()
+        assert all(page.status_code == 200 for page in pages.values()), {p: r.status_code for p, r in pages.items()}
+        assert real.event_id.encode() in pages["/"].data and real.event_id.encode() in pages["/history"].data
+    finally:
+        device.close()
+
+
+def test_a_device_cannot_close_another_devices_alarm(broker, console):
+    """Defect 5: an `acknowledged` event from device evil naming edge1's event id closed edge1's
+    real alarm on every operator's screen (and stopped the beep)."""
+    device = Collector(broker, "fall/#")
+    try:
+        alarm = fall_event("alarm", track_id=7)
+        publish_event(device, "edge1", alarm.to_dict())
+        forged = fall_event("acknowledged", track_id=7)
+        forged.acknowledges, forged.operator = alarm.event_id, "mallory"
+        publish_event(device, "evil", forged.to_dict())
+        assert wait_for(lambda: len(console.monitor.events()) == 2)
+        (shown,) = [a for a in EventLog(console.db).alarms() if a.event_id == alarm.event_id]
+        assert shown.is_open
+        # edge1's own acknowledgement does close it
+        own = fall_event("acknowledged", track_id=7)
+        own.acknowledges, own.operator = alarm.event_id, "alice"
+        publish_event(device, "edge1", own.to_dict())
+        assert wait_for(lambda: len(console.monitor.events()) == 3)
+        (shown,) = [a for a in EventLog(console.db).alarms() if a.event_id == alarm.event_id]
+        assert not shown.is_open and shown.closed_by["operator"] == "alice"
+    finally:
+        device.close()
+
+
+def test_the_monitor_never_stores_an_unusable_health_report(broker, tmp_path):
+    monitor = Monitor(MqttConfig(host="127.0.0.1", port=broker.port), tmp_path / "m.sqlite", everything=True)
+    monitor.start()
+    device = Collector(broker, "fall/#")
+    try:
+        assert wait_for(monitor.connected.is_set)
+        device.client.publish("fall/evil/health", json.dumps({"temperatures_c": [1, 2, 3]}), qos=1)
+        assert wait_for(lambda: monitor.skipped == 1)
+        with sqlite3.connect(tmp_path / "m.sqlite") as db:
+            assert db.execute("SELECT COUNT(*) FROM health").fetchone()[0] == 0
+    finally:
+        device.close()
+        monitor.stop()
