@@ -79,6 +79,8 @@ class HealthReporter:
             "events": dict(self.router.events_by_type),
             "outbox_depth": publisher.outbox.depth() if publisher else 0,
             "outbox_dropped": publisher.outbox.dropped() if publisher else 0,
+            # of outbox_depth, the events the file could not take (held in memory, still sent)
+            "outbox_memory": publisher.outbox.memory_depth() if publisher else 0,
             # why events wait in memory (disk full, corrupt file moved aside, ...); None when fine
             "outbox_error": publisher.outbox.error if publisher else None,
             # parts of the local alarm that do not work now (buzzer, speech): {} when all do

@@ -7,8 +7,12 @@ it survives restarts. When the outbox is full the oldest rows are dropped and co
 The outbox never stops the daemon: when its file cannot be opened or written (a full disk,
 a folder that cannot be made, a path that is a folder, a corrupt file) events wait in a
 bounded memory queue, the reason is logged once and shown in health (`error`), and the file
-is tried again every few seconds. A corrupt file is moved aside (`<name>.corrupt-<time>`)
-and a new one started with whatever rows could still be read from the old one.
+is tried again every few seconds. Those events are still handed to the publisher meanwhile
+(rows with a negative seq: in memory only), so a broker that is up gets them at once. At exit,
+events still only in memory are appended to `<name>.unsent.jsonl` beside the file (owner-only)
+and stored from there on the next start; where even that cannot be written, the log says how
+many were lost. A corrupt file is moved aside (`<name>.corrupt-<time>`) and a new one started
+with whatever rows could still be read from the old one.
 """
 
 
@@ -36,9 +40,13 @@ DROP_LOG_INTERVAL_S = 60.0  # dropped events are counted in one line at most thi
 
 @dataclass
 class OutboxRow:
-    seq: int
+    seq: int  # the event's seq; negative: kept in memory only (the file cannot be written now)
     topic: str
-    payload: Dict[str, object]  # with "seq" filled in
+    payload: Dict[str, object]  # with "seq" filled in (not for rows in memory: they have none yet)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.seq < 0
 
     def encoded(self) -> bytes:
         return json.dumps(self.payload, separators=(",", ":")).encode("utf-8")
@@ -119,29 +127,81 @@ class Outbox:
         self.path = path
         self.max_events = max_events
         self._lock = threading.Lock()
-        self._pending_memory: Deque[Tuple[str, Dict[str, object]]] = deque()
+        # Events the file could not take: (memory id, topic, payload), ids rising from 1.
+        self._pending_memory: Deque[Tuple[int, str, Dict[str, object]]] = deque()
+        self._memory_ids = 0
         self._db: Optional[sqlite3.Connection] = None
         self.error: Optional[str] = None  # why events are waiting in memory, for health
+        self.lost_at_exit = 0  # events neither the outbox nor the file beside it could take at close()
         self._next_open = 0.0
         self._full = _DropCounter(f"outbox {path} full ({max_events} events)")
         self._memory_full = _DropCounter(f"outbox {path} unusable and {_MEMORY_FALLBACK} events in memory")
         with self._lock:
             self._ensure_open()
 
+    @property
+    def unsent_path(self) -> Path:
+        """Where events still in memory at exit are written (and read back from on the next start)."""
+        return self.path.with_name(self.path.name + ".unsent.jsonl")
+
     def close(self) -> None:
+        """Store what memory still holds (in the file if it is back, else beside it), then close.
+        Never says an event is stored when it is not: what cannot be written is logged as lost."""
         with self._lock:
+            if self._pending_memory and self._ensure_open(retry_now=True):
+                self._flush_memory()
+            if self._pending_memory:
+                self._write_unsent()
             if self._db is not None:
                 self._db.close()
                 self._db = None
 
+    def _write_unsent(self) -> None:
+        count = len(self._pending_memory)
+        try:
+            with os.fdopen(os.open(str(self.unsent_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a",
+                           encoding="utf-8") as handle:
+                for _, topic, payload in self._pending_memory:
+                    handle.write(json.dumps({"topic": topic, "payload": payload}, separators=(",", ":")) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            logger.error("outbox %s: %d event(s) held in memory are LOST: neither the outbox nor %s can be "
+                         "written (%s)", self.path, count, self.unsent_path.name, describe_storage_error(exc))
+            self.lost_at_exit = count
+            return
+        logger.warning("outbox %s unusable at exit (%s): %d event(s) held in memory written to %s; they are "
+                       "stored and sent on the next start", self.path, self.error, count, self.unsent_path)
+        self._pending_memory.clear()
+
+    def _import_unsent(self, db: sqlite3.Connection) -> None:
+        """Events written beside the outbox at an earlier exit go in first, in their order."""
+        path = self.unsent_path
+        if not path.is_file():
+            return
+        rows, damaged = [], 0
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                try:
+                    item = json.loads(line)
+                    rows.append((str(item["topic"]), json.dumps(item["payload"], separators=(",", ":"))))
+                except (ValueError, KeyError, TypeError, RecursionError):
+                    damaged += 1  # a line cut short by a crash mid-write
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT INTO outbox (topic, payload) VALUES (?, ?)", rows)
+        db.execute("COMMIT")
+        path.unlink()
+        logger.warning("outbox %s: %d event(s) from %s stored%s", self.path, len(rows), path.name,
+                       f" ({damaged} unreadable line(s) skipped)" if damaged else "")
+
     # -- opening -------------------------------------------------------------------------
 
-    def _ensure_open(self) -> bool:
+    def _ensure_open(self, retry_now: bool = False) -> bool:
         """The database, opened now if it was not and the retry time has come."""
         if self._db is not None:
             return True
         now = time.monotonic()
-        if now < self._next_open:
+        if now < self._next_open and not retry_now:
             return False
         try:
             self._db = self._open()
@@ -168,11 +228,17 @@ class Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         private_file(self.path)
         try:
-            return _connect(self.path)
+            db = _connect(self.path)
         except sqlite3.OperationalError:
             raise  # disk full, no permission: the file itself may be fine
         except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
-            return self._replace_corrupt(exc)
+            db = self._replace_corrupt(exc)
+        try:
+            self._import_unsent(db)
+        except (sqlite3.Error, OSError):
+            db.close()
+            raise
+        return db
 
     def _replace_corrupt(self, exc: sqlite3.DatabaseError) -> sqlite3.Connection:
         rows = _salvage(self.path)
@@ -221,7 +287,8 @@ class Outbox:
         if len(self._pending_memory) >= _MEMORY_FALLBACK:
             self._pending_memory.popleft()
             self._memory_full.add(1)
-        self._pending_memory.append((topic, payload))
+        self._memory_ids += 1
+        self._pending_memory.append((self._memory_ids, topic, payload))
 
     def _insert(self, topic: str, payload: Dict[str, object]) -> int:
         assert self._db is not None
@@ -251,7 +318,7 @@ class Outbox:
     def _flush_memory(self) -> None:
         had_memory = bool(self._pending_memory)
         while self._pending_memory and self._db is not None:
-            topic, payload = self._pending_memory[0]
+            _, topic, payload = self._pending_memory[0]
             try:
                 self._insert(topic, payload)
             except sqlite3.Error as exc:
@@ -264,34 +331,58 @@ class Outbox:
 
     # -- reading -------------------------------------------------------------------------
 
-    def pending(self, after_seq: int = 0, limit: int = 100) -> List[OutboxRow]:
+    def pending(self, after_seq: int = 0, limit: int = 100, after_memory: int = 0) -> List[OutboxRow]:
+        """Stored rows after seq after_seq, then rows held in memory after memory id after_memory
+        (seq -id: the file could not take them; they are sent all the same)."""
+        rows: List[Tuple[int, str, str]] = []
         with self._lock:
-            if not self._ensure_open():
-                return []
-            self._flush_memory()
-            if self._db is None:
-                return []
-            try:
-                rows = self._db.execute("SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                                        (after_seq, limit)).fetchall()
-            except sqlite3.Error as exc:
-                self._lost(exc)
-                return []
+            if self._ensure_open():
+                self._flush_memory()
+            if self._db is not None:
+                try:
+                    rows = self._db.execute("SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq "
+                                            "LIMIT ?", (after_seq, limit)).fetchall()
+                except sqlite3.Error as exc:
+                    self._lost(exc)
+            memory = [(-memory_id, topic, dict(payload)) for memory_id, topic, payload in self._pending_memory
+                      if memory_id > after_memory][:max(0, limit - len(rows))]
         out = []
         for seq, topic, payload in rows:
-            data = json.loads(payload)
+            try:
+                data = json.loads(payload)
+            except (ValueError, RecursionError):
+                self._skip_unreadable(seq)
+                continue
+            if not isinstance(data, dict):
+                self._skip_unreadable(seq)
+                continue
             data["seq"] = seq
             out.append(OutboxRow(seq=seq, topic=topic, payload=data))
-        return out
+        return out + [OutboxRow(seq=seq, topic=topic, payload=data) for seq, topic, data in memory]
+
+    def _skip_unreadable(self, seq: int) -> None:
+        """A row that is not a JSON object (a damaged page, another program's write) cannot be
+        sent: it is moved out of the way, so the rows behind it still go."""
+        logger.error("outbox %s: row %d is not an event (unreadable JSON); removed so later events still go",
+                     self.path, seq)
+        self.remove(seq)
 
     def remove(self, seq: int) -> None:
         with self._lock:
+            if seq < 0:  # delivered from memory: nothing to store any more
+                self._pending_memory = deque(item for item in self._pending_memory if item[0] != -seq)
+                return
             if self._db is None:
                 return  # sent twice after the file is back: the control room de-duplicates by event_id
             try:
                 self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
             except sqlite3.Error as exc:
                 self._lost(exc)
+
+    def memory_depth(self) -> int:
+        """Events held in memory only (the file cannot take them now)."""
+        with self._lock:
+            return len(self._pending_memory)
 
     def _count(self) -> int:
         assert self._db is not None

@@ -59,6 +59,7 @@ class MqttPublisher:
         self._in_flight: Dict[int, int] = {}  # paho mid -> outbox seq
         self._early_acks: Dict[int, float] = {}  # PUBACKs that beat us to recording their mid
         self._last_handed = 0  # highest seq given to paho in this process
+        self._last_handed_memory = 0  # highest memory id given (events the outbox file could not take)
         self._connected = threading.Event()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -98,10 +99,15 @@ class MqttPublisher:
         self._client.disconnect()
         self._client.loop_stop()
         self._flusher.join(timeout=2.0)
-        left = self.outbox.depth()
-        if left:
+        in_memory = self.outbox.memory_depth()
+        stored = self.outbox.depth() - in_memory
+        why = f" ({self.last_error})" if self.last_error else ""
+        if stored:
             logger.warning("MQTT: %d event(s) not delivered%s: they stay in the outbox %s and go out on the next "
-                           "start", left, f" ({self.last_error})" if self.last_error else "", self.outbox.path)
+                           "start", stored, why, self.outbox.path)
+        if in_memory:  # the outbox's close() says where they went, or that they were lost
+            logger.warning("MQTT: %d event(s) not delivered%s and held in memory only (the outbox file cannot be "
+                           "written: %s)", in_memory, why, self.outbox.error)
 
     @property
     def connected(self) -> bool:
@@ -270,10 +276,10 @@ class MqttPublisher:
         (the monitor de-duplicates by event_id)."""
         with self._lock:
             room = self.config.max_inflight - len(self._in_flight)
-            after = self._last_handed
+            after, after_memory = self._last_handed, self._last_handed_memory
         if room <= 0:
             return
-        for row in self.outbox.pending(after_seq=after, limit=room):
+        for row in self.outbox.pending(after_seq=after, limit=room, after_memory=after_memory):
             if not self.connected:
                 return
             # Never call paho while holding our lock: paho calls on_publish holding its own.
@@ -282,7 +288,10 @@ class MqttPublisher:
                 logger.warning("MQTT: publish of event seq %d failed (%s); retrying later", row.seq, info.rc)
                 return
             with self._lock:
-                self._last_handed = row.seq
+                if row.in_memory:
+                    self._last_handed_memory = -row.seq
+                else:
+                    self._last_handed = row.seq
                 acked = self._early_acks.pop(info.mid, None) is not None
                 if not acked:
                     self._in_flight[info.mid] = row.seq

@@ -122,6 +122,7 @@ _HEALTH_FIELDS: Dict[str, Tuple[tuple, Optional[tuple]]] = {  # field: (types, m
     "events": ((dict,), _COUNT),
     "outbox_depth": (_COUNT, None),
     "outbox_dropped": (_COUNT, None),
+    "outbox_memory": (_COUNT, None),
     "outbox_error": ((str, type(None)), None),
     "alarm_problems": ((dict,), (str,)),
     "mqtt_outages": (_COUNT, None),

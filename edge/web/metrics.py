@@ -36,6 +36,8 @@ class HealthCollector:
         yield _gauge("tracks", "People tracked now", report.get("tracks", 0))
         yield _gauge("outbox_depth", "Events stored and not yet delivered to the broker",
                      report.get("outbox_depth", 0))
+        yield _gauge("outbox_memory", "Events held in memory only (the outbox file cannot be written now)",
+                     report.get("outbox_memory", 0))
         yield _counter("outbox_dropped", "Events dropped from a full outbox", report.get("outbox_dropped", 0))
         yield _counter("mqtt_outages", "Times the broker connection was lost", report.get("mqtt_outages", 0))
         yield _counter("commands_refused", "Commands from the network refused (unsigned, malformed, replayed)",
