@@ -190,7 +190,7 @@ class Tmpfs:
         subprocess.run(["umount", "-l", str(self.where)], check=False)
 
 
-def break_storage(case: str, tmp_path: Path):
+def break_storage(case: str, tmp_path: Path, mounts: list):
     """(outbox path, whether a file beside it can be written, how to end the fault)."""
     if case == "path is a folder":
         path = tmp_path / "outbox.sqlite"
@@ -206,6 +206,7 @@ def break_storage(case: str, tmp_path: Path):
             db.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY, body BLOB)")
         return path, True, lambda: path.unlink()
     disk = Tmpfs(tmp_path / "disk")
+    mounts.append(disk)  # unmounted at teardown, whatever happens from here
     if case == "full disk":
         disk.fill()
     else:
@@ -214,11 +215,19 @@ def break_storage(case: str, tmp_path: Path):
     return disk.where / "outbox.sqlite", False, lambda: broken.pop().writable()
 
 
+@pytest.fixture
+def mounts():
+    made: list = []
+    yield made
+    for disk in made:
+        disk.remove()
+
+
 STORAGE_FAULTS = ["path is a folder", "parent is a file", "foreign schema", "full disk", "read-only file system"]
 
 
 @pytest.mark.parametrize("case", STORAGE_FAULTS)
-def test_events_the_outbox_cannot_store_are_sent_and_never_lost_in_silence(case, broker, tmp_path, caplog):
+def test_events_the_outbox_cannot_store_are_sent_and_never_lost_in_silence(case, broker, tmp_path, caplog, mounts):
     """0 of 2 events reached a running broker in 7 such runs, and at exit the held events were
     dropped while the log said they 'stay in the outbox'."""
     from broker import Collector, wait_for
@@ -226,7 +235,7 @@ def test_events_the_outbox_cannot_store_are_sent_and_never_lost_in_silence(case,
 
     from edge.mqtt.publisher import MqttPublisher
 
-    path, beside_writable, end_fault = break_storage(case, tmp_path)
+    path, beside_writable, end_fault = break_storage(case, tmp_path, mounts)
     collector = Collector(broker, "fall/edge1/+/events")
     publisher = MqttPublisher(mqtt_config(broker), Outbox(path))
     publisher.start()
@@ -265,8 +274,6 @@ def test_events_the_outbox_cannot_store_are_sent_and_never_lost_in_silence(case,
         publisher.stop(timeout_s=0.5)
         publisher.outbox.close()
         collector.close()
-        if (tmp_path / "disk").is_dir():
-            subprocess.run(["umount", "-l", str(tmp_path / "disk")], check=False)
 
 
 def test_one_unreadable_row_does_not_stop_the_rows_behind_it(tmp_path, caplog):
