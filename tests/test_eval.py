@@ -34,6 +34,24 @@ def test_scoring_rules():
     assert summary.precision == 0.5 and summary.recall == 0.5 and summary.median_delay_s == 1.0
 
 
+def test_false_alarms_per_hour_count_everyday_footage_only():
+    def clip(label, events, duration_s):
+        result = score_clip(label, events)
+        result.duration_s = duration_s
+        return result
+
+    quiet, busy = ClipLabel("q.mp4", False, None), ClipLabel("b.mp4", False, None)
+    fall = ClipLabel("f.mp4", True, 5.0)
+    # 30 min + 15 min of everyday footage with one false alarm; the fall clip's early event is an FP
+    # but not everyday footage.
+    summary = summarise([clip(quiet, [], 1800.0), clip(busy, [event("fall_detected", 9.0)], 900.0),
+                         clip(fall, [event("fall_detected", 1.0)], 600.0)])
+    assert summary.false_positives == 2
+    assert summary.everyday_s == 2700.0 and summary.everyday_false_alarms == 1
+    assert summary.false_alarms_per_hour == pytest.approx(1.33, abs=0.01)
+    assert summarise([clip(fall, [], 60.0)]).false_alarms_per_hour is None
+
+
 def test_labels_files(tmp_path):
     plain = tmp_path / "labels.tsv"
     plain.write_text("file\tlabel\tfall_start_s\nx.mp4\tfall\t2.5\ny.mp4\tnofall\t\n")
@@ -64,6 +82,11 @@ def test_eval_on_the_development_clips(clips_dir, models, capsys):
     assert summary["falls"] == 4 and summary["clips"] == 9
     assert summary["recall"] == 1.0 and summary["precision"] == 1.0
     assert summary["median_delay_s"] < 1.5
+    # the five everyday clips' own footage (the padded end is not footage)
+    everyday = [c for c in report["clips"] if c["label"] == "nofall"]
+    assert all(3.0 < c["duration_s"] < 60.0 for c in everyday)
+    assert summary["everyday_s"] == pytest.approx(sum(c["duration_s"] for c in everyday), abs=0.5)
+    assert summary["false_alarms_per_hour"] == 0.0
     manifest = read_labels(clips_dir / "MANIFEST.tsv")
     on_floor = {"gmdcsa24_s1_fall15.mp4": 2.8, "gmdcsa24_s2_fall13.mp4": 3.3, "gmdcsa24_s3_fall20.mp4": 3.2,
                 "gmdcsa24_s4_fall03.mp4": 2.3}

@@ -86,6 +86,13 @@ def test_run_trace_has_a_line_per_frame_and_track(tmp_path):
                 "lying_score", "state", "why", "events"):
         assert all(key in line for line in people), key
     assert any(line["state"] == "upright" and line["height_ratio"] is not None for line in people)
+    # the skeleton itself on every line with a fresh pose, in frame pixels (the sequence cue's input)
+    posed = [line for line in people if "pose" in line["observed"]]
+    assert posed and all(len(line["kp"]) == 18 for line in posed)
+    # (scores are rounded to 0.01, so one point at the threshold may count either way)
+    assert all(abs(sum(s >= 0.2 for _, _, s in line["kp"]) - line["keypoints"]) <= 1 for line in posed)
+    assert all(0 <= x <= 768 and 0 <= y <= 576 for line in posed for x, y, s in line["kp"] if s >= 0.2)
+    assert not any("kp" in line for line in people if "pose" not in line["observed"])
 
 
 def test_trace_files_rotate_to_stay_bounded(models, vtest_frames, tmp_path):

@@ -56,6 +56,7 @@ class OpenCvSource:
         self.source = source
         self.shown = hide_credentials(source)  # for logs, errors and thread names: no RTSP password
         self.pad_end_s = pad_end_s
+        self.frames_read = 0
         self.realtime = realtime
         self.is_live = isinstance(source, int) or "://" in str(source)
         self.dropped_frames = 0  # live frames replaced by a newer one before the pipeline took them
@@ -118,6 +119,7 @@ class OpenCvSource:
             last = image
             yield Frame(image=image, index=index, time_s=time_s)
             index += 1
+        self.frames_read = index  # the file's own frames (the padding below is not footage)
         if last is None:
             raise SourceError(f"video file {self.source} has no readable frames: it is empty, truncated or corrupt")
         if self.frame_count and index < self.frame_count - 1:

@@ -56,6 +56,11 @@ def trace_lines(result: FrameResult, min_keypoint_score: float) -> List[Dict[str
         record = dict(base, track=track.track_id, observed="+".join(seen) or "none", box=track.box.as_list(),
                       keypoints=int((track.person.keypoints[:, 2] >= min_keypoint_score).sum()) if fresh_pose else 0)
         record.update({key: _round(value) for key, value in track.fall.trace().items()})
+        if fresh_pose:
+            # The skeleton itself (x, y in frame pixels, score): what the sequence cue reads, so a
+            # trace is also its training data (scripts/train_sequence.py).
+            record["kp"] = [[round(float(x), 1), round(float(y), 1), round(float(s), 2)]
+                            for x, y, s in track.person.keypoints]
         record["handovers"] = track.handovers
         record["events"] = events_by_track.get(track.track_id, [])
         lines.append(record)
