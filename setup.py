@@ -48,7 +48,9 @@ setup(
         # On a Jetson use JetPack's python3-gi instead.
         "gst": ["PyGObject>=3.42,<3.51"],
         # TensorRT comes with JetPack (python3-libnvinfer); pycuda or cuda-python moves the data.
-        "jetson": ["pycuda>=2021.1"],
+        # The learned sequence cue (a 31 KB GRU) runs on ONNX Runtime's CPU build: aarch64 wheels for
+        # Python 3.8+ (JetPack 5 and 6); on JetPack 4.6's Python 3.6 the cue is off, said in the log and health.
+        "jetson": ["pycuda>=2021.1", "onnxruntime>=1.15; python_version>='3.8'"],
         # The engine build script: checkpoints to ONNX (fall-edge build-engines). On a Jetson use
         # NVIDIA's PyTorch wheel for the JetPack release instead of PyPI's.
         # onnx 1.11 is the last with a Python 3.6 wheel (JetPack 4.6); checker.check_model is all that is used.

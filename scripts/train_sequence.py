@@ -3,12 +3,13 @@
 development folders, evaluate it leave-one-source-out, and export it to ONNX.
 
     .venv/bin/fall-edge eval ../shared/clips ../shared/clips-extra ../shared/clips-wild --jobs 2 \\
-        --trace var/sequence-traces
+        --config configs/train-sequence.yaml --trace var/sequence-traces
     .venv/bin/python scripts/train_sequence.py --traces var/sequence-traces \\
         ../shared/clips ../shared/clips-extra ../shared/clips-wild
 
 The traces hold every processed frame's skeletons per track (`kp`), exactly as the pipeline saw
-them, so the windows trained on are the windows the daemon scores. Labels come from the
+them, so the windows trained on are the windows the daemon scores (configs/train-sequence.yaml:
+the pipeline without the cue itself, so the traces do not depend on an earlier model). Labels come from the
 folders' MANIFEST.tsv: in a fall clip, the track whose hips dropped most around the labelled
 start is the person who fell; its windows ending 0.6-3.0 s after the start are "a fall in this
 window" (1), every window of a nofall clip and every window ending before the start is 0, and
@@ -40,6 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge.eval.evaluate import source_key  # noqa: E402
 from edge.fall.sequence import (  # noqa: E402
     FEATURES,
     MIRROR_PAIRS,
@@ -59,7 +61,8 @@ MIN_SEEN_STEPS = 6  # a window needs this many steps with a skeleton
 SPEEDS = (0.75, 1.0, 1.33)  # the same motion slower and faster (other people, other frame rates)
 HIDDEN = 32
 BATCH = 8  # the exported model's fixed batch: tracks scored per call
-EPOCHS = 12
+EPOCHS = 10
+NEGATIVE_SHARE = 0.33  # of the everyday windows, seen each epoch (neighbouring windows overlap by 95%)
 SEED = 20261206
 _HIPS = (KEYPOINT_INDEX["left_hip"], KEYPOINT_INDEX["right_hip"])
 
@@ -239,11 +242,13 @@ def train(windows: Windows, rows: np.ndarray, epochs: int = EPOCHS, seed: int = 
     model = make_model()
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     labels = windows.labels[rows]
-    positives = max(1.0, float(labels.sum()))
-    weight_positive = (len(labels) - positives) / positives  # balance the classes
+    positive_rows, negative_rows = rows[labels == 1], rows[labels == 0]
+    positives = max(1.0, float(len(positive_rows)))
+    weight_positive = NEGATIVE_SHARE * len(negative_rows) / positives  # balance the classes
     loss_fn = torch.nn.BCELoss(reduction="none")
     for epoch in range(epochs):
-        order = rng.permutation(rows)
+        negatives = rng.choice(negative_rows, int(NEGATIVE_SHARE * len(negative_rows)), replace=False)
+        order = rng.permutation(np.concatenate([positive_rows, negatives]))
         total = 0.0
         for at in range(0, len(order), 256):
             chosen = order[at:at + 256]
@@ -254,7 +259,7 @@ def train(windows: Windows, rows: np.ndarray, epochs: int = EPOCHS, seed: int = 
             loss = (loss_fn(model(batch), target) * weights).mean()
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(chosen)
+            total += float(loss.detach()) * len(chosen)
         logger.debug("epoch %d loss %.4f", epoch + 1, total / len(order))
     model.eval()
     return model
@@ -290,27 +295,38 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> Optional[float]:
     return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def loso(windows: Windows, clips: List[Clip], out_dir: Path) -> List[Dict[str, object]]:
-    """One model per source, trained without it; the held-out windows scored at speed 1."""
-    sources = sorted({clips[i].source for i in set(windows.clip_index.tolist())})
+def _fold(job):
+    """One leave-one-source-out model (a worker process: torch single-threaded in each)."""
+    windows, clips, source, out_dir = _FOLD_DATA["windows"], _FOLD_DATA["clips"], job[0], job[1]
     source_of = np.array([clips[i].source for i in windows.clip_index])
+    held = source_of == source
+    started = time.monotonic()
+    model = train(windows, np.nonzero(~held)[0])
+    export_onnx(model, out_dir / f"{source_key(source)}.onnx")
+    test = np.nonzero(held & (windows.speed == 1.0))[0]
+    return source, test, predict(model, windows.features[test]), time.monotonic() - started
+
+
+_FOLD_DATA: Dict[str, object] = {}
+
+
+def loso(windows: Windows, clips: List[Clip], out_dir: Path, jobs: int = 2) -> List[Dict[str, object]]:
+    """One model per source, trained without it; the held-out windows scored at speed 1."""
+    import multiprocessing
+
+    sources = sorted({clips[i].source for i in set(windows.clip_index.tolist())})
     scores = np.full(len(windows.labels), np.nan, np.float32)
-    rows_out = []
     out_dir.mkdir(parents=True, exist_ok=True)
-    for number, source in enumerate(sources, 1):
-        held = source_of == source
-        started = time.monotonic()
-        model = train(windows, np.nonzero(~held)[0])
-        export_onnx(model, out_dir / f"{source_key(source)}.onnx")
-        test = np.nonzero(held & (windows.speed == 1.0))[0]
-        scores[test] = predict(model, windows.features[test])
-        rows_out.append(source_row(source, scores[test], windows.labels[test], windows.clip_index[test], clips))
-        logger.info("[%d/%d] %s: %s (%.0f s)", number, len(sources), source, rows_out[-1], time.monotonic() - started)
-    return rows_out
-
-
-def source_key(source: str) -> str:
-    return source.replace("/", "__")
+    _FOLD_DATA.update(windows=windows, clips=clips)  # forked workers share it
+    rows_out = {}
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        for number, (source, test, fold_scores, seconds) in enumerate(
+                pool.imap_unordered(_fold, [(source, out_dir) for source in sources]), 1):
+            scores[test] = fold_scores
+            rows_out[source] = source_row(source, fold_scores, windows.labels[test], windows.clip_index[test], clips)
+            logger.info("[%d/%d] %s: %s (%.0f s)", number, len(sources), source, rows_out[source], seconds)
+    np.save(out_dir / "window_scores.npy", scores)
+    return [rows_out[source] for source in sources]
 
 
 def source_row(source: str, scores: np.ndarray, labels: np.ndarray, clip_index: np.ndarray,

@@ -11,6 +11,7 @@ from edge.errors import FallEdgeError
 from edge.eval.evaluate import ClipLabel, EvalOptions, evaluate, list_jobs, read_labels, score_clip, summarise
 
 EXTRA_CLIPS_DIR = CLIPS_DIR.parent / "clips-extra"
+WILD_CLIPS_DIR = CLIPS_DIR.parent / "clips-wild"
 
 
 def event(kind, time_s):
@@ -116,12 +117,16 @@ HARD_CASES = [
     ("upfall_a4_t2_cam2.mp4", "dim", True),
     # A deep bend to pick something up, seen from the side: hips come back up, no alarm.
     ("upfall_a9_cam1.mp4", "plain", False),
+    # Issue 29: push-up progressions ending prone; the rules confirmed a fall at 35.4 s, the learned
+    # sequence cue scores that controlled descent 0.02 and vetoes it (0.02 too under leave-one-source-out).
+    ("n_chron_pushups.mp4", "plain", False),
 ]
 
 
 @pytest.mark.parametrize("clip,variant,fall", HARD_CASES, ids=[f"{c[0].split('.')[0]}.{c[1]}" for c in HARD_CASES])
 def test_issue_21_failure_classes_on_real_clips(clip, variant, fall, models):
-    folder = CLIPS_DIR if clip.startswith("gmdcsa24") else EXTRA_CLIPS_DIR
+    folder = (CLIPS_DIR if clip.startswith("gmdcsa24") else
+              WILD_CLIPS_DIR if clip.startswith(("f_", "n_")) else EXTRA_CLIPS_DIR)
     if not (folder / "MANIFEST.tsv").is_file():
         pytest.skip(f"development clips not found at {folder}")
     job = next(j for j in list_jobs([folder], None, [variant]) if j.clip.name == clip)

@@ -298,3 +298,42 @@ def test_a_falling_candidate_asks_the_detector_once_until_it_has_looked():
             assert not machine.wants_detector(time_s)
     assert any(wants)
     assert not machine.wants_detector(2.0 + len(wants) / FPS)
+
+
+def feed_with_sequence(poses: List[dict], sequence_score, config: FallConfig = None) -> tuple:
+    machine = FallStateMachine(config or FallConfig())
+    events: List[Transition] = []
+    for index, arguments in enumerate(poses):
+        keypoints = pose(**arguments)
+        box = box_of(keypoints)
+        features = posture_features(keypoints, box, None, 0.2)
+        events += machine.update(index / FPS, features, box.height, None, sequence_score=sequence_score)
+    return [e.type for e in events], machine
+
+
+def test_the_sequence_cue_vetoes_a_controlled_movement_and_only_that():
+    poses = STAND + fall() + lie(5.0)
+    vetoed, machine = feed_with_sequence(poses, 0.05)
+    assert vetoed == [] and machine.state in (FallState.FALLING, FallState.LYING)
+    _, moments_later = feed_with_sequence(STAND + fall() + lie(1.0), 0.05)
+    assert "sequence cue 0.05 < 0.30" in moments_later.why  # --trace says why
+    assert feed_with_sequence(poses, 0.9)[0] == ["fall_detected", "alarm"]
+    assert feed_with_sequence(poses, None)[0] == ["fall_detected", "alarm"]  # no scores: no say
+    off = FallConfig(sequence_confirm_min=0.0)
+    assert feed_with_sequence(poses, 0.05, off)[0] == ["fall_detected", "alarm"]
+
+
+def test_the_veto_looks_at_the_whole_window_not_the_last_frame():
+    """Once lying still, the window no longer holds the fall and the cue drops: a high score in the
+    last sequence_window_s still counts."""
+    poses = STAND + fall() + lie(5.0)
+    machine = FallStateMachine(FallConfig())
+    kinds = []
+    for index, arguments in enumerate(poses):
+        keypoints = pose(**arguments)
+        box = box_of(keypoints)
+        time_s = index / FPS
+        score = 0.95 if 2.0 <= time_s <= 2.8 else 0.02  # high only while the body goes down
+        kinds += [e.type for e in machine.update(time_s, posture_features(keypoints, box, None, 0.2), box.height,
+                                                 None, sequence_score=score)]
+    assert kinds == ["fall_detected", "alarm"]

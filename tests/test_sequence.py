@@ -1,5 +1,7 @@
 """The sequence cue's windows: resampled to a fixed clock, normalised to the person's own size."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from skeletons import pose
@@ -47,3 +49,32 @@ def test_no_skeleton_no_window():
     assert window_features(resample([], 1.0), 0.2) is None
     faint = [(t, kp * np.array([1, 1, 0.1], np.float32)) for t, kp in skeleton_track(10.0)]
     assert window_features(resample(faint, 2.9), 0.2) is None
+
+
+def test_the_shipped_model_scores_windows_and_is_checked_against_its_manifest(tmp_path):
+    from edge.config import Config
+    from edge.daemon.runner import load_sequence_cue
+
+    config = Config()
+    scorer, problem = load_sequence_cue(config)
+    assert problem is None and scorer is not None
+    falling = window_features(resample(skeleton_track(10.0), 2.9), 0.2)
+    standing = window_features(resample(skeleton_track(10.0), 1.1), 0.2)
+    scores = scorer.score([falling, standing] * 5)  # more than one model batch
+    assert len(scores) == 10 and all(0.0 <= s <= 1.0 for s in scores)
+    assert scores[0] == pytest.approx(scores[2]) and scores[1] == pytest.approx(scores[3])
+    assert scores[1] < 0.3 < 0.5 < scores[0]  # a body tipping over to the floor is, standing still is not
+    # a damaged copy is refused by its manifest's sha256, and the daemon goes on without the cue
+    model = tmp_path / "fall_sequence.onnx"
+    data = bytearray((Path(__file__).parents[1] / "models" / "fall_sequence.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    (tmp_path / "fall_sequence.json").write_text((Path(__file__).parents[1] / "models" / "fall_sequence.json")
+                                                .read_text())
+    config.sequence.model = str(model)
+    scorer, problem = load_sequence_cue(config)
+    assert scorer is None and "does not match the sha256 in fall_sequence.json" in problem
+    config.sequence.model = str(tmp_path / "missing.onnx")
+    assert "missing" in load_sequence_cue(config)[1]
+    config.sequence.enabled = False
+    assert load_sequence_cue(config) == (None, None)

@@ -32,6 +32,9 @@ def register(commands: "argparse._SubParsersAction") -> None:
                           help="only these clips: a glob on the file name, its stem or stem.variant (repeatable)")
     evaluate.add_argument("--rerun-failures", type=Path, metavar="RESULT.json",
                           help="only the misses and false alarms of an earlier `eval --json` result")
+    evaluate.add_argument("--sequence-loso", type=Path, metavar="DIR",
+                          help="score each clip with the sequence model trained without its source "
+                               "(DIR from scripts/train_sequence.py --loso)")
     evaluate.add_argument("--json", action="store_true", help="print JSON (per-clip list and summary)")
     evaluate.set_defaults(handler=_cmd_eval)
 
@@ -75,7 +78,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     jobs = select_jobs(list_jobs(args.clips_dirs, args.labels, variants), args.only, cases)
     cache_dir = None if args.no_cache else (args.cache or default_cache_dir())
     options = EvalOptions(pad_end_s=args.pad_end, cache_dir=cache_dir, trace_dir=args.trace,
-                          video_dir=args.save_video)
+                          video_dir=args.save_video, sequence_loso=args.sequence_loso)
     results = evaluate(config, jobs, options, jobs=args.jobs)
     size = trim_cache(cache_dir, int(args.cache_max_gb * 2**30)) if cache_dir is not None else 0
     meta = run_metadata(config, variants, args.clips_dirs)

@@ -15,6 +15,7 @@ from edge.config.schema import (
     OperatorConfig,
     OutputConfig,
     PoseConfig,
+    SequenceConfig,
     SpeechConfig,
     TrackerConfig,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "OperatorConfig",
     "OutputConfig",
     "PoseConfig",
+    "SequenceConfig",
     "SpeechConfig",
     "TrackerConfig",
     "config_from_dict",

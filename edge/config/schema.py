@@ -103,6 +103,18 @@ class PoseConfig:
 
 
 @dataclass
+class SequenceConfig:
+    """The learned sequence cue: a small GRU over each track's last two seconds of skeletons
+    (scripts/train_sequence.py; README "The sequence cue"). Its score is one cue of the fall
+    state machine (fall.sequence_confirm_min), never a decision on its own."""
+
+    enabled: bool = True
+    type: str = "onnxruntime"  # backend: onnxruntime (CPU) | tensorrt (Jetson: an engine built from the .onnx)
+    model: str = "models/fall_sequence.onnx"
+    threads: int = setting(1, _THREADS)
+
+
+@dataclass
 class TrackerConfig:
     iou_threshold: float = setting(0.2, _SCORE)  # below this overlap an observation starts a new track
     max_age_s: float = setting(1.5, above(0))  # a track not seen for this long is dropped
@@ -162,6 +174,11 @@ class FallConfig:
     recover_s: float = setting(1.5, at_least(0))  # upright this long after a fall: recovered
     require_upright_baseline: bool = True  # False: someone found lying also alarms
     detector_max_age_s: float = setting(1.5, at_least(0))  # a detector score older than this is ignored
+    # The learned sequence cue (section `sequence`) must score at least this over the candidate's
+    # last sequence_window_s before a fall is confirmed from a skeleton: push-ups and other
+    # exercise go down under control and score near 0 (README "The sequence cue"). 0: no veto.
+    sequence_confirm_min: float = setting(0.3, _SCORE)
+    sequence_window_s: float = setting(2.0, above(0))
 
     RULES: ClassVar[Tuple[Rule, ...]] = (
         Rule("torso_angle_low_deg", lambda f: f.torso_angle_low_deg < f.torso_angle_high_deg,
@@ -343,6 +360,7 @@ class Config:
     pose: PoseConfig = field(default_factory=PoseConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     fall: FallConfig = field(default_factory=FallConfig)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     buzzer: BuzzerConfig = field(default_factory=BuzzerConfig)

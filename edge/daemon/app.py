@@ -126,7 +126,7 @@ def _status_sink(router: EventRouter, notifier: Optional[FrameLoopNotifier], nam
 def run_one_camera(config: Config, models: Models, router: EventRouter, name: str, source_text: str,
                    options: RunOptions, notifier: Optional[FrameLoopNotifier] = None,
                    board: Optional[LiveBoard] = None) -> RunSummary:
-    pipeline = FallPipeline(config, models.pose, models.detector, camera=name)
+    pipeline = FallPipeline(config, models.pose, models.detector, sequence=models.sequence, camera=name)
     with open_source(source_text, config.capture, name=name, pad_end_s=options.pad_end_s,
                      realtime=options.realtime, on_status=_status_sink(router, notifier, name)) as video:
         writer = None
@@ -136,7 +136,7 @@ def run_one_camera(config: Config, models: Models, router: EventRouter, name: st
         trace = TraceWriter(options.trace_dir, name, config.pose.min_keypoint_score) if options.trace_dir else None
         sink = fan_out(writer, WindowSink() if options.show else None, trace, router.handle)
         assert sink is not None
-        health = HealthReporter(router)
+        health = HealthReporter(router, models.sequence_problem)
         started = time.monotonic()
         try:
             for result in process_video(pipeline, video, config.output.process_fps):
@@ -165,11 +165,11 @@ def run_cameras(config: Config, models: Models, router: EventRouter, cameras: Li
                 source.close()
                 raise FallEdgeError(f"camera {name}: several cameras need GStreamer sources (set capture.reader "
                                     f"to auto or gst, and install GStreamer: scripts/bootstrap.sh)")
-            pipeline = FallPipeline(config, models.pose, models.detector, camera=name)
+            pipeline = FallPipeline(config, models.pose, models.detector, sequence=models.sequence, camera=name)
             streams.append(CameraStream(name, source, pipeline, FrameThinner(config.output.process_fps)))
             if trace_dir is not None:
                 traces[pipeline.camera] = TraceWriter(trace_dir, name, config.pose.min_keypoint_score)
-        health = HealthReporter(router)
+        health = HealthReporter(router, models.sequence_problem)
         started = time.monotonic()
         for result in process_cameras(streams):
             if result.camera in traces:

@@ -28,8 +28,9 @@ def read_temperatures() -> Dict[str, float]:
 
 
 class HealthReporter:
-    def __init__(self, router: EventRouter) -> None:
+    def __init__(self, router: EventRouter, sequence_problem: Optional[str] = None) -> None:
         self.router = router
+        self.sequence_problem = sequence_problem  # why the learned sequence cue is off although enabled
         self.started = time.monotonic()
         self._last_sent = 0.0
         # The engines do not change while the daemon runs: their sidecars are read once.
@@ -54,6 +55,8 @@ class HealthReporter:
         out = dict(alarm.problems()) if alarm is not None else {}
         if publisher is not None and publisher.outbox.error:
             out["outbox"] = publisher.outbox.error
+        if self.sequence_problem:
+            out["sequence_cue"] = self.sequence_problem
         return out
 
     def report(self, pipelines: Sequence[FallPipeline], cameras: Dict[str, Dict[str, int]]) -> Dict[str, object]:

@@ -20,9 +20,11 @@ from scipy.optimize import linear_sum_assignment
 
 from edge.config import Config
 from edge.decoding.letterbox import ensure_bgr, square_crop_box
+from edge.fall.sequence import resample, window_features
 from edge.fall.state_machine import FallState, Transition
 from edge.geometry import boxes_array, iou_matrix, nms
 from edge.perception import Detector, PoseEstimator
+from edge.perception.sequence import SequenceScorer
 from edge.tracking.tracker import Track, Tracker
 from edge.types import Box, Detection, FallEvent, Frame, FrameResult, Observation, Person
 
@@ -83,10 +85,12 @@ def merge_observations(people: List[Person], detections: List[Detection]) -> Lis
 
 
 class FallPipeline:
-    def __init__(self, config: Config, pose: PoseEstimator, detector: Optional[Detector], camera: Optional[str] = None):
+    def __init__(self, config: Config, pose: PoseEstimator, detector: Optional[Detector], camera: Optional[str] = None,
+                 sequence: Optional[SequenceScorer] = None):
         self.config = config
         self.pose = pose
         self.detector = detector if config.detector.enabled else None
+        self.sequence = sequence if config.sequence.enabled else None
         self.camera = camera or config.output.camera
         self.tracker = Tracker(config.tracker, config.fall, config.pose.min_keypoint_score)
         self.frames_processed = 0
@@ -182,6 +186,10 @@ class FallPipeline:
         self.tracker.continue_fallen(time_s)
         self.tracker.drop_duplicates(time_s)
         tracks = self.tracker.tracks
+        if self.sequence is not None:
+            started = time.perf_counter()
+            self._score_sequences(tracks, time_s)
+            self._timed("sequence", started)
 
         started = time.perf_counter()
         events = self._update_fall_states(time_s, (image.shape[1], image.shape[0]))
@@ -190,6 +198,23 @@ class FallPipeline:
         self._timed("total", started_frame)
         return FrameResult(frame=frame, tracks=list(tracks), events=events, detector_ran=run_detector, crops=crops,
                            camera=self.camera, min_hits=self.config.tracker.min_hits)
+
+    def _score_sequences(self, tracks: List[Track], time_s: float) -> None:
+        """Every track with a fresh skeleton gets the sequence cue's score of its last two seconds
+        (one model call for all of them)."""
+        assert self.sequence is not None
+        min_score = self.config.pose.min_keypoint_score
+        scored, windows = [], []
+        for track in tracks:
+            if track.person is None or track.person_time_s != time_s:
+                continue
+            window = window_features(resample(list(track.skeletons), time_s), min_score)
+            if window is not None:
+                scored.append(track)
+                windows.append(window)
+        if windows:
+            for track, score in zip(scored, self.sequence.score(windows)):
+                track.set_sequence_score(score, time_s)
 
     def _score_tracks_with_detector(self, tracks: List[Track], detections: List[Detection], time_s: float) -> None:
         """Every track the detector looked at gets its Fall score (0 when no box covers it)."""

@@ -15,6 +15,7 @@ from edge.config import Config, DetectorConfig, PoseConfig
 from edge.daemon.pipeline import FallPipeline
 from edge.errors import FallEdgeError, SourceError
 from edge.perception import Detector, PoseEstimator
+from edge.perception.sequence import SequenceScorer
 from edge.private import private_file
 from edge.types import Frame, FrameResult
 
@@ -36,6 +37,8 @@ def resolve_model_path(path: str) -> Path:
 class Models:
     pose: PoseEstimator
     detector: Optional[Detector]
+    sequence: Optional[SequenceScorer] = None  # the learned sequence cue (None: off, or it could not load)
+    sequence_problem: Optional[str] = None  # why the cue is off although enabled (health, doctor)
 
 
 def first_start_build_plan(section: Union[DetectorConfig, PoseConfig], engine: Path
@@ -106,7 +109,22 @@ def load_models(config: Config) -> Models:
     detector = None
     if config.detector.enabled:
         detector = Detector.from_config(config.detector, engine_path(config.detector, "detector"))
-    return Models(pose=pose, detector=detector)
+    sequence, problem = load_sequence_cue(config)
+    return Models(pose=pose, detector=detector, sequence=sequence, sequence_problem=problem)
+
+
+def load_sequence_cue(config: Config) -> Tuple[Optional[SequenceScorer], Optional[str]]:
+    """The learned cue, or (None, why): one cue among many, so a missing runtime (JetPack 4.6 has
+    no ONNX Runtime for Python 3.6) or a damaged file degrades detection instead of stopping it."""
+    if not config.sequence.enabled:
+        return None, None
+    try:
+        return SequenceScorer.from_config(config.sequence, resolve_model_path(config.sequence.model)), None
+    except (FallEdgeError, ImportError) as exc:
+        problem = f"{exc}".splitlines()[0] if str(exc) else type(exc).__name__
+        logger.error("the learned sequence cue is off (%s): falls are confirmed by the rules alone, without its "
+                     "veto on controlled movements; fix it or set sequence.enabled: false", problem)
+        return None, problem
 
 
 class FrameThinner:

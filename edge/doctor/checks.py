@@ -177,7 +177,13 @@ def check_models(config: Config) -> List[Row]:
     names = f"pose {config.pose.type} {config.pose.model}"
     if models.detector is not None:
         names += f", detector {config.detector.type} {config.detector.model}"
-    return [Row("models", OK, f"{names} (loaded in {time.monotonic() - started:.1f} s)")]
+    if models.sequence is not None:
+        names += f", sequence cue {config.sequence.type} {config.sequence.model}"
+    rows = [Row("models", OK, f"{names} (loaded in {time.monotonic() - started:.1f} s)")]
+    if models.sequence_problem:
+        rows.append(Row("sequence cue", WARNING, f"off: {models.sequence_problem}",
+                        "pip install onnxruntime in the venv (Python 3.8+), or restore models/fall_sequence.onnx"))
+    return rows
 
 
 def _first_frame(source) -> Optional[object]:

@@ -43,7 +43,7 @@ def run_bench(config: Config, source: str, frames: int) -> Dict[str, Union[str, 
             _time_model(lambda: models.detector.backend.infer(det_tensor), max(5, _MODEL_REPEATS // 3)))
 
     logger.info(f"running the pipeline on {frames} frames of {source} ...")
-    pipeline = FallPipeline(config, models.pose, models.detector)
+    pipeline = FallPipeline(config, models.pose, models.detector, sequence=models.sequence)
     decode_ms: List[float] = []
     processed = 0
     wall_started = time.perf_counter()

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from tqdm import tqdm
 
+from edge.backends import create_backend
 from edge.capture.opencv_source import OpenCvSource
 from edge.config import Config
 from edge.daemon.pipeline import FallPipeline
@@ -23,6 +24,7 @@ from edge.errors import FallEdgeError
 from edge.eval.compare import matches_only, outcome_text
 from edge.eval.variants import VariantPlan, needs_sketch, plan_variant, select_frames, sketch_clip, transform_frame
 from edge.perception.output_cache import OutputCache, fingerprint
+from edge.perception.sequence import SequenceScorer
 from edge.types import EventType
 from edge.viz.trace import TraceWriter
 
@@ -37,6 +39,12 @@ class ClipLabel:
     file: str
     fall: bool
     fall_start_s: Optional[float]
+    source: str = ""  # where the clip comes from (source_repo, else its folder): leave-one-source-out
+
+
+def source_key(source: str) -> str:
+    """A source as a file name: scripts/train_sequence.py writes DIR/<key>.onnx per held-out source."""
+    return source.replace("/", "__")
 
 
 @dataclass
@@ -93,6 +101,7 @@ def read_labels(path: Path) -> Dict[str, ClipLabel]:
             raise FallEdgeError(f"labels file {path} has no '{name}' column: "
                                 f"the header needs file, label, fall_start_s")
     start_col = columns.get("fall_start_s", 2)
+    source_col = columns.get("source_repo")
     for line_no, row in enumerate(rows[1:] if has_header else rows, start=2 if has_header else 1):
         if not row or not row[0].strip() or row[0].startswith("#"):
             continue
@@ -107,7 +116,9 @@ def read_labels(path: Path) -> Dict[str, ClipLabel]:
             except ValueError:
                 raise FallEdgeError(f"labels file {path} line {line_no}: a fall needs its start in seconds, "
                                     f"got '{start_text}'") from None
-        labels[row[columns["file"]].strip()] = ClipLabel(row[columns["file"]].strip(), label == "fall", start)
+        source = row[source_col].strip() if source_col is not None and len(row) > source_col else ""
+        labels[row[columns["file"]].strip()] = ClipLabel(row[columns["file"]].strip(), label == "fall", start,
+                                                         source or path.parent.name)
     return labels
 
 
@@ -180,6 +191,9 @@ class EvalOptions:
     cache_dir: Optional[Path] = None  # model outputs kept here between runs (perception/output_cache.py)
     trace_dir: Optional[Path] = None  # one JSON-lines trace per clip and variant
     video_dir: Optional[Path] = None  # one drawn video per clip and variant
+    # Leave-one-source-out: each clip's sequence cue is DIR/<source_key(its source)>.onnx, a model
+    # trained without that source (scripts/train_sequence.py --loso DIR).
+    sequence_loso: Optional[Path] = None
 
 
 def list_jobs(clip_dirs: Sequence[Path], labels_path: Optional[Path], variants: Sequence[str]) -> List[EvalJob]:
@@ -248,7 +262,10 @@ def run_job(job: EvalJob, config: Config, models: Models, options: EvalOptions) 
     """Run the pipeline over one clip (as its variant shows it) and score the events."""
     hits_before, misses_before = _cache_stats(models)
     plan = plan_job(job, models)
-    pipeline = FallPipeline(config, models.pose, models.detector, camera=job.clip.stem)
+    sequence = models.sequence
+    if options.sequence_loso is not None and config.sequence.enabled:
+        sequence = _held_out_scorer(config, options.sequence_loso, job.label.source)
+    pipeline = FallPipeline(config, models.pose, models.detector, sequence=sequence, camera=job.clip.stem)
     sinks = []
     if options.trace_dir is not None:
         sinks.append(TraceWriter(options.trace_dir, job.name, config.pose.min_keypoint_score))
@@ -274,6 +291,19 @@ def run_job(job: EvalJob, config: Config, models: Models, options: EvalOptions) 
     hits, misses = _cache_stats(models)
     result.cache_hits, result.cache_misses = hits - hits_before, misses - misses_before
     return result
+
+
+_HELD_OUT: Dict[str, SequenceScorer] = {}
+
+
+def _held_out_scorer(config: Config, folder: Path, source: str) -> SequenceScorer:
+    path = folder / f"{source_key(source)}.onnx"
+    if str(path) not in _HELD_OUT:
+        if not path.is_file():
+            raise FallEdgeError(f"--sequence-loso {folder} has no model for source {source!r} ({path.name}): "
+                                f"run scripts/train_sequence.py --loso {folder} on the same folders")
+        _HELD_OUT[str(path)] = SequenceScorer(create_backend(config.sequence.type, path, config.sequence.threads))
+    return _HELD_OUT[str(path)]
 
 
 def played_duration_s(plan: VariantPlan, frames_read: int, fps: float) -> float:

@@ -24,7 +24,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
-from typing import Deque, Dict, List, Optional
+from typing import Deque, Dict, List, Optional, Tuple
 
 from edge.config import FallConfig
 from edge.fall.features import PostureFeatures, lying_score, torso_upright
@@ -126,6 +126,8 @@ class FallStateMachine:
         self.descent_speed = 0.0  # fastest hip drop, torso lengths per second, last second
         self.peak_descent_speed = 0.0  # fastest hip drop during the current candidate
         self.last_confidence = 0.0
+        self._sequence_scores: Deque[Tuple[float, float]] = deque()  # (time, the learned cue's score)
+        self.sequence_score: Optional[float] = None  # the latest, for --trace
         self.why = ""  # why the state did or did not change on the last update (for --trace)
 
     # -- cues ------------------------------------------------------------------------------
@@ -298,6 +300,19 @@ class FallStateMachine:
                 # jump to another person walking lower in the picture and then lose them)
                 and self._last_pose_lying_score >= cfg.lying_exit)
 
+    def _sequence_max(self, time_s: float) -> Optional[float]:
+        """The sequence cue's highest score over the last sequence_window_s, None without scores
+        (the cue is off, or the track had no full window of skeletons)."""
+        recent = [score for moment, score in self._sequence_scores
+                  if moment >= time_s - self.config.sequence_window_s]
+        return max(recent) if recent else None
+
+    def _sequence_allows(self, time_s: float) -> bool:
+        """The learned cue does not contradict a fall: it has no say without scores, and it vetoes
+        only motions it scores as controlled (exercise goes down and up under control)."""
+        best = self._sequence_max(time_s)
+        return best is None or best >= self.config.sequence_confirm_min
+
     def _confidence(self) -> float:
         score = self.cues.lying_score if self.cues is not None else 0.0
         descent_part = min(1.0, self.max_descent / max(2 * self.config.min_descent, 1e-6))
@@ -306,14 +321,21 @@ class FallStateMachine:
     # -- the machine -----------------------------------------------------------------------
 
     def update(self, time_s: float, features: Optional[PostureFeatures], box_height: float,
-               detector_seen_since: Optional[float] = None, at_border: bool = False) -> List[Transition]:
+               detector_seen_since: Optional[float] = None, at_border: bool = False,
+               sequence_score: Optional[float] = None) -> List[Transition]:
         """Advance to time_s. features is None when the track was not observed this frame.
 
         detector_seen_since: when the detector last scored this track (None if disabled);
         a fall is only confirmed once the detector has looked at the candidate.
         at_border: the track's last box touches the frame's edge (a person lost there may
         simply have walked out of view).
+        sequence_score: the learned sequence cue on the window ending now (None: not scored).
         """
+        if sequence_score is not None:
+            self.sequence_score = sequence_score
+            self._sequence_scores.append((time_s, sequence_score))
+        while self._sequence_scores and self._sequence_scores[0][0] < time_s - self.config.sequence_window_s:
+            self._sequence_scores.popleft()
         if features is not None:
             self._update_flags(time_s, features, box_height)
             self.last_features = features
@@ -367,7 +389,8 @@ class FallStateMachine:
                 self._enter(FallState.UPRIGHT, time_s)
             elif (self._lying_for(time_s, cfg.confirm_s) and self._down_now()
                   and (features is not None or not at_border)  # unseen at the edge: may have left
-                  and self._skeleton_seen_during_fall() and self._detector_looked(detector_seen_since)):
+                  and self._skeleton_seen_during_fall() and self._detector_looked(detector_seen_since)
+                  and self._sequence_allows(time_s)):
                 events.append(self._confirm(time_s))
             elif features is None and self._lost_after_fast_descent(time_s, at_border):
                 events.append(self._confirm(time_s, lost=True))
@@ -426,6 +449,9 @@ class FallStateMachine:
             missing.append("no skeleton since the fall began")
         if not self._detector_looked(detector_seen_since):
             missing.append("detector has not looked")
+        if not self._sequence_allows(time_s):
+            missing.append(f"sequence cue {self._sequence_max(time_s):.2f} < {cfg.sequence_confirm_min:.2f} "
+                           f"(a controlled movement)")
         return "falling: " + ("; ".join(missing) if missing else "confirmed")
 
     def _enter(self, state: FallState, time_s: float) -> None:
@@ -463,4 +489,5 @@ class FallStateMachine:
                 "head_drop": None if c is None else c.head_drop,
                 "feet_drop": None if c is None else c.feet_drop,
                 "descent_speed": self.descent_speed, "max_descent": self.max_descent,
+                "sequence": self.sequence_score,
                 "state": self.state.value, "why": self.why}

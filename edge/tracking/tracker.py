@@ -11,14 +11,16 @@ falling moments before, continues that track: its baseline and fall candidate ca
 
 import logging
 import math
-from dataclasses import dataclass
-from typing import List, Optional, Set, Tuple
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Deque, List, Optional, Set, Tuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from edge.config import FallConfig, PoseConfig, TrackerConfig
 from edge.fall.features import posture_features, torso_angle_deg
+from edge.fall.sequence import WINDOW_S
 from edge.fall.state_machine import FallState, FallStateMachine, Transition
 from edge.geometry import boxes_array, iou_matrix
 from edge.types import Box, Observation, Person
@@ -34,6 +36,7 @@ _BORDER_SHARE = 0.02  # a box this close to the frame's edge (share of its size)
 # Two skeletons overlapping this much in one frame are one person found twice (the whole-frame
 # pass and a crop pass); two people rarely stand so exactly in front of each other.
 _DUPLICATE_IOU = 0.7
+_SKELETON_HISTORY_S = WINDOW_S + 0.2  # the sequence cue's window, and a step to spare
 
 
 @dataclass
@@ -53,6 +56,10 @@ class Track:
     last_crop_s: Optional[float] = None
     handovers: int = 0  # times a skeleton found on the floor continued this track
     first_pose_s: Optional[float] = None  # when this track first had a skeleton
+    # (time, keypoints) of its recent skeletons: the learned sequence cue's input
+    skeletons: Deque[Tuple[float, np.ndarray]] = field(default_factory=deque)
+    sequence_score: Optional[float] = None  # the sequence cue on its last window ...
+    sequence_time_s: Optional[float] = None  # ... ending here
 
     def observe(self, observation: Observation, time_s: float) -> None:
         self.box = observation.box
@@ -63,6 +70,17 @@ class Track:
             self.person, self.person_time_s = observation.person, time_s
             if self.first_pose_s is None:
                 self.first_pose_s = time_s
+            self.remember_skeleton(observation.person.keypoints, time_s)
+
+    def remember_skeleton(self, keypoints: np.ndarray, time_s: float) -> None:
+        if self.skeletons and self.skeletons[-1][0] == time_s:
+            self.skeletons.pop()  # a crop pass found it again on this frame: keep the latest
+        self.skeletons.append((time_s, keypoints))
+        while self.skeletons and self.skeletons[0][0] < time_s - _SKELETON_HISTORY_S:
+            self.skeletons.popleft()
+
+    def set_sequence_score(self, score: float, time_s: float) -> None:
+        self.sequence_score, self.sequence_time_s = score, time_s
 
     def set_detector_score(self, fall_score: float, time_s: float) -> None:
         self.detector_fall_score, self.detector_time_s = fall_score, time_s
@@ -222,8 +240,10 @@ class Tracker:
             detector_seen: Optional[float] = None
             if detector_enabled:
                 detector_seen = track.detector_time_s if track.detector_time_s is not None else float("-inf")
+            sequence_score = track.sequence_score if track.sequence_time_s == time_s else None
             transitions = track.fall.update(time_s, features, track.box.height, detector_seen,
-                                            at_border=touches_border(track.box, *frame_size))
+                                            at_border=touches_border(track.box, *frame_size),
+                                            sequence_score=sequence_score)
             out += [(track, transition) for transition in transitions]
         return out
 
@@ -232,6 +252,7 @@ class Tracker:
                       fall=FallStateMachine(self.fall_config), observed_this_frame=True)
         if observation.person is not None:
             track.person, track.person_time_s, track.first_pose_s = observation.person, time_s, time_s
+            track.remember_skeleton(observation.person.keypoints, time_s)
         self._next_id += 1
         self.tracks.append(track)
         logger.debug("t=%.2f new track %d at %s", time_s, track.track_id, observation.box.as_list())
