@@ -120,6 +120,8 @@ HARD_CASES = [
     # Issue 29: push-up progressions ending prone; the rules confirmed a fall at 35.4 s, the learned
     # sequence cue scores that controlled descent 0.02 and vetoes it (0.02 too under leave-one-source-out).
     ("n_chron_pushups.mp4", "plain", False),
+    # Issue 29: seen upright on only two frames, then falling into the gap behind a bed.
+    ("f_xav_bedroomhidden.mp4", "plain", True),
 ]
 
 

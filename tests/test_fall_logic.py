@@ -227,6 +227,20 @@ def test_fall_a_quarter_second_after_the_stream_starts():
     assert run(poses, FallConfig(quick_upright_s=0.0))[0] == []
 
 
+def test_two_upright_frames_are_enough_for_the_quick_lead_in():
+    """Issue 29 (f_xav_bedroomhidden): seen upright on two frames at 10 frames/s (0.1 s apart, which
+    index / fps makes 0.0999...), then falling fast behind a bed."""
+    poses = hold(0.1, FPS) + fall(0.3) + lie(5.0)
+    machine = FallStateMachine(FallConfig())
+    events = []
+    for index, arguments in enumerate(poses):
+        keypoints = pose(**arguments)
+        box = box_of(keypoints)
+        time_s = (19 + 3 * index) / 30.0  # frame index / fps: a 30 frames/s clip thinned to 10
+        events += machine.update(time_s, posture_features(keypoints, box, None, 0.2), box.height, None)
+    assert [e.type for e in events] == ["fall_detected", "alarm"]
+
+
 def test_quick_lead_in_stays_silent_for_fast_sitting_and_for_someone_already_lying():
     sit = ramp(0.3, FPS, hip_drop=0.3, knee_forward=0.2) + hold(8.0, FPS, hip_drop=0.3, knee_forward=0.2)
     assert run(hold(0.25, FPS) + sit, detector_fall_score=0.3)[0] == []

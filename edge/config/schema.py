@@ -161,7 +161,7 @@ class FallConfig:
     min_upright_s: float = setting(0.4, at_least(0))  # upright for this long before a fall can count
     # ... or this long when the hips then drop fast (a stream that starts just before a fall, a
     # person who walks in and falls at once); 0 turns the short lead-in off.
-    quick_upright_s: float = setting(0.15, at_least(0))
+    quick_upright_s: float = setting(0.1, at_least(0))
     fall_window_s: float = setting(3.0, at_least(0))  # upright -> down must happen within this window
     min_descent: float = setting(0.35, at_least(0))  # hip drop, in upright torso lengths
     # hips dropping this fast (torso lengths/s) make a fall candidate

@@ -38,6 +38,7 @@ _BASELINE_WINDOW_S = 1.0  # the baseline is the median over this much recent upr
 _HISTORY_S = 6.0
 _SPEED_WINDOW_S = 1.0  # descent speed: the fastest hip drop over this window
 _POSE_GRACE_S = 1.0  # a skeleton this long before the last upright moment still counts
+_TIME_EPSILON_S = 1e-3  # frame times are index / fps: 0.7333 - 0.6333 must count as 0.1 s
 
 
 class FallState(str, Enum):
@@ -284,7 +285,7 @@ class FallStateMachine:
         # An upright sample already needed a body outline (has_skeleton); the torso itself may be
         # missing on those first frames (a person entering, half in the dark).
         upright = [s.time_s for s in self._history if s.upright]
-        return (len(upright) >= 2 and upright[-1] - upright[0] >= cfg.quick_upright_s
+        return (len(upright) >= 2 and upright[-1] - upright[0] >= cfg.quick_upright_s - _TIME_EPSILON_S
                 and time_s - self._last_upright_s <= cfg.fall_window_s and self._dropping_fast())
 
     def _lost_after_fast_descent(self, time_s: float, at_border: bool) -> bool:
