@@ -109,7 +109,7 @@ class SequenceConfig:
     state machine (fall.sequence_confirm_min), never a decision on its own."""
 
     enabled: bool = True
-    type: str = "onnxruntime"  # backend: onnxruntime (CPU) | tensorrt (Jetson: an engine built from the .onnx)
+    type: str = "onnxruntime"  # backend: ONNX Runtime's CPU build, on a Jetson too (the model is 31 KB)
     model: str = "models/fall_sequence.onnx"
     threads: int = setting(1, _THREADS)
 
