@@ -3,7 +3,7 @@
 from typing import List
 
 import pytest
-from skeletons import box_of, hold, pose, ramp
+from skeletons import FOOT_Y, box_of, hold, pose, ramp
 
 from edge.config import FallConfig
 from edge.fall.features import lying_score, posture_features, torso_angle_deg
@@ -351,3 +351,29 @@ def test_the_veto_looks_at_the_whole_window_not_the_last_frame():
         kinds += [e.type for e in machine.update(time_s, posture_features(keypoints, box, None, 0.2), box.height,
                                                  None, sequence_score=score)]
     assert kinds == ["fall_detected", "alarm"]
+
+
+SEATED = dict(hip_drop=0.3, knee_forward=0.2)
+
+
+def test_a_fall_from_a_seat_is_measured_against_the_seated_posture():
+    """Issue 29 (hqfsd_fall30_cam3): seated in an armchair when the stream starts, then falling
+    forward out of it, away from a high camera: the hips end higher in the picture than they sat
+    (descent about -1), which against any baseline's hip drop reads as "not down"."""
+    seated = hold(3.0, FPS, **SEATED)
+    out_of_the_chair = [dict(SEATED, body_tilt_deg=85.0 * k / 6, foot_y=FOOT_Y - 160.0 * k / 6) for k in range(1, 7)]
+    on_the_floor = hold(6.0, FPS, body_tilt_deg=85.0, foot_y=FOOT_Y - 160.0, **SEATED)
+    types, machine, _ = run(seated + out_of_the_chair + on_the_floor, detector_fall_score=0.7)
+    assert types == ["fall_detected", "alarm"]
+    assert machine.baseline is not None and machine.baseline.seated
+    assert machine.cues.descent < -0.5  # the hips rose in the picture
+
+
+def test_a_seated_person_leaning_to_the_floor_stays_silent():
+    """Picking something up from a chair: the torso goes to 60 degrees and the detector says Fall
+    (0.6 seen on a seated lean), but the hips stay on the seat."""
+    lean = ramp(0.6, FPS, torso_bend_deg=60.0, **SEATED) + hold(2.0, FPS, torso_bend_deg=60.0, **SEATED)
+    back = ramp(0.6, FPS, **SEATED) + hold(3.0, FPS, **SEATED)
+    types, machine, _ = run(STAND + ramp(0.5, FPS, **SEATED) + hold(3.0, FPS, **SEATED) + lean + back,
+                            detector_fall_score=0.6)
+    assert types == []

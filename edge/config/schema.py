@@ -174,6 +174,11 @@ class FallConfig:
     recover_s: float = setting(1.5, at_least(0))  # upright this long after a fall: recovered
     require_upright_baseline: bool = True  # False: someone found lying also alarms
     detector_max_age_s: float = setting(1.5, at_least(0))  # a detector score older than this is ignored
+    # Seated (a torso within seated_torso_max_deg of vertical over knees less than
+    # seated_thigh_drop_max torso lengths below the hips): a baseline formed so is a seated one,
+    # and a fall from it is the hips leaving the seat, up or down the picture, not dropping below it.
+    seated_torso_max_deg: float = setting(30.0, between(0, 90))
+    seated_thigh_drop_max: float = setting(0.4, between(0, 2))
     # The learned sequence cue (section `sequence`) must score at least this over the candidate's
     # last sequence_window_s before a fall is confirmed from a skeleton: push-ups and other
     # exercise go down under control and score near 0 (README "The sequence cue"). 0: no veto.

@@ -12,6 +12,7 @@ from edge.types import KEYPOINT_INDEX, Box
 
 _SHOULDERS = (KEYPOINT_INDEX["left_shoulder"], KEYPOINT_INDEX["right_shoulder"])
 _HIPS = (KEYPOINT_INDEX["left_hip"], KEYPOINT_INDEX["right_hip"])
+_KNEES = (KEYPOINT_INDEX["left_knee"], KEYPOINT_INDEX["right_knee"])
 _MIN_POINTS_FOR_EXTENT = 5
 
 
@@ -26,6 +27,9 @@ class PostureFeatures:
     extent: Box  # the confident keypoints' box, or the observation's box
     detector_fall_score: Optional[float]  # the detector's Fall score on this person, if recent
     has_skeleton: bool = False  # enough confident keypoints to outline the body (not a bare box)
+    # knees below hips in the picture, in torso lengths: standing about 1, seated about 0 (the thighs
+    # point sideways or at the camera); None without hips, knees and a torso
+    thigh_drop: Optional[float] = None
 
     @property
     def has_torso(self) -> bool:
@@ -60,6 +64,17 @@ def torso_length(keypoints: np.ndarray, min_score: float) -> Optional[float]:
     if neck is None or hip is None:
         return None
     return float(np.hypot(*(hip - neck)))
+
+
+def thigh_drop(keypoints: np.ndarray, min_score: float) -> Optional[float]:
+    """How far the knees are below the hips in the picture, in torso lengths: about 1 standing
+    (the thighs hang down), about 0 seated, squatting or kneeling."""
+    neck, hip = torso_points(keypoints, min_score)
+    knee = _mean_point(keypoints, _KNEES, min_score)
+    if neck is None or hip is None or knee is None:
+        return None
+    torso = float(np.hypot(*(hip - neck)))
+    return float(knee[1] - hip[1]) / torso if torso > 0 else None
 
 
 def outlines_body(keypoints: Optional[np.ndarray], min_score: float) -> bool:
@@ -155,4 +170,5 @@ def posture_features(keypoints: Optional[np.ndarray], box: Box, detector_fall_sc
         extent=extent,
         detector_fall_score=detector_fall_score,
         has_skeleton=outlines_body(keypoints, min_keypoint_score),
+        thigh_drop=thigh_drop(keypoints, min_keypoint_score) if keypoints is not None else None,
     )

@@ -69,6 +69,7 @@ class Baseline:
     torso_length: float  # the yardstick: drops are measured in upright torso lengths
     height: float  # body extent height
     top_y: float  # top of the body extent (the head)
+    seated: bool = False  # the person was sitting, not standing: a fall from a seat barely drops the hips
 
     @property
     def feet_y(self) -> float:
@@ -97,6 +98,7 @@ class _Sample:
     top_y: float
     upright: bool
     skeleton: bool  # hips from keypoints; without a skeleton hip_y is only the box centre
+    seated: bool = False
 
 
 def _median(values: List[float]) -> float:
@@ -148,13 +150,22 @@ class FallStateMachine:
         height_ratio = features.extent.height / max(base.height, 1.0)
         torso_ratio = features.torso_length / base.torso_length if features.torso_length else None
         descent = (features.hip_y - base.hip_y) / base.torso_length
+        # Against someone seated, the body's height and the hips' drop say little (falling forward out
+        # of a chair can leave the hips higher in the picture): the posture alone scores.
         score = (lying_score(features.torso_angle_deg, features.aspect_ratio, features.detector_fall_score,
                              self.config, height_ratio=height_ratio, torso_ratio=torso_ratio, descent=descent)
-                 if self._baseline_trusted() else plain_score)
+                 if self._baseline_trusted() and not base.seated else plain_score)
         return FallCues(lying_score=score if score is not None else 0.0, height_ratio=height_ratio,
                         torso_ratio=torso_ratio, descent=descent,
                         head_drop=(features.extent.y1 - base.top_y) / base.torso_length,
                         feet_drop=(features.extent.y2 - base.feet_y) / base.torso_length)
+
+    def _seated(self, features: PostureFeatures) -> bool:
+        """Sitting by the skeleton's own proportions: torso near vertical over thighs that do not
+        hang down (fall.seated_torso_max_deg, fall.seated_thigh_drop_max)."""
+        cfg = self.config
+        return (features.torso_angle_deg is not None and features.torso_angle_deg < cfg.seated_torso_max_deg
+                and features.thigh_drop is not None and features.thigh_drop < cfg.seated_thigh_drop_max)
 
     def _looks_upright(self, features: PostureFeatures, cues: FallCues) -> bool:
         """Standing: a skeleton says so (a bare detector box never does), the posture scores low,
@@ -188,7 +199,7 @@ class FallStateMachine:
         else:
             self._upright_run_start = None
         self._history.append(_Sample(time_s, features.hip_y, features.torso_length, features.extent.height,
-                                     features.extent.y1, upright, features.has_torso))
+                                     features.extent.y1, upright, features.has_torso, self._seated(features)))
         while self._history and self._history[0].time_s < time_s - _HISTORY_S:
             self._history.popleft()
         self._refresh_baseline(box_height)
@@ -207,7 +218,8 @@ class FallStateMachine:
         self.baseline = Baseline(hip_y=_median([s.hip_y for s in recent]),
                                  torso_length=_median(lengths) if lengths else box_height * _TORSO_SHARE_OF_HEIGHT,
                                  height=_median([s.height for s in recent]),
-                                 top_y=_median([s.top_y for s in recent]))
+                                 top_y=_median([s.top_y for s in recent]),
+                                 seated=2 * sum(s.seated for s in recent) > len(recent))
 
     def _refresh_descent_speed(self, time_s: float) -> None:
         scale = self.baseline.torso_length if self.baseline is not None else 1.0
@@ -267,8 +279,12 @@ class FallStateMachine:
         cues, features = self.cues, self.last_features
         if cues is None or features is None or cues.descent is None:
             return False
-        return (cues.descent >= self.config.min_descent
-                and not torso_upright(features.torso_angle_deg, cues.torso_ratio, self.config))
+        if self.baseline is not None and self.baseline.seated:
+            # From a seat: the hips have left it (up or down the picture), the torso is not upright.
+            moved = abs(cues.descent) >= self.config.min_descent
+        else:
+            moved = cues.descent >= self.config.min_descent
+        return moved and not torso_upright(features.torso_angle_deg, cues.torso_ratio, self.config)
 
     def _dropping_fast(self) -> bool:
         cues, features = self.cues, self.last_features
@@ -311,6 +327,8 @@ class FallStateMachine:
     def _sequence_allows(self, time_s: float) -> bool:
         """The learned cue does not contradict a fall: it has no say without scores, and it vetoes
         only motions it scores as controlled (exercise goes down and up under control)."""
+        if self.baseline is not None and self.baseline.seated:
+            return True  # the cue learnt falls from standing only: it has no say on a fall from a seat
         best = self._sequence_max(time_s)
         return best is None or best >= self.config.sequence_confirm_min
 
@@ -441,10 +459,13 @@ class FallStateMachine:
         if lying_s < cfg.confirm_s:
             missing.append(f"lying {lying_s:.2f} of {cfg.confirm_s:.2f} s")
         descent = self.cues.descent if self.cues is not None else None
-        if descent is None or descent < cfg.min_descent:
+        seated = self.baseline is not None and self.baseline.seated
+        if seated and descent is not None and abs(descent) < cfg.min_descent:
+            missing.append(f"hips still on the seat (moved {descent:.2f}, under {cfg.min_descent:.2f})")
+        elif not seated and (descent is None or descent < cfg.min_descent):
             missing.append("hips not down" if descent is None else f"descent {descent:.2f} < {cfg.min_descent:.2f}")
-        elif self.last_features is not None and torso_upright(self.last_features.torso_angle_deg,
-                                                                self.cues.torso_ratio, cfg):
+        elif (self.cues is not None and self.last_features is not None
+              and torso_upright(self.last_features.torso_angle_deg, self.cues.torso_ratio, cfg)):
             missing.append("torso upright (sitting or kneeling)")
         if not self._skeleton_seen_during_fall():
             missing.append("no skeleton since the fall began")
@@ -491,4 +512,5 @@ class FallStateMachine:
                 "feet_drop": None if c is None else c.feet_drop,
                 "descent_speed": self.descent_speed, "max_descent": self.max_descent,
                 "sequence": self.sequence_score,
+                "seated_baseline": None if self.baseline is None else self.baseline.seated,
                 "state": self.state.value, "why": self.why}
