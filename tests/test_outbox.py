@@ -244,7 +244,7 @@ def test_events_the_outbox_cannot_store_are_sent_and_never_lost_in_silence(case,
         first = [fall_event(kind).to_dict() for kind in ("fall_detected", "alarm")]
         for payload in first:
             publisher.send_event("cam0", payload)
-        assert publisher.outbox.error is not None  # the fault is real
+        assert wait_for(lambda: publisher.outbox.error is not None)  # the fault is real
         # the broker is up: the events held in memory reach it now, not after the fault ends
         assert wait_for(lambda: [e["event_id"] for e in collector.events()] == [p["event_id"] for p in first])
         assert wait_for(lambda: publisher.outbox.depth() == 0)  # PUBACKed: nothing held for them
@@ -288,3 +288,42 @@ def test_one_unreadable_row_does_not_stop_the_rows_behind_it(tmp_path, caplog):
         assert [row.payload["event_id"] for row in outbox.pending()] == ["a", "c"]
     assert "row 2 is not an event" in caplog.text
     assert [row.seq for row in outbox.pending()] == [1, 3]
+
+
+def test_a_locked_outbox_never_holds_up_the_frame_loop(broker, tmp_path):
+    """Issue 30, defect 6: with another process holding the outbox's write lock, put() in the frame
+    loop waited out SQLite's busy timeout (the alarm escalation came 9.7 s late). The router now
+    hands the event over and returns; it is stored and delivered once the lock goes."""
+    import threading
+
+    from broker import Collector, wait_for
+    from test_mqtt import fall_event, mqtt_config
+
+    from edge.config import Config
+    from edge.daemon.router import EventRouter
+    from edge.mqtt.publisher import MqttPublisher
+
+    path = tmp_path / "outbox.sqlite"
+    collector = Collector(broker, "fall/edge1/+/events")
+    config = Config()
+    config.mqtt = mqtt_config(broker, snapshot_dir=str(tmp_path / "snaps"))
+    publisher = MqttPublisher(config.mqtt, Outbox(path))
+    publisher.start()
+    router = EventRouter(config, publisher=publisher, print_events=False)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert wait_for(lambda: publisher.connected)
+        holder.execute("BEGIN IMMEDIATE")  # another process writing, or a stalled card
+        event = fall_event("fall_detected")
+        routing = threading.Thread(target=router._route, args=(event, None))
+        routing.start()
+        routing.join(timeout=1.0)  # SQLite would wait 5 s for the lock
+        assert not routing.is_alive(), "the frame loop waited on the outbox"
+        assert collector.events() == []  # not sent before it is stored
+        holder.execute("ROLLBACK")
+        assert wait_for(lambda: [e["event_id"] for e in collector.events()] == [event.event_id])
+    finally:
+        holder.close()
+        publisher.stop(timeout_s=1.0)
+        publisher.outbox.close()
+        collector.close()

@@ -4,6 +4,7 @@ and commands from the control room. Nothing here blocks the caller on the networ
 
 import json
 import logging
+import queue
 import threading
 import time
 from typing import Callable, Dict, Optional
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 CommandHandler = Callable[[bytes], None]
 _EARLY_ACK_TTL_S = 10.0
+_MAX_QUEUED = 1000  # events handed over by the frame loop, not yet written; beyond it the caller writes
 _REFUSAL_LOG_S = 60.0
 
 
@@ -73,6 +75,9 @@ class MqttPublisher:
         self.last_error: Optional[str] = None
         watch_connect_errors(self._client, self._connection_failed, config)
         self._flusher = threading.Thread(target=self._flush_loop, name="mqtt-outbox", daemon=True)
+        # The frame loop never waits on the disk: events are written to the outbox by the flusher
+        # thread (a locked database or a hung SD card once held the alarm escalation 9.7 s).
+        self._to_store: "queue.Queue[tuple]" = queue.Queue(maxsize=_MAX_QUEUED)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -85,7 +90,7 @@ class MqttPublisher:
     def stop(self, timeout_s: float = 5.0) -> None:
         """Send what can be sent within timeout_s, say offline, disconnect."""
         deadline = time.monotonic() + timeout_s
-        while self.connected and self.outbox.depth() and time.monotonic() < deadline:
+        while self.connected and (self._to_store.qsize() or self.outbox.depth()) and time.monotonic() < deadline:
             self._wake.set()
             time.sleep(0.05)
         self._stop.set()
@@ -99,6 +104,7 @@ class MqttPublisher:
         self._client.disconnect()
         self._client.loop_stop()
         self._flusher.join(timeout=2.0)
+        self._store_queued()  # whatever the flusher had not written yet: stored before we say so
         in_memory = self.outbox.memory_depth()
         stored = self.outbox.depth() - in_memory
         why = f" ({self.last_error})" if self.last_error else ""
@@ -122,11 +128,28 @@ class MqttPublisher:
 
     # -- what the daemon sends ---------------------------------------------------------------
 
-    def send_event(self, camera: str, payload: Dict[str, object]) -> Optional[int]:
-        """Store the event in the outbox (durable) and let the flusher publish it."""
-        seq = self.outbox.put(topics.events_topic(self.prefix, self.device, camera), payload)
+    def send_event(self, camera: str, payload: Dict[str, object]) -> None:
+        """Hand the event to the flusher thread, which stores it in the outbox (durable) and then
+        publishes it; the caller (the frame loop) does not wait on the disk. Before start() or
+        after stop(), or with 1,000 events already waiting, the caller stores it itself."""
+        item = (topics.events_topic(self.prefix, self.device, camera), payload)
+        if self._flusher.is_alive() and not self._stop.is_set():
+            try:
+                self._to_store.put_nowait(item)
+                self._wake.set()
+                return
+            except queue.Full:
+                pass
+        self.outbox.put(*item)
         self._wake.set()
-        return seq
+
+    def _store_queued(self) -> None:
+        while True:
+            try:
+                topic, payload = self._to_store.get_nowait()
+            except queue.Empty:
+                return
+            self.outbox.put(topic, payload)
 
     def send_snapshot(self, camera: str, jpeg: bytes) -> None:
         """Retained, latest only: sent now if connected, else on the next connection."""
@@ -265,8 +288,12 @@ class MqttPublisher:
         while not self._stop.is_set():
             self._wake.wait(timeout=1.0)
             self._wake.clear()
-            if self.connected:
-                self._hand_over()
+            try:
+                self._store_queued()
+                if self.connected:
+                    self._hand_over()
+            except Exception:  # the flusher must outlive any one bad row or write
+                logger.exception("MQTT: the outbox flusher hit an error; it goes on")
 
     def _hand_over(self) -> None:
         """Give paho the next stored events, in seq order, up to max_inflight unacknowledged.
