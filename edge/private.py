@@ -2,7 +2,9 @@
 frames) are owner-only, whatever the umask: the one place that says how."""
 
 
+import errno
 import os
+import stat
 from pathlib import Path
 from typing import IO
 
@@ -15,9 +17,17 @@ def private_folder(folder: Path) -> Path:
 
 
 def private_file(path: Path) -> Path:
-    """Create the file if missing and leave it 0600, before anything is written to it."""
-    os.close(os.open(str(path), os.O_CREAT | os.O_WRONLY, 0o600))
-    os.chmod(path, 0o600)
+    """Create the file if missing and leave it 0600, before anything is written to it. Only a
+    regular file is changed: a device, a FIFO or a symlink given as the path (by mistake, or as
+    root: /dev/full once became 0600) raises OSError and keeps its mode."""
+    flags = os.O_CREAT | os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    descriptor = os.open(str(path), flags, 0o600)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.fchmod(descriptor, 0o600)
+    finally:
+        os.close(descriptor)
     return path
 
 

@@ -170,3 +170,41 @@ def test_the_monitor_never_stores_an_unusable_health_report(broker, tmp_path):
     finally:
         device.close()
         monitor.stop()
+
+
+def test_odd_page_numbers_and_tokens_get_answers_not_errors(console):
+    """Defect 8: `/history?page=99999999999999999999` and a non-ASCII CSRF token gave 500."""
+    for page in ("99999999999999999999", "-5", "abc", "0"):
+        assert console.client.get(f"/history?page={page}").status_code == 200, page
+    for token in ("é", "\u2603" * 40, ""):
+        answer = console.client.post("/api/ack", json={"event_id": "x"}, headers={"X-CSRF-Token": token})
+        assert answer.status_code == 403, token
+
+
+def test_the_terminal_monitor_shows_escape_sequences_as_text(broker, tmp_path, capsys):
+    """Defect 10: `fall-edge monitor` passed cursor moves, OSC titles and OSC 52 clipboard writes from
+    event fields and status problems straight to the operator's terminal."""
+    from edge.mqtt.monitor import print_event_line
+
+    clipboard = "\x1b]52;c;cm0gLXJmIH4=\x07"
+    monitor = Monitor(MqttConfig(host="127.0.0.1", port=broker.port), tmp_path / "m.sqlite", everything=True)
+    monitor.start()
+    device = Collector(broker, "fall/#")
+    try:
+        assert wait_for(monitor.connected.is_set)
+        status = {"state": "online", "problems": {"buzzer": "broken" + clipboard + "\x1b[2J"}}
+        device.client.publish("fall/edge1/status", json.dumps(status), qos=1, retain=True)
+        event = dict(fall_event("alarm").to_dict(), device="edge1", camera="cam0", ts="\x1b]0;pwned\x07")
+        device.client.publish("fall/edge1/cam0/events", json.dumps(event), qos=1)
+        assert wait_for(lambda: len(monitor.events()) == 1 and "problems" in monitor.devices().get("edge1", ""))
+        table = monitor.table()
+        assert "\x1b" not in table and "\x07" not in table and "\\x1b]52;c;" in table
+        print_event_line(event, True, as_json=False)
+        print_event_line({"type": "status", "device": "edge1", "status": "x\x1b[H\x9b"}, True, as_json=False)
+        print_event_line(event, True, as_json=True)
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out
+        assert "\\x1b]0;pwned\\x07" in out
+    finally:
+        device.close()
+        monitor.stop()

@@ -327,3 +327,24 @@ def test_a_locked_outbox_never_holds_up_the_frame_loop(broker, tmp_path):
         publisher.stop(timeout_s=1.0)
         publisher.outbox.close()
         collector.close()
+
+
+def test_private_file_changes_only_regular_files(tmp_path):
+    """Defect 11: private_file() chmodded any path it was given; as root it made /dev/full 0600."""
+    from edge.private import private_file
+
+    made = private_file(tmp_path / "new")
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o644)
+    link = tmp_path / "link"
+    link.symlink_to(made)
+    for odd in (fifo, link, Path("/dev/full")):
+        before = os.lstat(odd).st_mode
+        with pytest.raises(OSError):
+            private_file(odd)
+        assert os.lstat(odd).st_mode == before, odd
+    # the outbox on such a path degrades (events in memory), it does not change the device
+    device_mode = os.stat("/dev/full").st_mode
+    outbox = Outbox(Path("/dev/full"))
+    assert outbox.error is not None and os.stat("/dev/full").st_mode == device_mode

@@ -101,7 +101,9 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
             return redirect(url_for("login"))
         session.setdefault("csrf", secrets.token_urlsafe(24))
         token = request.headers.get("X-CSRF-Token") or request.form.get("csrf", "")
-        if request.method == "POST" and not hmac.compare_digest(token, session["csrf"]):
+        # compare_digest refuses non-ASCII text with a TypeError: compare the bytes
+        if request.method == "POST" and not hmac.compare_digest(token.encode("utf-8", "surrogatepass"),
+                                                                 session["csrf"].encode("ascii")):
             return jsonify(error="missing or wrong CSRF token: reload the page"), 403
         return None
 
@@ -181,7 +183,9 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
     @app.route("/history")
     def history():
         args = request.args
-        page = max(1, args.get("page", 1, type=int) or 1)
+        pages_stored = max(1, -(-log.count() // PAGE_SIZE))
+        # A page beyond the last shows the last: a 20-digit page number once overflowed SQLite's OFFSET.
+        page = min(max(1, args.get("page", 1, type=int) or 1), pages_stored)
         since = parse_time(args.get("since", "") + "T00:00:00Z")
         until = parse_time(args.get("until", "") + "T00:00:00Z")
         until = until + 86400 if until is not None else None  # the whole last day

@@ -178,6 +178,11 @@ class EventLog:
         events = [(stored_json(row["payload"]), row["received_at"]) for row in rows]
         return [dict(event, received_at=received_at) for event, received_at in events if event is not None], total
 
+    def count(self) -> int:
+        """Events in the log."""
+        with closing(self._connect()) as db:
+            return int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
     def snapshot(self, event_id: str) -> Optional[bytes]:
         with closing(self._connect()) as db:
             row = db.execute("SELECT jpeg FROM snapshots WHERE event_id = ?", (event_id,)).fetchone()

@@ -361,27 +361,34 @@ class Monitor:
     def table(self) -> str:
         lines = ["devices:"]
         for device, status in sorted(self.devices().items()):
-            lines.append(f"  {device:<20} {status}")
+            lines.append(f"  {shown(device):<20} {shown(status)}")
         lines.append("open alarms:")
         with self._lock:
             alarms = list(self.open_alarms.values())
         for alarm in alarms:
-            lines.append(f"  {alarm.device}/{alarm.camera} track {alarm.track_id}: {alarm.type} at {alarm.ts} "
-                         f"(ack: fall-edge monitor --ack {alarm.event_id})")
+            lines.append(shown(f"  {alarm.device}/{alarm.camera} track {alarm.track_id}: {alarm.type} at {alarm.ts} "
+                               f"(ack: fall-edge monitor --ack {alarm.event_id})"))
         if not alarms:
             lines.append("  none")
         return "\n".join(lines)
+
+
+def shown(text: object) -> str:
+    """Text from the network as a terminal may show it: control characters (escape sequences move
+    the cursor, retitle the window, write the clipboard) become visible \\x.. escapes."""
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
+                   for ch in str(text))
 
 
 def print_event_line(event: dict, new: bool, as_json: bool) -> None:
     if not new:
         return
     if as_json:
-        print(json.dumps(event), flush=True)
+        print(json.dumps(event), flush=True)  # ASCII only: json escapes every control character
     elif event.get("type") == "status":
-        print(f"{event['device']}: {event['status']}", flush=True)
+        print(shown(f"{event['device']}: {event['status']}"), flush=True)
     else:
-        print(f"{event.get('ts')} {event.get('device')}/{event.get('camera')} {event.get('type'):<14} "
-              f"track {event.get('track_id')} conf {event.get('confidence')} id {event.get('event_id')}",
+        print(shown(f"{event.get('ts')} {event.get('device')}/{event.get('camera')} {event.get('type'):<14} "
+                    f"track {event.get('track_id')} conf {event.get('confidence')} id {event.get('event_id')}"),
               flush=True)
     sys.stdout.flush()
