@@ -1,6 +1,8 @@
 """Who gets in to the console: the login form, a login proxy's header, and the CSRF token on
 commands (Flask's test client against the real app and an event log the monitor created)."""
 
+import time
+
 import pytest
 
 from edge.config import ConsoleConfig, MqttConfig, OperatorConfig
@@ -67,5 +69,27 @@ def test_behind_a_login_proxy_the_header_names_the_operator(tmp_path):
         assert client.get("/fragment/dashboard").status_code == 401
         page = client.get("/", headers={"X-Forwarded-User": "bob"})
         assert page.status_code == 200 and b"bob" in page.data
+    finally:
+        monitor.stop()
+
+
+def test_the_lockout_holds_every_time_and_only_for_the_guessing_address(tmp_path, monkeypatch):
+    """Issue 30, defect 8: the lock worked once (its start was kept: then unlimited guesses, 32/s
+    measured), and anyone could lock a real operator out for 5 minutes."""
+    monkeypatch.setattr(app_module, "_LOCKOUT_S", 1.0)
+    monkeypatch.setattr(app_module, "_WRONG_PASSWORD_DELAY_S", 0.0)
+    app, monitor = make_app(tmp_path)
+    try:
+        guesser = app.test_client()
+        wrong = {"name": "alice", "password": "guess"}
+        for _ in range(2):  # a lock, its end, and a second lock just like the first
+            for _ in range(5):
+                assert guesser.post("/login", data=wrong, environ_base={"REMOTE_ADDR": "10.0.0.66"}).status_code == 401
+            assert guesser.post("/login", data=wrong, environ_base={"REMOTE_ADDR": "10.0.0.66"}).status_code == 429
+            # alice at her own desk is not locked out by the stranger's guesses
+            desk = app.test_client().post("/login", data={"name": "alice", "password": PASSWORD},
+                                          environ_base={"REMOTE_ADDR": "10.0.0.5"})
+            assert desk.status_code == 302
+            time.sleep(1.1)
     finally:
         monitor.stop()

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 _KEEPALIVE_S = 15.0  # an idle live stream sends a comment this often (proxies close silent ones)
 _MAX_FAILURES = 5  # wrong passwords for one name within _LOCKOUT_S lock that name for _LOCKOUT_S
+_MAX_TRACKED_LOGINS = 10000
+_WRONG_PASSWORD_DELAY_S = 0.5
 _LOCKOUT_S = 300.0
 _PUBLIC = ("login", "static", "health")
 
@@ -82,7 +84,7 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
                       SESSION_COOKIE_SECURE=console.secure_cookie, SESSION_COOKIE_NAME="fall_edge_console",
                       PERMANENT_SESSION_LIFETIME=timedelta(hours=console.session_hours))
     hashes = {operator.name: operator.password_hash for operator in console.operators}
-    failures: Dict[str, Tuple[int, float]] = {}  # name -> (wrong passwords, since)
+    failures: Dict[Tuple[str, str], Tuple[int, float]] = {}  # (name, address) -> (wrong passwords, since)
     pending: Dict[str, Tuple[str, float]] = {}  # event id -> (operator, when the ack was sent)
 
     def operator() -> Optional[str]:
@@ -129,18 +131,29 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
             return login_page(None)
         name = request.form.get("name", "")
         password = request.form.get("password", "")
-        count, since = failures.get(name, (0, time.monotonic()))
-        if count >= _MAX_FAILURES and time.monotonic() - since < _LOCKOUT_S:
+        # Counted per name and address: a stranger elsewhere cannot lock an operator out of their
+        # own desk, and each lock starts a fresh window when it ends (it once held only once).
+        key = (name, request.remote_addr or "")
+        now = time.monotonic()
+        count, since = failures.get(key, (0, now))
+        if now - since >= _LOCKOUT_S:
+            count, since = 0, now
+        if count >= _MAX_FAILURES:
             return login_page("too many wrong passwords: wait 5 minutes"), 429
         stored = hashes.get(name)
         if stored is None or not check_password_hash(stored, password):
-            failures[name] = (count + 1, since if count else time.monotonic())
+            if len(failures) >= _MAX_TRACKED_LOGINS:  # random names must not grow it without bound
+                for old in [k for k, (_, started) in failures.items() if now - started >= _LOCKOUT_S]:
+                    del failures[old]
+                if len(failures) >= _MAX_TRACKED_LOGINS:
+                    failures.clear()
+            failures[key] = (count + 1, since)
             # An unknown name is not logged: it may be a password typed into the wrong box.
             logger.warning("console: wrong password for %s from %s", name if stored else "an unknown name",
                            request.remote_addr)
-            time.sleep(0.5)  # slows guessing
+            time.sleep(_WRONG_PASSWORD_DELAY_S)  # slows guessing
             return login_page("wrong name or password"), 401
-        failures.pop(name, None)
+        failures.pop(key, None)
         session.clear()
         session.permanent = True
         session["operator"] = name
