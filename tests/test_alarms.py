@@ -364,3 +364,32 @@ def test_the_installed_gpiozero_is_the_range_setup_py_states():
     lines = re.findall(r'"gpiozero>=([\d.]+),<(\d+); python_version([<>=]+)\'(3\.\d+)\'"', setup)
     assert lines == [("2.0", "3", ">=", "3.8"), ("1.6.2", "2", "<", "3.8")]
     assert 2 <= int(version("gpiozero").split(".")[0]) < 3  # this machine's Python is 3.8+
+
+
+def test_an_acknowledgement_cuts_the_sentence_being_spoken(tmp_path, monkeypatch):
+    """Issue 30, defect 9: an operator's ack let 13.4 s of Korean and 10.9 s of English play on.
+    A stand-in `aplay` (the sound device is the hardware edge) plays for 20 s unless stopped."""
+    import os
+    import stat
+    import time
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    started = tmp_path / "started"
+    fake = tmp_path / "bin" / "aplay"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho x >> {started}\nexec sleep 20\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    speaker = Speaker(SpeechConfig(repeat_interval_s=60))
+    try:
+        speaker.start("cam0/1", "fall_detected")
+        assert wait_for(lambda: started.exists(), 30)  # the Korean sentence is playing
+        cut_at = time.monotonic()
+        speaker.stop("cam0/1")
+        assert wait_for(lambda: speaker._playing is None, 5)
+        assert time.monotonic() - cut_at < 2.0  # not after the 20 s sentence
+        time.sleep(1.5)
+        assert started.read_text().count("x") == 1  # and the English one never started
+    finally:
+        speaker.close()

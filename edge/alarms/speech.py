@@ -62,6 +62,8 @@ class Speaker:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._playing: Optional[Tuple[str, subprocess.Popen]] = None  # (kind, aplay) while one plays
+        self._speaking_key: Optional[str] = None  # the chain whose announcement is being spoken
+        self._silenced = False  # stop() for that chain came mid-announcement: the rest is not spoken
         self._warned: set = set()
         self.problem: Optional[str] = None  # why speech does not work now (health)
         self.spoken = 0  # messages played (or synthesised, where there is no sound device)
@@ -109,7 +111,8 @@ class Speaker:
         self.say(kind, key)
 
     def stop(self, key: Optional[str] = None) -> None:
-        """Stop repeating for key (None: for all) and drop its announcements not yet spoken."""
+        """Stop repeating for key (None: for all), drop its announcements not yet spoken, and cut
+        the one being spoken: an operator's ack silences the site at once, not after two languages."""
         with self._lock:
             if key is None:
                 self._repeating.clear()
@@ -118,6 +121,12 @@ class Speaker:
                 self._repeating.pop(key, None)
                 self._pending = [item for item in self._pending if item.key != key]
                 heapq.heapify(self._pending)
+            playing = None
+            if self._speaking_key is not None and (key is None or key == self._speaking_key):
+                self._silenced = True
+                playing = self._playing
+        if playing is not None:
+            playing[1].terminate()
 
     @property
     def active(self) -> bool:
@@ -164,10 +173,17 @@ class Speaker:
             if item is None:
                 return
             self.announced.append(item.kind)
+            with self._lock:
+                self._speaking_key, self._silenced = item.key, False
             for voice, text in item.batch:
                 if item.kind == "test" and self._real_waiting():
                     break  # the rest of a test gives way to a real warning
+                with self._lock:
+                    if self._silenced:
+                        break  # acknowledged or recovered mid-announcement
                 self._speak(voice, text, item.kind)
+            with self._lock:
+                self._speaking_key = None
 
     def _real_waiting(self) -> bool:
         with self._lock:
@@ -195,13 +211,15 @@ class Speaker:
             self.spoken += 1
             return
         command = aplay_command(self.config, wav)
-        try:
-            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                       universal_newlines=True)
-        except OSError as exc:
-            self._warn_once("play", "speech: aplay could not start (%s)", exc)
-            return
         with self._lock:
+            if self._silenced:
+                return  # silenced while it was being synthesised
+            try:
+                process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                           universal_newlines=True)
+            except OSError as exc:
+                self._warn_once("play", "speech: aplay could not start (%s)", exc)
+                return
             self._playing = (kind, process)
         try:
             _, stderr = process.communicate(timeout=_PLAY_TIMEOUT_S)
