@@ -199,6 +199,28 @@ def test_local_alarm_chains_and_acknowledgement():
         alarm.close()
 
 
+def test_an_acknowledged_fall_stays_quiet_when_its_alarm_comes():
+    """Issue 30, defect 9: the same fall's later `alarm` (still down after the hold) restarted the
+    buzzer after the operator's ack. A new fall on the track, or another track, still sounds."""
+    factory = MockFactory()
+    buzzer = Buzzer(BuzzerConfig(enabled=True, pin=23), pin_factory=factory)
+    alarm = LocalAlarm(buzzer, None)
+    try:
+        alarm.handle(event("fall_detected", 1))
+        assert alarm.acknowledge("fall_detected-1") == ("cam0", 1)
+        assert not buzzer.is_sounding
+        alarm.handle(event("alarm", 1))  # the hold passed; the operator already knows
+        assert not buzzer.is_sounding
+        alarm.handle(event("alarm", 2))
+        assert buzzer.is_sounding and buzzer.pattern == "alarm"
+        alarm.handle(event("recovered", 2))
+        alarm.handle(event("recovered", 1))
+        alarm.handle(event("fall_detected", 1))  # a new fall of the same person
+        assert buzzer.is_sounding and buzzer.pattern == "fall_detected"
+    finally:
+        alarm.close()
+
+
 # -- speech -----------------------------------------------------------------------------------
 
 

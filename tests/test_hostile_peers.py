@@ -208,3 +208,29 @@ def test_the_terminal_monitor_shows_escape_sequences_as_text(broker, tmp_path, c
     finally:
         device.close()
         monitor.stop()
+
+
+def test_the_same_falls_later_alarm_is_not_a_new_open_alarm(broker, console):
+    """Defect 9: after an operator's ack, the fall's `alarm` (still down after the hold) showed as a
+    new open alarm (and beeped again). A new fall on the same track does open one."""
+    device = Collector(broker, "fall/#")
+    try:
+        fell = fall_event("fall_detected", track_id=4)
+        publish_event(device, "edge1", fell.to_dict())
+        ack = fall_event("acknowledged", track_id=4)
+        ack.acknowledges, ack.operator = fell.event_id, "alice"
+        publish_event(device, "edge1", ack.to_dict())
+        held = fall_event("alarm", track_id=4)
+        publish_event(device, "edge1", held.to_dict())
+        assert wait_for(lambda: len(console.monitor.events()) == 3)
+        shown = {a.event_id: a for a in EventLog(console.db).alarms()}
+        assert not shown[fell.event_id].is_open and not shown[held.event_id].is_open
+        assert shown[held.event_id].closed_by["operator"] == "alice"
+        assert ("edge1", "cam0", 4) not in console.monitor.open_alarms  # nor in `fall-edge monitor`'s table
+        again = fall_event("fall_detected", track_id=4)
+        publish_event(device, "edge1", again.to_dict())
+        assert wait_for(lambda: len(console.monitor.events()) == 4)
+        assert {a.event_id: a for a in EventLog(console.db).alarms()}[again.event_id].is_open
+        assert console.monitor.open_alarms[("edge1", "cam0", 4)].event_id == again.event_id
+    finally:
+        device.close()

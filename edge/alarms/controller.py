@@ -4,7 +4,7 @@
 import logging
 import threading
 import time
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Set, Tuple, Union
 
 from edge.alarms.buzzer import Buzzer, ResilientBuzzer
 from edge.alarms.speech import Speaker
@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 
 TEST_INTERVAL_S = 30.0  # one alarm test at most this often; more requests are dropped
 TEST_BUZZ_S = 2.0  # a test beeps this long
+_MAX_ACKNOWLEDGED = 1000
 
 ChainKey = Tuple[str, int]  # (camera, track id): one fall's chain of events
 
@@ -25,6 +26,7 @@ class LocalAlarm:
         self.speaker = speaker
         self._active: Dict[ChainKey, str] = {}  # chain -> fall_detected | alarm
         self._chain_of_event: Dict[str, ChainKey] = {}
+        self._acknowledged: Set[ChainKey] = set()  # chains an operator silenced: their later `alarm` stays quiet
         self._last_test_s: Optional[float] = None
         self._test_timer: Optional[threading.Timer] = None
         self._tests_refused = 0
@@ -32,6 +34,12 @@ class LocalAlarm:
 
     def handle(self, event: FallEvent) -> None:
         key = (event.camera, event.track_id)
+        if event.type == EventType.ALARM and key in self._acknowledged:
+            # The same fall, still down after the hold: the operator already knows and is on it.
+            logger.info("alarm for %s track %d stays quiet: already acknowledged", *key)
+            return
+        if event.type == EventType.FALL_DETECTED:
+            self._acknowledged.discard(key)  # a new fall on this track sounds again
         if event.type.opens_alarm:
             self._chain_of_event[event.event_id] = key
             self._active[key] = event.type
@@ -40,6 +48,7 @@ class LocalAlarm:
             if self.speaker is not None:
                 self.speaker.start(self._speech_key(key), event.type)
         elif event.type == EventType.RECOVERED:
+            self._acknowledged.discard(key)
             self._silence(key)
 
     def acknowledge(self, event_id: str) -> Optional[ChainKey]:
@@ -48,6 +57,9 @@ class LocalAlarm:
         if key is None:
             return None
         self._silence(key)
+        if len(self._acknowledged) >= _MAX_ACKNOWLEDGED:  # tracks end without a recovery too
+            self._acknowledged.pop()
+        self._acknowledged.add(key)
         return key
 
     def test(self) -> bool:

@@ -130,6 +130,7 @@ class EventLog:
                               "ORDER BY received_at, row", (RECENT_EVENTS,)).fetchall()
         alarms: List[Alarm] = []
         open_chains: Dict[Tuple[str, str, int], List[Alarm]] = {}
+        acknowledged: Dict[Tuple[str, str, int], dict] = {}  # chains an operator acknowledged, by that event
         by_id: Dict[str, Alarm] = {}
         for row in rows:
             event = stored_json(row["payload"])
@@ -140,10 +141,20 @@ class EventLog:
             if row["type"] in OPENING:
                 alarm = Alarm(event, row["device"], row["camera"], row["received_at"], row["picture"] is not None)
                 alarms.append(alarm)
-                open_chains.setdefault(chain, []).append(alarm)
                 by_id[alarm.event_id] = alarm
+                if row["type"] == EventType.FALL_DETECTED.value:
+                    acknowledged.pop(chain, None)  # a new fall on the track is a new alarm
+                elif chain in acknowledged:
+                    # The same fall still down after the hold: already acknowledged, not a new alarm.
+                    alarm.closed_by = acknowledged[chain]
+                    continue
+                open_chains.setdefault(chain, []).append(alarm)
             elif row["type"] in CLOSING:
                 closed = open_chains.pop(chain, [])
+                if row["type"] == EventType.ACKNOWLEDGED.value:
+                    acknowledged[chain] = event
+                else:
+                    acknowledged.pop(chain, None)
                 target = by_id.get(str(event.get("acknowledges")))
                 # Only the device that raised an alarm can close it: another device naming its
                 # event id (a fake or a misconfigured one) closes nothing.
