@@ -68,6 +68,13 @@ def publish_event(device: Collector, name: str, event: dict) -> None:
     device.client.publish(f"fall/{name}/cam0/events", with_deep_json(dict(event, device=name)), qos=1)
 
 
+def publish_ack(device: Collector, name: str, target, operator: str) -> None:
+    """An `acknowledged` event from device `name` naming the target event (as a device publishes it)."""
+    ack = fall_event("acknowledged", track_id=target.track_id)
+    ack.acknowledges, ack.operator = target.event_id, operator
+    publish_event(device, name, ack.to_dict())
+
+
 def with_deep_json(value: dict) -> str:
     """JSON text where the value "DEEP<n>" becomes lists nested n deep (json.dumps itself recurses)."""
     text = json.dumps(value)
@@ -140,16 +147,12 @@ def test_a_device_cannot_close_another_devices_alarm(broker, console):
     try:
         alarm = fall_event("alarm", track_id=7)
         publish_event(device, "edge1", alarm.to_dict())
-        forged = fall_event("acknowledged", track_id=7)
-        forged.acknowledges, forged.operator = alarm.event_id, "mallory"
-        publish_event(device, "evil", forged.to_dict())
+        publish_ack(device, "evil", alarm, "mallory")
         assert wait_for(lambda: len(console.monitor.events()) == 2)
         (shown,) = [a for a in EventLog(console.db).alarms() if a.event_id == alarm.event_id]
         assert shown.is_open
         # edge1's own acknowledgement does close it
-        own = fall_event("acknowledged", track_id=7)
-        own.acknowledges, own.operator = alarm.event_id, "alice"
-        publish_event(device, "edge1", own.to_dict())
+        publish_ack(device, "edge1", alarm, "alice")
         assert wait_for(lambda: len(console.monitor.events()) == 3)
         (shown,) = [a for a in EventLog(console.db).alarms() if a.event_id == alarm.event_id]
         assert not shown.is_open and shown.closed_by["operator"] == "alice"
@@ -217,9 +220,7 @@ def test_the_same_falls_later_alarm_is_not_a_new_open_alarm(broker, console):
     try:
         fell = fall_event("fall_detected", track_id=4)
         publish_event(device, "edge1", fell.to_dict())
-        ack = fall_event("acknowledged", track_id=4)
-        ack.acknowledges, ack.operator = fell.event_id, "alice"
-        publish_event(device, "edge1", ack.to_dict())
+        publish_ack(device, "edge1", fell, "alice")
         held = fall_event("alarm", track_id=4)
         publish_event(device, "edge1", held.to_dict())
         assert wait_for(lambda: len(console.monitor.events()) == 3)
