@@ -63,7 +63,10 @@ def test_bad_yaml_and_missing_file(tmp_path):
         ({"detector": {"layout": "yolov9"}}, "'detector.layout' must be auto, yolov8 or yolov5"),
         ({"detector": {"score_threshold": 1.5}}, "'detector.score_threshold' must be between 0 and 1"),
         ({"output": {"process_fps": -1}}, "'output.process_fps' must be 0"),
-        ({"output": {"camera": "hall/1"}}, "'output.camera' must be a name without /"),
+        ({"output": {"camera": "hall/1"}}, "'output.camera' must be a name of at most 100 characters without /"),
+        # issue 30, defect 11: these gave tracebacks
+        ({"mqtt": {"host": ""}}, "'mqtt.host' must be the broker's host name or address"),
+        ({"mqtt": {"device": "a" * 65536}}, "'mqtt.device' must be a name of at most 100 characters"),
         ({"mqtt": {"port": 70000}}, "'mqtt.port' must be between 1 and 65535"),
         ({"mqtt": {"cert_file": "c.pem", "key_file": "k.pem"}}, "'mqtt.cert_file' needs mqtt.ca_file"),
         ({"buzzer": {"alarm_pattern_s": [1.0]}}, "'buzzer.alarm_pattern_s' must be [on seconds, off seconds]"),
@@ -74,6 +77,14 @@ def test_out_of_range_values_name_the_key(raw, message):
     with pytest.raises(ConfigError) as error:
         config_from_dict(raw)
     assert message in str(error.value)
+
+
+def test_a_number_too_long_to_read_is_a_config_error(tmp_path):
+    """Issue 30, defect 11: a 5,000-digit integer raised from inside the YAML loader."""
+    path = tmp_path / "long.yaml"
+    path.write_text("mqtt:\n  port: " + "9" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="holds a number too long to read"):
+        load_config(path)
 
 
 def test_a_bad_file_reports_every_problem_at_once_on_one_line():

@@ -36,6 +36,9 @@ def load_config(path: Optional[Union[str, Path]]) -> Config:
         raise ConfigError(f"config file {path} is not valid YAML{where}: fix the syntax") from None
     except RecursionError:
         raise ConfigError(f"config file {path} is nested too deeply: a config has sections one level deep") from None
+    except ValueError:  # YAML's int(): a number of more than 4,300 digits
+        raise ConfigError(f"config file {path} holds a number too long to read: no setting needs more than "
+                          f"a few digits") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} cannot be read ({exc}): check its permissions") from None
     if raw is None:

@@ -16,9 +16,19 @@ YOLO_LAYOUTS = ("auto", "yolov8", "yolov5")
 BUILD_PRECISIONS = ("fp32", "fp16", "int8")
 
 
+MAX_NAME_CHARS = 100  # device, camera and prefix names: topic levels, log lines and console columns
+
+
 def valid_topic_level(name: str) -> bool:
-    """A device, camera or prefix name usable as one MQTT topic level."""
-    return bool(name) and name == name.strip() and not any(ch in name for ch in "/+#\x00")
+    """A device, camera or prefix name usable as one MQTT topic level (a 65,536-byte device name
+    once made every publish fail inside paho)."""
+    return (bool(name) and len(name) <= MAX_NAME_CHARS and name == name.strip()
+            and not any(ch in name for ch in "/+#\x00"))
+
+
+def valid_host(host: str) -> bool:
+    """A host name or address: not empty, no spaces, at most 253 characters (DNS's limit)."""
+    return bool(host) and len(host) <= 253 and not any(ch.isspace() for ch in host)
 
 
 def valid_input_size(size: int) -> bool:

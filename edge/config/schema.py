@@ -17,6 +17,7 @@ from edge.config.rules import (
     PIN_FACTORIES,
     YOLO_LAYOUTS,
     listen_address,
+    valid_host,
     valid_input_size,
     valid_topic_level,
 )
@@ -24,7 +25,8 @@ from edge.config.rules import (
 MAX_THREADS = 64  # more only thrashes (100000 hung the daemon)
 MAX_MQTT_BACKOFF_S = 10.0  # alarms stored during an outage reach the control room within 15 s of its end
 _INPUT_SIZE = Check(valid_input_size, "must be a multiple of 32, at least 64")
-_TOPIC_NAME = Check(valid_topic_level, "must be a name without / + # or spaces at the ends")
+_TOPIC_NAME = Check(valid_topic_level, "must be a name of at most 100 characters without / + # or spaces at the "
+                                       "ends")
 # The build settings' names before they moved into a `build` section (still read from old files).
 _RENAMED_BUILD_KEYS = {"build_from": "build.source", "build_precision": "build.precision",
                        "build_calibration_dir": "build.calibration_dir", "build_min_agreement": "build.min_agreement"}
@@ -215,7 +217,8 @@ class MqttConfig:
     """Events to the central VMS (see README, "MQTT topics")."""
 
     enabled: bool = False
-    host: str = "127.0.0.1"
+    host: str = setting("127.0.0.1", Check(valid_host, "must be the broker's host name or address (not empty, "
+                                                         "no spaces)"))
     port: int = setting(1883, between(1, 65535))
     # device name in topics; empty: the host name
     device: str = setting("", Check(lambda v: v == "" or valid_topic_level(v), _TOPIC_NAME.rule))
