@@ -66,15 +66,14 @@ def torso_length(keypoints: np.ndarray, min_score: float) -> Optional[float]:
     return float(np.hypot(*(hip - neck)))
 
 
-def thigh_drop(keypoints: np.ndarray, min_score: float) -> Optional[float]:
+def thigh_drop(keypoints: np.ndarray, hip: Optional[np.ndarray], torso: Optional[float],
+               min_score: float) -> Optional[float]:
     """How far the knees are below the hips in the picture, in torso lengths: about 1 standing
     (the thighs hang down), about 0 seated, squatting or kneeling."""
-    neck, hip = torso_points(keypoints, min_score)
     knee = _mean_point(keypoints, _KNEES, min_score)
-    if neck is None or hip is None or knee is None:
+    if hip is None or knee is None or not torso:
         return None
-    torso = float(np.hypot(*(hip - neck)))
-    return float(knee[1] - hip[1]) / torso if torso > 0 else None
+    return float(knee[1] - hip[1]) / torso
 
 
 def outlines_body(keypoints: Optional[np.ndarray], min_score: float) -> bool:
@@ -162,13 +161,14 @@ def posture_features(keypoints: Optional[np.ndarray], box: Box, detector_fall_sc
                      min_keypoint_score: float) -> PostureFeatures:
     extent = body_extent(keypoints, box, min_keypoint_score)
     hip = _mean_point(keypoints, _HIPS, min_keypoint_score) if keypoints is not None else None
+    torso = torso_length(keypoints, min_keypoint_score) if keypoints is not None else None
     return PostureFeatures(
         torso_angle_deg=torso_angle_deg(keypoints, min_keypoint_score) if keypoints is not None else None,
         aspect_ratio=aspect_ratio(extent),
         hip_y=float(hip[1]) if hip is not None else extent.center[1],
-        torso_length=torso_length(keypoints, min_keypoint_score) if keypoints is not None else None,
+        torso_length=torso,
         extent=extent,
         detector_fall_score=detector_fall_score,
         has_skeleton=outlines_body(keypoints, min_keypoint_score),
-        thigh_drop=thigh_drop(keypoints, min_keypoint_score) if keypoints is not None else None,
+        thigh_drop=thigh_drop(keypoints, hip, torso, min_keypoint_score) if keypoints is not None else None,
     )

@@ -160,6 +160,16 @@ class FallStateMachine:
                         head_drop=(features.extent.y1 - base.top_y) / base.torso_length,
                         feet_drop=(features.extent.y2 - base.feet_y) / base.torso_length)
 
+    @property
+    def _seated_baseline(self) -> bool:
+        return self.baseline is not None and self.baseline.seated
+
+    def _hips_off(self, descent: float) -> bool:
+        """The hips have left where this person was: at least min_descent below where they stood,
+        or, from a seat, off it either way (falling forward out of a chair can raise them in the
+        picture)."""
+        return (abs(descent) if self._seated_baseline else descent) >= self.config.min_descent
+
     def _seated(self, features: PostureFeatures) -> bool:
         """Sitting by the skeleton's own proportions: torso near vertical over thighs that do not
         hang down (fall.seated_torso_max_deg, fall.seated_thigh_drop_max)."""
@@ -279,12 +289,8 @@ class FallStateMachine:
         cues, features = self.cues, self.last_features
         if cues is None or features is None or cues.descent is None:
             return False
-        if self.baseline is not None and self.baseline.seated:
-            # From a seat: the hips have left it (up or down the picture), the torso is not upright.
-            moved = abs(cues.descent) >= self.config.min_descent
-        else:
-            moved = cues.descent >= self.config.min_descent
-        return moved and not torso_upright(features.torso_angle_deg, cues.torso_ratio, self.config)
+        return self._hips_off(cues.descent) and not torso_upright(features.torso_angle_deg, cues.torso_ratio,
+                                                                  self.config)
 
     def _dropping_fast(self) -> bool:
         cues, features = self.cues, self.last_features
@@ -317,19 +323,17 @@ class FallStateMachine:
                 # jump to another person walking lower in the picture and then lose them)
                 and self._last_pose_lying_score >= cfg.lying_exit)
 
-    def _sequence_max(self, time_s: float) -> Optional[float]:
-        """The sequence cue's highest score over the last sequence_window_s, None without scores
-        (the cue is off, or the track had no full window of skeletons)."""
-        recent = [score for moment, score in self._sequence_scores
-                  if moment >= time_s - self.config.sequence_window_s]
-        return max(recent) if recent else None
+    def _sequence_max(self) -> Optional[float]:
+        """The sequence cue's highest score over the last sequence_window_s (update() keeps only
+        those), None without scores (the cue is off, or the track had no window of skeletons)."""
+        return max((score for _, score in self._sequence_scores), default=None)
 
-    def _sequence_allows(self, time_s: float) -> bool:
+    def _sequence_allows(self) -> bool:
         """The learned cue does not contradict a fall: it has no say without scores, and it vetoes
         only motions it scores as controlled (exercise goes down and up under control)."""
-        if self.baseline is not None and self.baseline.seated:
+        if self._seated_baseline:
             return True  # the cue learnt falls from standing only: it has no say on a fall from a seat
-        best = self._sequence_max(time_s)
+        best = self._sequence_max()
         return best is None or best >= self.config.sequence_confirm_min
 
     def _confidence(self) -> float:
@@ -409,7 +413,7 @@ class FallStateMachine:
             elif (self._lying_for(time_s, cfg.confirm_s) and self._down_now()
                   and (features is not None or not at_border)  # unseen at the edge: may have left
                   and self._skeleton_seen_during_fall() and self._detector_looked(detector_seen_since)
-                  and self._sequence_allows(time_s)):
+                  and self._sequence_allows()):
                 events.append(self._confirm(time_s))
             elif features is None and self._lost_after_fast_descent(time_s, at_border):
                 events.append(self._confirm(time_s, lost=True))
@@ -459,11 +463,11 @@ class FallStateMachine:
         if lying_s < cfg.confirm_s:
             missing.append(f"lying {lying_s:.2f} of {cfg.confirm_s:.2f} s")
         descent = self.cues.descent if self.cues is not None else None
-        seated = self.baseline is not None and self.baseline.seated
-        if seated and descent is not None and abs(descent) < cfg.min_descent:
-            missing.append(f"hips still on the seat (moved {descent:.2f}, under {cfg.min_descent:.2f})")
-        elif not seated and (descent is None or descent < cfg.min_descent):
-            missing.append("hips not down" if descent is None else f"descent {descent:.2f} < {cfg.min_descent:.2f}")
+        if descent is None:
+            missing.append("hips not down")
+        elif not self._hips_off(descent):
+            missing.append(f"hips still on the seat (moved {descent:.2f}, under {cfg.min_descent:.2f})"
+                           if self._seated_baseline else f"descent {descent:.2f} < {cfg.min_descent:.2f}")
         elif (self.cues is not None and self.last_features is not None
               and torso_upright(self.last_features.torso_angle_deg, self.cues.torso_ratio, cfg)):
             missing.append("torso upright (sitting or kneeling)")
@@ -471,8 +475,8 @@ class FallStateMachine:
             missing.append("no skeleton since the fall began")
         if not self._detector_looked(detector_seen_since):
             missing.append("detector has not looked")
-        if not self._sequence_allows(time_s):
-            missing.append(f"sequence cue {self._sequence_max(time_s):.2f} < {cfg.sequence_confirm_min:.2f} "
+        if not self._sequence_allows():
+            missing.append(f"sequence cue {self._sequence_max():.2f} < {cfg.sequence_confirm_min:.2f} "
                            f"(a controlled movement)")
         return "falling: " + ("; ".join(missing) if missing else "confirmed")
 

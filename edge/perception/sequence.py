@@ -5,7 +5,7 @@ track out ("a fall happened in this window", 0..1), every track of a frame in on
 import json
 import logging
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 
@@ -45,9 +45,7 @@ class SequenceScorer:
         self.batch = int(shape[0])
 
     @classmethod
-    def from_config(cls, config: SequenceConfig, model_path: Path) -> Optional["SequenceScorer"]:
-        if not config.enabled:
-            return None
+    def from_config(cls, config: SequenceConfig, model_path: Path) -> "SequenceScorer":
         verify_model_file(model_path)
         verify_against_manifest(model_path)
         return cls(create_backend(config.type, model_path, threads=config.threads))
