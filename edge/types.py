@@ -3,7 +3,7 @@
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Hashable, List, Optional, Tuple
 
 import numpy as np
 
@@ -141,6 +141,31 @@ class EventType(str, Enum):
     def opens_alarm(self) -> bool:
         """fall_detected and alarm sound the local alarm and open an alarm in the control room."""
         return self in (EventType.FALL_DETECTED, EventType.ALARM)
+
+
+class AcknowledgedChains:
+    """Falls an operator acknowledged. The same fall's later `alarm` (still down after the hold) is
+    then not a new alarm: not sounded at the site, not shown open in the control room. A new
+    `fall_detected` on the track, or a recovery, ends it. The local alarm, the monitor and the
+    console's log each keep one, keyed by whatever names a fall's chain there; bounded, since
+    tracks also end without a recovery."""
+
+    def __init__(self, limit: int = 10000) -> None:
+        self.limit = limit
+        self._acks: Dict[Hashable, object] = {}  # chain -> what acknowledged it
+
+    def acknowledged(self, chain: Hashable, by: object = True) -> None:
+        if chain not in self._acks and len(self._acks) >= self.limit:
+            del self._acks[next(iter(self._acks))]  # the oldest
+        self._acks[chain] = by
+
+    def repeat_of(self, kind: str, chain: Hashable) -> Optional[object]:
+        """What acknowledged the fall that an event of `kind` on `chain` repeats (an `alarm` after
+        an ack), else None; a `fall_detected` or `recovered` ends the chain's acknowledgement."""
+        if kind in (EventType.FALL_DETECTED, EventType.RECOVERED):
+            self._acks.pop(chain, None)
+            return None
+        return self._acks.get(chain) if kind == EventType.ALARM else None
 
 
 @dataclass

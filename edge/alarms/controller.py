@@ -4,12 +4,12 @@
 import logging
 import threading
 import time
-from typing import Dict, Optional, Set, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 from edge.alarms.buzzer import Buzzer, ResilientBuzzer
 from edge.alarms.speech import Speaker
 from edge.logs import LogThrottle
-from edge.types import EventType, FallEvent
+from edge.types import AcknowledgedChains, EventType, FallEvent
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class LocalAlarm:
         self.speaker = speaker
         self._active: Dict[ChainKey, str] = {}  # chain -> fall_detected | alarm
         self._chain_of_event: Dict[str, ChainKey] = {}
-        self._acknowledged: Set[ChainKey] = set()  # chains an operator silenced: their later `alarm` stays quiet
+        self._acknowledged = AcknowledgedChains(_MAX_ACKNOWLEDGED)  # their later `alarm` stays quiet
         self._last_test_s: Optional[float] = None
         self._test_timer: Optional[threading.Timer] = None
         self._tests_refused = 0
@@ -34,12 +34,10 @@ class LocalAlarm:
 
     def handle(self, event: FallEvent) -> None:
         key = (event.camera, event.track_id)
-        if event.type == EventType.ALARM and key in self._acknowledged:
+        if self._acknowledged.repeat_of(event.type, key) is not None:
             # The same fall, still down after the hold: the operator already knows and is on it.
             logger.info("alarm for %s track %d stays quiet: already acknowledged", *key)
             return
-        if event.type == EventType.FALL_DETECTED:
-            self._acknowledged.discard(key)  # a new fall on this track sounds again
         if event.type.opens_alarm:
             self._chain_of_event[event.event_id] = key
             self._active[key] = event.type
@@ -48,7 +46,6 @@ class LocalAlarm:
             if self.speaker is not None:
                 self.speaker.start(self._speech_key(key), event.type)
         elif event.type == EventType.RECOVERED:
-            self._acknowledged.discard(key)
             self._silence(key)
 
     def acknowledge(self, event_id: str) -> Optional[ChainKey]:
@@ -57,9 +54,7 @@ class LocalAlarm:
         if key is None:
             return None
         self._silence(key)
-        if len(self._acknowledged) >= _MAX_ACKNOWLEDGED:  # tracks end without a recovery too
-            self._acknowledged.pop()
-        self._acknowledged.add(key)
+        self._acknowledged.acknowledged(key)
         return key
 
     def test(self) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from edge.mqtt.schema import MAX_NESTING, health_problem, nesting_depth
-from edge.types import EventType
+from edge.types import AcknowledgedChains, EventType
 
 OPENING = (EventType.FALL_DETECTED.value, EventType.ALARM.value)
 CLOSING = (EventType.RECOVERED.value, EventType.ACKNOWLEDGED.value)
@@ -130,7 +130,7 @@ class EventLog:
                               "ORDER BY received_at, row", (RECENT_EVENTS,)).fetchall()
         alarms: List[Alarm] = []
         open_chains: Dict[Tuple[str, str, int], List[Alarm]] = {}
-        acknowledged: Dict[Tuple[str, str, int], dict] = {}  # chains an operator acknowledged, by that event
+        acknowledged = AcknowledgedChains()  # chain -> the acknowledged event that closed it
         by_id: Dict[str, Alarm] = {}
         for row in rows:
             event = stored_json(row["payload"])
@@ -138,23 +138,19 @@ class EventLog:
                 continue
             track = event.get("track_id")
             chain = (row["device"], row["camera"], track if isinstance(track, int) else -1)
+            repeat = acknowledged.repeat_of(row["type"], chain)
             if row["type"] in OPENING:
                 alarm = Alarm(event, row["device"], row["camera"], row["received_at"], row["picture"] is not None)
                 alarms.append(alarm)
                 by_id[alarm.event_id] = alarm
-                if row["type"] == EventType.FALL_DETECTED.value:
-                    acknowledged.pop(chain, None)  # a new fall on the track is a new alarm
-                elif chain in acknowledged:
-                    # The same fall still down after the hold: already acknowledged, not a new alarm.
-                    alarm.closed_by = acknowledged[chain]
+                if repeat is not None:  # the same fall still down after the hold: not a new alarm
+                    alarm.closed_by = repeat  # type: ignore[assignment]
                     continue
                 open_chains.setdefault(chain, []).append(alarm)
             elif row["type"] in CLOSING:
                 closed = open_chains.pop(chain, [])
-                if row["type"] == EventType.ACKNOWLEDGED.value:
-                    acknowledged[chain] = event
-                else:
-                    acknowledged.pop(chain, None)
+                if row["type"] == EventType.ACKNOWLEDGED:
+                    acknowledged.acknowledged(chain, event)
                 target = by_id.get(str(event.get("acknowledges")))
                 # Only the device that raised an alarm can close it: another device naming its
                 # event id (a fake or a misconfigured one) closes nothing.

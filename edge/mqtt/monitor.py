@@ -34,7 +34,7 @@ from edge.mqtt.connection import (
 )
 from edge.mqtt.schema import MAX_EVENT_BYTES, event_problem, health_problem, parse_status, snapshot_event_id
 from edge.private import private_file
-from edge.types import EventType
+from edge.types import AcknowledgedChains, EventType
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,6 @@ ChainKey = Tuple[str, str, int]  # device, camera, track id
 _WEBHOOK_TRIES = 3
 _SKIP_LOG_KEYS = 1000  # (topic, reason) pairs remembered so that each is logged once
 _MAX_REPORT_BYTES = 65536
-_MAX_ACKNOWLEDGED_CHAINS = 10000
 
 
 def _reject_constant(name: str) -> float:
@@ -136,7 +135,7 @@ class Monitor:
                              "camera TEXT, jpeg BLOB, received_at REAL)")
         self._lock = threading.Lock()
         self.open_alarms: Dict[ChainKey, OpenAlarm] = {}
-        self._acknowledged: Set[ChainKey] = set()  # chains an operator acknowledged (their later alarm is not new)
+        self._acknowledged = AcknowledgedChains()  # their later alarm is not a new open alarm
         self.duplicates = 0
         self.skipped = 0  # malformed messages
         self._skip_logged: Set[Tuple[str, str]] = set()
@@ -310,21 +309,15 @@ class Monitor:
 
     def _track_alarm(self, device: str, camera: str, event: dict) -> None:
         key = (device, camera, event["track_id"])
-        if event["type"] == EventType.FALL_DETECTED:
-            self._acknowledged.discard(key)  # a new fall on the track
+        if self._acknowledged.repeat_of(event["type"], key) is not None:
+            return  # the same fall's alarm after the hold: already acknowledged
         if EventType(event["type"]).opens_alarm:
-            if key in self._acknowledged:
-                return  # the same fall's alarm after the hold: already acknowledged
             self.open_alarms[key] = OpenAlarm(event["event_id"], device, camera, key[2], event["type"],
                                               str(event.get("ts")))
         elif event["type"] in (EventType.RECOVERED, EventType.ACKNOWLEDGED):
             self.open_alarms.pop(key, None)
             if event["type"] == EventType.ACKNOWLEDGED:
-                if len(self._acknowledged) >= _MAX_ACKNOWLEDGED_CHAINS:
-                    self._acknowledged.pop()
-                self._acknowledged.add(key)
-            else:
-                self._acknowledged.discard(key)
+                self._acknowledged.acknowledged(key)
 
     # -- queries and commands --------------------------------------------------------------------
 
