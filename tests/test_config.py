@@ -71,6 +71,12 @@ def test_bad_yaml_and_missing_file(tmp_path):
         ({"mqtt": {"cert_file": "c.pem", "key_file": "k.pem"}}, "'mqtt.cert_file' needs mqtt.ca_file"),
         ({"buzzer": {"alarm_pattern_s": [1.0]}}, "'buzzer.alarm_pattern_s' must be [on seconds, off seconds]"),
         ({"buzzer": {"pin_factory": "rpigpio"}}, "'buzzer.pin_factory' must be default, jetson or mock"),
+        # issue 30, defect 11: a huge weight made every lying score NaN (no fall, no word), and a
+        # huge beep overflowed the buzzer's timer thread
+        ({"fall": {"weight_descent": 1e308}}, "'fall.weight_descent' must be between 0 (the cue is off) and 10"),
+        ({"buzzer": {"fall_pattern_s": [1e308, 0.2]}}, "both above 0 and at most 60"),
+        # ... and a bad build section beside the old flat key was dropped silently
+        ({"detector": {"build_from": "a.onnx", "build": "fp16"}}, "'detector.build' must be a mapping, got str"),
     ],
 )
 def test_out_of_range_values_name_the_key(raw, message):
@@ -85,6 +91,21 @@ def test_a_number_too_long_to_read_is_a_config_error(tmp_path):
     path.write_text("mqtt:\n  port: " + "9" * 5000 + "\n")
     with pytest.raises(ConfigError, match="holds a number too long to read"):
         load_config(path)
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    """Issue 30, defect 11: nine levels of nine aliases on a typed key took 4.9 GB and 120 s to
+    report (the error message expanded the value)."""
+    import time
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\nfall:\n  lying_enter: *a9\n")
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"uses the YAML alias \*a0 \(line 2\): write the value out"):
+        load_config(path)
+    assert time.monotonic() - started < 5
 
 
 def test_a_bad_file_reports_every_problem_at_once_on_one_line():

@@ -31,7 +31,12 @@ _TOPIC_NAME = Check(valid_topic_level, "must be a name of at most 100 characters
 _RENAMED_BUILD_KEYS = {"build_from": "build.source", "build_precision": "build.precision",
                        "build_calibration_dir": "build.calibration_dir", "build_min_agreement": "build.min_agreement"}
 _SCORE = between(0, 1)
-_PATTERN = Check(lambda v: len(v) == 2 and all(x > 0 for x in v), "must be [on seconds, off seconds], both above 0")
+# At most a minute each: a beep is a timer (1e308 s overflowed the timer thread).
+_PATTERN = Check(lambda v: len(v) == 2 and all(0 < x <= 60 for x in v),
+                 "must be [on seconds, off seconds], both above 0 and at most 60")
+# The lying score is a weighted mean: weights are relative, and huge ones overflowed it to NaN
+# (1e308 silenced every fall).
+_WEIGHT = between(0, 10, "the cue is off")
 _THREADS = between(1, MAX_THREADS)
 
 
@@ -142,17 +147,17 @@ class FallConfig:
     torso_angle_high_deg: float = 70.0  # ... this close to horizontal scores 1
     aspect_low: float = 0.9  # bbox width/height scoring 0
     aspect_high: float = 1.5  # ... and 1
-    weight_torso_angle: float = setting(0.4, at_least(0))
-    weight_aspect: float = setting(0.3, at_least(0))
-    weight_detector: float = setting(0.3, at_least(0))
+    weight_torso_angle: float = setting(0.4, _WEIGHT)
+    weight_aspect: float = setting(0.3, _WEIGHT)
+    weight_detector: float = setting(0.3, _WEIGHT)
     # Height collapse: the body's height against the same person's upright height (a fall towards
     # or away from the camera shrinks the body without tilting the torso in the image).
-    weight_collapse: float = setting(0.4, at_least(0))
+    weight_collapse: float = setting(0.4, _WEIGHT)
     collapse_start_ratio: float = 0.7  # the collapse cue is 0 at this share of the upright height ...
     collapse_full_ratio: float = 0.4  # ... and 1 at this share
     # Hip drop against the same person standing: hips far below where they stand are not upright
     # (a fall towards a frontal camera can leave every other cue ambiguous).
-    weight_descent: float = setting(0.4, at_least(0))
+    weight_descent: float = setting(0.4, _WEIGHT)
     descent_full: float = 1.0  # the descent cue is 0 at min_descent and 1 at this many torso lengths
     # A torso shorter than this share of its upright length: its angle is ignored ...
     foreshortened_below: float = setting(0.6, Check(lambda v: 0 < v <= 1, "must be above 0 and at most 1"))
