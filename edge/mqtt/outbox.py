@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Deque, Dict, List, Optional, Set, Tuple
 
 from edge.logs import LogThrottle
 from edge.private import private_file
@@ -101,18 +101,40 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+# Salvage gives up after this many sequence numbers in a row that cannot be read (damage that
+# deep is the whole table, and each try is a lookup).
+_SALVAGE_MAX_SKIPS = 20000
+
+
 def _salvage(path: Path) -> List[Tuple[int, str, str]]:
-    """The rows still readable from a corrupt outbox, in seq order (often none)."""
+    """The rows still readable from a corrupt outbox, in seq order (often none). Row by row, each
+    found from the table's index: a damaged page loses the rows on it, not every row behind it (a
+    plain scan stopped at the first bad page and kept 44 of 300 rows that could be read)."""
     rows: List[Tuple[int, str, str]] = []
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error:
         return rows
     try:
-        for row in db.execute("SELECT seq, topic, payload FROM outbox ORDER BY seq"):
-            rows.append((int(row[0]), str(row[1]), str(row[2])))
+        try:
+            highest = db.execute("SELECT max(seq) FROM outbox").fetchone()[0]
+        except sqlite3.Error:
+            highest = None
+        last, failures = 0, 0
+        while failures < _SALVAGE_MAX_SKIPS and (highest is None or last < highest):
+            try:
+                row = db.execute("SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT 1",
+                                 (last,)).fetchone()
+            except sqlite3.Error:
+                last, failures = last + 1, failures + 1  # the next row sits on a damaged page: step past it
+                continue
+            if row is None:
+                break
+            failures = 0
+            last = int(row[0])
+            rows.append((last, str(row[1]), str(row[2])))
     except sqlite3.Error:
-        pass  # keep what was read before the damage
+        pass  # the file cannot be read at all: keep what was read
     finally:
         db.close()
     return rows
@@ -132,6 +154,7 @@ class Outbox:
         self._memory_ids = 0
         self._db: Optional[sqlite3.Connection] = None
         self.error: Optional[str] = None  # why events are waiting in memory, for health
+        self._reported: Set[str] = set()  # the reasons logged since the file last worked: each once
         self.lost_at_exit = 0  # events neither the outbox nor the file beside it could take at close()
         self._next_open = 0.0
         self._full = _DropCounter(f"outbox {path} full ({max_events} events)")
@@ -212,15 +235,19 @@ class Outbox:
         if self.error is not None:
             logger.warning("outbox %s usable again (was: %s)", self.path, self.error)
             self.error = None
+            self._reported.clear()
         self._flush_memory()
         return True
 
     def _fail(self, reason: str) -> None:
-        if reason != self.error:
+        # A file that fails two ways in turn (a foreign table: writes and reads each have their
+        # own error) logged both on every event and every read: 229 lines in 26 s.
+        self.error = reason
+        if reason not in self._reported:
+            self._reported.add(reason)
             logger.error("outbox %s cannot be used (%s): events wait in memory (up to %d) and it is tried again "
                          "every %.0f s; detection and the local alarm go on. Fix the disk or mqtt.outbox_path",
                          self.path, reason, _MEMORY_FALLBACK, RETRY_S)
-            self.error = reason
 
     def _open(self) -> sqlite3.Connection:
         # Owner-only whatever the umask: the events hold people's boxes and keypoints.
@@ -328,6 +355,7 @@ class Outbox:
         if had_memory and not self._pending_memory:
             logger.warning("outbox %s writable again: the events kept in memory are stored", self.path)
             self.error = None
+            self._reported.clear()
 
     # -- reading -------------------------------------------------------------------------
 
