@@ -662,3 +662,24 @@ def test_health_reports_each_engines_precision_and_notes(tmp_path):
     config.pose = replace(config.pose, type="tensorrt", model=str(engine))
     assert engine_notes(config) == {"pose": {"precision": "fp16", "requested_precision": "int8", "notes": [note]}}
     assert engine_notes(Config()) == {}  # the CPU backends have no engines
+
+
+def test_a_damaged_catalogued_onnx_is_refused_before_an_engine_or_int8_copy_is_made(tmp_path):
+    """Issue 30, defect 11: one flipped bit in the catalogued detector went into build-engines
+    and quantize-onnx unchecked; the daemon checks it, so must the tools that build from it."""
+    import subprocess
+
+    damaged = tmp_path / "fall_yolov8s.onnx"
+    data = bytearray((ROOT / "models" / "fall_yolov8s.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    damaged.write_bytes(bytes(data))
+    for command in (["build-engines", "--source", str(damaged), "--out", str(tmp_path / "d.engine")],
+                    ["quantize-onnx", "--source", str(damaged), "--out", str(tmp_path / "d_int8.onnx"),
+                     "--calib-dir", str(tmp_path)]):
+        result = subprocess.run([sys.executable, "-m", "edge", *command], cwd=ROOT, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines()[-1] == (f"fall-edge: error: model file {damaged} does not match "
+                                                          f"its sha256: delete it and run `fall-edge fetch-models` "
+                                                          f"(or `python scripts/fetch_models.py`)")
+        assert not list(tmp_path.glob("d*"))

@@ -27,6 +27,7 @@ from edge.errors import FallEdgeError, ModelError
 from edge.export.agreement import Agreement, compare_models
 from edge.export.calibration import CalibrationBatches, image_files
 from edge.export.onnx_export import ParityReport, check_parity, export_onnx
+from edge.modelstore import verify_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ def _export(request: BuildRequest, onnx_path: Path):
         export_onnx(checkpoint.model, (1, 3, size, size), onnx_path, YOLO_INPUT_NAME, YOLO_OUTPUTS)
         return checkpoint.model, "yolo", checkpoint.class_names, size
     if suffix == ".onnx":
+        verify_model_file(request.source)  # a catalogued model (models/manifest.json): its sha256, before use
         return None, "", [], 0
     raise FallEdgeError(f"{request.source}: expected a YOLOv5/YOLOv8 .pt, a trt_pose .pth or an .onnx")
 

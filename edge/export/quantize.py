@@ -21,6 +21,7 @@ import numpy as np
 from edge.errors import FallEdgeError
 from edge.export.calibration import CalibrationBatches
 from edge.export.head import head_prefix
+from edge.modelstore import verify_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def quantize_onnx(onnx_path: Path, out_path: Path, calib_dir: Path, kind: str,
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    verify_model_file(onnx_path)  # a catalogued model: its sha256, before the INT8 copy is made of it
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     model_input = session.get_inputs()[0]
     shape = tuple(int(d) for d in model_input.shape)
