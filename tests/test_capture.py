@@ -79,3 +79,28 @@ def test_iter_video_frames_steps_or_seeks_to_the_same_frames(tmp_path):
     assert len(list(iter_video_frames(tmp_path / "n.avi"))) == 30
     with pytest.raises(SourceError, match="cannot be opened"):
         list(iter_video_frames(tmp_path / "missing.avi"))
+
+
+def test_a_damaged_frame_mid_file_is_skipped_and_the_fall_behind_it_found(clips_dir, tmp_path):
+    """Issue 30, defect 11: one frame the decoder refuses, half a second into a fall, ended the
+    run with exit 0 and the fall missed. The frames behind it decode: they are read, on their
+    own times, and the daemon finds the fall."""
+    import json
+
+    from conftest import PROJECT_ROOT, run_daemon_on_clip
+
+    data = bytearray((clips_dir / "gmdcsa24_s1_fall15.mp4").read_bytes())  # fall from 1.6 s
+    at = int(len(data) * 0.3)
+    data[at:at + 20000] = bytes(20000)  # about frames 49-51 (1.6-1.7 s) undecodable
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    with OpenCvSource(str(damaged)) as video:
+        frames = list(video.frames())
+    times = [frame.time_s for frame in frames]
+    assert 170 <= len(frames) < video.frame_count and times == sorted(times)
+    assert times[-1] == pytest.approx((video.frame_count - 1) / video.fps)  # read to the end, times kept
+    result = run_daemon_on_clip(PROJECT_ROOT / "configs" / "default.yaml", damaged)
+    assert result.returncode == 0, result.stderr
+    assert "could not be decoded (the file is damaged there); skipped" in result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert any(event.get("type") == "fall_detected" for event in events), result.stdout[-2000:]

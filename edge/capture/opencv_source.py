@@ -49,6 +49,10 @@ def iter_video_frames(path: Union[str, Path], step: int = 1, seek: bool = False)
         capture.release()
 
 
+# Reads that may fail in a row inside a file before the rest of it is given up: 10 s at 30 frames/s.
+_MAX_UNREADABLE_FRAMES = 300
+
+
 class OpenCvSource:
     """Iterate Frames from a file, a camera or a stream."""
 
@@ -101,10 +105,25 @@ class OpenCvSource:
         index = 0
         last: Optional[np.ndarray] = None
         started = time.monotonic()
+        unreadable_from: Optional[int] = None  # the first of a run of frames the decoder refused
         while True:
             ok, image = self._capture.read()
             if not ok or image is None:
+                # A damaged frame in the middle of a file fails its read while the frames behind it
+                # decode: step past it (one corrupt frame ended the run, the fall after it missed).
+                # Only the file's own frame count tells a damaged frame from the end.
+                gap = 0 if unreadable_from is None else index - unreadable_from
+                if self.frame_count and index < self.frame_count - 1 and gap < _MAX_UNREADABLE_FRAMES:
+                    unreadable_from = index if unreadable_from is None else unreadable_from
+                    index += 1
+                    continue
+                if unreadable_from is not None:
+                    index = unreadable_from  # the file's readable frames end where the gap began
                 break
+            if unreadable_from is not None:
+                logger.warning("%s: frames %d to %d could not be decoded (the file is damaged there); skipped",
+                               self.shown, unreadable_from, index - 1)
+                unreadable_from = None
             try:
                 image = ensure_bgr(image)
             except ValueError:
