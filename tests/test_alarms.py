@@ -415,3 +415,42 @@ def test_an_acknowledgement_cuts_the_sentence_being_spoken(tmp_path, monkeypatch
         assert started.read_text().count("x") == 1  # and the English one never started
     finally:
         speaker.close()
+
+
+def test_a_fall_cuts_a_test_that_is_still_being_synthesised(tmp_path, monkeypatch):
+    """Issue 30, defect 9: a test sentence being synthesised when a real fall came was finished,
+    then played, before the fall's warning (first real speech +4.8 s instead of +2.2 s). The
+    synthesiser stands in for a slow Nano: espeak-ng itself, after 20 s for the test sentence;
+    aplay for the sound device (the hardware edge), recording what it was given."""
+    import os
+    import stat
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    synth_log, played = tmp_path / "synth.log", tmp_path / "played.log"
+    slow = tmp_path / "slow-espeak"
+    slow.write_text("#!/bin/sh\n"
+                    f"echo \"$*\" >> {synth_log}\n"
+                    "case \"$*\" in *ALARMTEST*) sleep 20 >/dev/null 2>&1;; esac\n"
+                    "exec espeak-ng \"$@\"\n")
+    fake_aplay = tmp_path / "bin" / "aplay"
+    fake_aplay.parent.mkdir()
+    fake_aplay.write_text(f"#!/bin/sh\necho \"$@\" >> {played}\n")
+    for script in (slow, fake_aplay):
+        script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{fake_aplay.parent}{os.pathsep}{os.environ['PATH']}")
+    speaker = Speaker(SpeechConfig(command=str(slow), test_text="ALARMTEST one", second_test_text="ALARMTEST two",
+                                   repeat_interval_s=60))
+    try:
+        speaker.say("test")
+        assert wait_for(lambda: synth_log.exists() and "ALARMTEST one" in synth_log.read_text(), 10)
+        fall_at = time.monotonic()
+        speaker.start("cam0/1", "fall_detected")
+        assert wait_for(lambda: played.exists() and played.read_text().count("\n") >= 1, 15)
+        assert time.monotonic() - fall_at < 5.0  # not after the test's 20 s synthesis
+        assert wait_for(lambda: played.read_text().count("\n") >= 2, 15)  # both languages of the fall
+        assert "ALARMTEST two" not in synth_log.read_text()  # the rest of the test was dropped
+        assert speaker.problem is None  # a cut is not a broken synthesiser
+        assert list(speaker.announced) == ["test", "fall_detected"]
+    finally:
+        speaker.close()

@@ -28,10 +28,14 @@ _SYNTH_TIMEOUT_S = 30.0
 _PLAY_TIMEOUT_S = 120.0
 
 
+def synth_command(text: str, voice: str, target: Path, config: SpeechConfig) -> List[str]:
+    return [config.command, "-v", voice, "-s", str(config.words_per_minute), "-w", str(target), text]
+
+
 def synthesize(text: str, voice: str, target: Path, config: SpeechConfig) -> None:
     """Write `text` spoken in `voice` to a WAV file; raises OSError/CalledProcessError on failure."""
-    subprocess.run([config.command, "-v", voice, "-s", str(config.words_per_minute), "-w", str(target), text],
-                   check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=_SYNTH_TIMEOUT_S)
+    subprocess.run(synth_command(text, voice, target, config), check=True, stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE, timeout=_SYNTH_TIMEOUT_S)
 
 
 @dataclass(order=True)
@@ -61,7 +65,9 @@ class Speaker:
         self._repeating: Dict[str, Tuple[str, float]] = {}  # key -> (kind, next time)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._playing: Optional[Tuple[str, subprocess.Popen]] = None  # (kind, aplay) while one plays
+        # (kind, the child speaking): espeak-ng while it synthesises, then aplay while it plays.
+        # Both can be cut: a real warning cuts a test, an acknowledgement cuts its own chain.
+        self._playing: Optional[Tuple[str, subprocess.Popen]] = None
         self._speaking_key: Optional[str] = None  # the chain whose announcement is being spoken
         self._silenced = False  # stop() for that chain came mid-announcement: the rest is not spoken
         self._warned: set = set()
@@ -196,13 +202,48 @@ class Speaker:
             return
         with tempfile.TemporaryDirectory(prefix="fall-edge-speech-") as tmp:
             wav = Path(tmp) / "message.wav"
+            # Synthesis takes seconds on a Nano: a test being synthesised when a fall comes is cut
+            # there too (it delayed the first real sentence by 2.6 s).
             try:
-                synthesize(text, voice, wav, self.config)
+                outcome = self._child(synth_command(text, voice, wav, self.config), kind, _SYNTH_TIMEOUT_S)
             except (OSError, subprocess.SubprocessError) as exc:
                 self._warn_once(f"synth-{voice}", "speech: %s failed for voice %s (%s)", self.config.command,
                                 voice, exc)
                 return
+            if outcome is None or self._was_cut(outcome[0], kind):
+                return
+            if outcome[0] != 0:
+                reason = (outcome[1].strip().splitlines() or [f"exit status {outcome[0]}"])[-1]
+                self._warn_once(f"synth-{voice}", "speech: %s failed for voice %s (%s)", self.config.command,
+                                voice, reason)
+                return
             self._play(wav, kind)
+
+    def _child(self, command: List[str], kind: str, timeout_s: float) -> Optional[Tuple[int, str]]:
+        """Run one speech process where stop() and a real warning can cut it: (exit status,
+        stderr), or None when it was not started (silenced, or a test with a real warning
+        waiting). Raises OSError when it cannot start, TimeoutExpired (after killing it) when it hangs."""
+        with self._lock:
+            if self._silenced or (kind == "test" and any(item.priority == 0 for item in self._pending)):
+                return None
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                       universal_newlines=True)
+            self._playing = (kind, process)
+        try:
+            _, stderr = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+        finally:
+            with self._lock:
+                self._playing = None
+        return process.returncode, stderr or ""
+
+    def _was_cut(self, returncode: int, kind: str) -> bool:
+        """Ended by our own SIGTERM: a test giving way to a real warning, or an acknowledgement."""
+        with self._lock:
+            return returncode == -signal.SIGTERM and (kind == "test" or self._silenced)
 
     def _play(self, wav: Path, kind: str) -> None:
         if shutil.which("aplay") is None:
@@ -210,30 +251,18 @@ class Speaker:
                                      "are synthesised but not played")
             self.spoken += 1
             return
-        command = aplay_command(self.config, wav)
-        with self._lock:
-            if self._silenced:
-                return  # silenced while it was being synthesised
-            try:
-                process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                           universal_newlines=True)
-            except OSError as exc:
-                self._warn_once("play", "speech: aplay could not start (%s)", exc)
-                return
-            self._playing = (kind, process)
         try:
-            _, stderr = process.communicate(timeout=_PLAY_TIMEOUT_S)
+            outcome = self._child(aplay_command(self.config, wav), kind, _PLAY_TIMEOUT_S)
+        except OSError as exc:
+            self._warn_once("play", "speech: aplay could not start (%s)", exc)
+            return
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
             self._warn_once("play-timeout", "speech: aplay hung; check the sound device")
             return
-        finally:
-            with self._lock:
-                self._playing = None
-        if process.returncode == -signal.SIGTERM and kind == "test":
-            return  # cut short for a real warning
-        if process.returncode != 0:
+        if outcome is None or self._was_cut(outcome[0], kind):
+            return
+        returncode, stderr = outcome
+        if returncode != 0:
             reason = (stderr.strip().splitlines() or ["no output"])[-1]
             self._warn_once("play", "speech: no sound device (%s): spoken warnings are off until one appears; "
                                     "set speech.alsa_device", reason)
