@@ -235,3 +235,42 @@ def test_the_same_falls_later_alarm_is_not_a_new_open_alarm(broker, console):
         assert console.monitor.open_alarms[("edge1", "cam0", 4)].event_id == again.event_id
     finally:
         device.close()
+
+
+def test_a_device_flooding_snapshots_cannot_push_out_another_devices(broker, tmp_path):
+    """Defect 8: one device's pictures counted against every device's (no per-device quota) and
+    were stored at any size (20 x 5 MB as they came)."""
+    import cv2
+    import numpy as np
+
+    from edge.mqtt.monitor import MAX_SNAPSHOT_BYTES
+    from edge.mqtt.schema import tag_snapshot
+
+    def picture(event_id: str, pad: int = 0) -> bytes:
+        ok, jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), 90, np.uint8))
+        assert ok
+        return tag_snapshot(jpeg.tobytes(), event_id) + b"\0" * pad  # bytes after the end marker: still a JPEG
+
+    db = tmp_path / "console.sqlite"
+    monitor = Monitor(mqtt_config(broker, device=""), db, client_id="console",
+                      everything=True, snapshot_keep=5)
+    monitor.start()
+    device = Collector(broker, "fall/#")
+    try:
+        assert wait_for(monitor.connected.is_set)
+        real = fall_event("fall_detected")
+        device.client.publish("fall/edge1/cam0/snapshot", picture(real.event_id), qos=1)
+        assert wait_for(lambda: EventLog(db).snapshot(real.event_id) is not None)
+        flood = [fall_event("fall_detected", track_id=i).event_id for i in range(2, 32)]
+        for event_id in flood:
+            device.client.publish("fall/evil/cam0/snapshot", picture(event_id), qos=1)
+        oversized = fall_event("fall_detected", track_id=40).event_id
+        device.client.publish("fall/evil/cam0/snapshot", picture(oversized, MAX_SNAPSHOT_BYTES), qos=1)
+        assert wait_for(lambda: monitor.skipped >= 1 and EventLog(db).snapshot(flood[-1]) is not None)
+        log = EventLog(db)
+        assert log.snapshot(real.event_id) is not None  # the quiet device's picture is still there
+        assert sum(log.snapshot(e) is not None for e in flood) == 5  # the flood keeps its newest five
+        assert log.snapshot(oversized) is None
+    finally:
+        device.close()
+        monitor.stop()

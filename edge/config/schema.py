@@ -359,7 +359,7 @@ class ConsoleConfig:
     auth_header: str = ""
     session_hours: float = setting(12.0, between(0.1, 168))  # a login lasts this long
     secure_cookie: bool = False  # true when served over HTTPS (the session cookie is then never sent in clear)
-    snapshot_keep: int = setting(1000, at_least(0))  # pictures of people: at most this many ...
+    snapshot_keep: int = setting(1000, at_least(0))  # pictures of people: at most this many per device ...
     snapshot_max_age_days: float = setting(30.0, above(0))  # ... and none older than this
 
     RULES: ClassVar[Tuple[Rule, ...]] = (

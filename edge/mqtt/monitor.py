@@ -42,6 +42,11 @@ ChainKey = Tuple[str, str, int]  # device, camera, track id
 _WEBHOOK_TRIES = 3
 _SKIP_LOG_KEYS = 1000  # (topic, reason) pairs remembered so that each is logged once
 _MAX_REPORT_BYTES = 65536
+# A device's snapshot is one JPEG of a frame (50-400 KB at 1080p); more is not a snapshot.
+MAX_SNAPSHOT_BYTES = 2 * 1024 * 1024
+# All devices' snapshots together: over this, the device storing the most loses its oldest first,
+# so a device flooding pictures (or one inventing device names) cannot push out another's.
+SNAPSHOT_STORE_BYTES = 1024 ** 3
 
 
 def _reject_constant(name: str) -> float:
@@ -292,6 +297,9 @@ class Monitor:
             self.on_event({"type": "camera_status", "device": device, "camera": camera, "status": status}, True)
 
     def _on_snapshot(self, device: str, camera: str, topic: str, raw: bytes) -> None:
+        if len(raw) > MAX_SNAPSHOT_BYTES:
+            self._skip(topic, f"a snapshot of {len(raw)} bytes (at most {MAX_SNAPSHOT_BYTES})")
+            return
         event_id = snapshot_event_id(raw)
         if event_id is None:
             self._skip(topic, "a snapshot that names no event (from an older device?)")
@@ -300,12 +308,29 @@ class Monitor:
         with self._lock:
             self._db.execute("INSERT OR IGNORE INTO snapshots (event_id, device, camera, jpeg, received_at) "
                              "VALUES (?, ?, ?, ?, ?)", (event_id, device, camera, raw, now))
-            # Pictures of people: bounded in number and in time.
-            self._db.execute("DELETE FROM snapshots WHERE received_at < ? OR event_id NOT IN (SELECT event_id FROM "
-                             "snapshots ORDER BY received_at DESC LIMIT ?)", (now - self.snapshot_max_age_s,
-                                                                              self.snapshot_keep))
+            # Pictures of people: bounded in time, in number per device (one device's flood of
+            # pictures pushed out every other device's), and in bytes over all devices.
+            self._db.execute("DELETE FROM snapshots WHERE received_at < ?", (now - self.snapshot_max_age_s,))
+            self._db.execute("DELETE FROM snapshots WHERE device = ? AND event_id NOT IN (SELECT event_id FROM "
+                             "snapshots WHERE device = ? ORDER BY received_at DESC LIMIT ?)",
+                             (device, device, self.snapshot_keep))
+            self._trim_snapshot_bytes()
         if self.on_event is not None:
             self.on_event({"type": "snapshot", "device": device, "camera": camera, "event_id": event_id}, True)
+
+    def _trim_snapshot_bytes(self) -> None:
+        """Under SNAPSHOT_STORE_BYTES: the oldest snapshots of whichever device stores the most."""
+        while True:
+            row = self._db.execute("SELECT device, sum(length(jpeg)) AS bytes, count(*) FROM snapshots "
+                                   "GROUP BY device ORDER BY bytes DESC").fetchall()
+            if not row or sum(r[1] for r in row) <= SNAPSHOT_STORE_BYTES:
+                return
+            if row[0][2] > 1:
+                self._db.execute("DELETE FROM snapshots WHERE event_id = (SELECT event_id FROM snapshots "
+                                 "WHERE device = ? ORDER BY received_at LIMIT 1)", (row[0][0],))
+            else:  # one picture each (many device names): the oldest of all goes
+                self._db.execute("DELETE FROM snapshots WHERE event_id = (SELECT event_id FROM snapshots "
+                                 "ORDER BY received_at LIMIT 1)")
 
     def _track_alarm(self, device: str, camera: str, event: dict) -> None:
         key = (device, camera, event["track_id"])
