@@ -274,3 +274,40 @@ def test_a_device_flooding_snapshots_cannot_push_out_another_devices(broker, tmp
     finally:
         device.close()
         monitor.stop()
+
+
+def test_live_pages_are_capped_and_a_page_that_closes_gives_its_place_back(console):
+    """Defect 8: every live page holds one of the server's threads; 16 of them froze the console.
+    The pages past the cap are told to refresh on a timer (503 on /stream, dashboard.js polls)."""
+    cap = app_module.MAX_LIVE_PAGES
+    assert cap < app_module.SERVER_THREADS
+    streams = [console.client.get("/stream", buffered=False) for _ in range(cap)]
+    assert [s.status_code for s in streams] == [200] * cap
+    refused = console.client.get("/stream")
+    assert refused.status_code == 503 and b"refreshes every" in refused.data
+    assert console.client.get("/fragment/dashboard").status_code == 200  # the rest still served
+    streams.pop().close()  # a page closed before its stream began
+    again = console.client.get("/stream", buffered=False)
+    assert again.status_code == 200
+    for stream in streams + [again]:
+        stream.close()
+
+
+def test_health_reports_refresh_the_pages_at_most_every_few_seconds_and_events_at_once():
+    """Defect 8: every health report re-rendered the dashboard on every open page (200 devices:
+    62% of a core for one page). Reports in a burst give one refresh now and one after the quiet
+    interval; an event goes out at once, whatever the reports are doing."""
+    hub = app_module.Hub(quiet_refresh_s=0.5)
+    page = hub.listen()
+    try:
+        for _ in range(200):
+            hub.publish("health")
+        time.sleep(0.2)
+        assert page.qsize() == 1  # the first report refreshes at once ...
+        hub.publish("alarm")
+        assert page.qsize() == 2  # ... an alarm is never held back ...
+        time.sleep(0.6)
+        assert page.qsize() == 3  # ... and the rest of the burst gives one more refresh
+        assert [page.get_nowait() for _ in range(3)] == ["health", "alarm", "health"]
+    finally:
+        hub.close()

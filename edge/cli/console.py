@@ -31,7 +31,7 @@ def _cmd_console(args: argparse.Namespace) -> int:
     try:
         from waitress import create_server
 
-        from edge.console.app import Hub, create_app, session_secret
+        from edge.console.app import SERVER_THREADS, Hub, create_app, session_secret
     except ImportError as exc:
         raise FallEdgeError(f"the console needs Flask and waitress ({exc}): pip install -e \".[console]\"") from None
     from edge.config import load_config
@@ -57,7 +57,7 @@ def _cmd_console(args: argparse.Namespace) -> int:
                       snapshot_max_age_s=console.snapshot_max_age_days * 86400.0)
     app = create_app(console, EventLog(db), monitor, hub, session_secret(db))
     try:
-        server = create_server(app, host=address[0], port=address[1], threads=16, ident="fall-edge")
+        server = create_server(app, host=address[0], port=address[1], threads=SERVER_THREADS, ident="fall-edge")
     except OSError as exc:
         raise FallEdgeError(f"--listen {listen}: cannot listen there ({exc.strerror or exc}): pick a free port") \
             from None
@@ -71,6 +71,7 @@ def _cmd_console(args: argparse.Namespace) -> int:
     finally:
         server.close()
         monitor.stop()
+        hub.close()
     return 0
 
 

@@ -31,22 +31,55 @@ from edge.types import EventType
 logger = logging.getLogger(__name__)
 
 _KEEPALIVE_S = 15.0  # an idle live stream sends a comment this often (proxies close silent ones)
+_POLL_S = 10.0  # a page refused a live stream refreshes this often (dashboard.js)
 _MAX_FAILURES = 5  # wrong passwords for one name within _LOCKOUT_S lock that name for _LOCKOUT_S
 _MAX_TRACKED_LOGINS = 10000
 _WRONG_PASSWORD_DELAY_S = 0.5
 _LOCKOUT_S = 300.0
 _PUBLIC = ("login", "static", "health")
+SERVER_THREADS = 24  # waitress's threads
+MAX_LIVE_PAGES = 16  # pages with a live stream: each holds a thread; the other 8 serve everything else
+QUIET_REFRESH_S = 5.0
+_QUIET_KINDS = frozenset({"health", "status", "camera_status"})
 
 
 class Hub:
     """Tells every open page that something changed (server-sent events); a slow page drops
-    updates rather than holding the MQTT thread."""
+    updates rather than holding the MQTT thread.
 
-    def __init__(self) -> None:
+    Each live page holds one of the server's threads: at most max_pages are live, the rest
+    refresh on a timer (16 live pages took every thread and froze the console). Health and status
+    reports, which 200 devices send several times a second, refresh the pages at most every
+    quiet_refresh_s (each refresh re-renders the dashboard on every page); events, at once."""
+
+    def __init__(self, max_pages: int = MAX_LIVE_PAGES, quiet_refresh_s: float = QUIET_REFRESH_S) -> None:
+        self.max_pages, self.quiet_refresh_s = max_pages, quiet_refresh_s
         self._pages: Set["queue.Queue[str]"] = set()
         self._lock = threading.Lock()
+        self._quiet_sent = float("-inf")  # when a health or status refresh last went out
+        self._quiet_timer: Optional[threading.Timer] = None
 
     def publish(self, kind: str) -> None:
+        if kind in _QUIET_KINDS:
+            with self._lock:
+                if self._quiet_timer is not None:
+                    return  # a refresh is already coming: it shows this report too
+                wait_s = self._quiet_sent + self.quiet_refresh_s - time.monotonic()
+                if wait_s > 0:
+                    self._quiet_timer = threading.Timer(wait_s, self._quiet_due, (kind,))
+                    self._quiet_timer.daemon = True
+                    self._quiet_timer.start()
+                    return
+                self._quiet_sent = time.monotonic()
+        self._send(kind)
+
+    def _quiet_due(self, kind: str) -> None:
+        with self._lock:
+            self._quiet_timer = None
+            self._quiet_sent = time.monotonic()
+        self._send(kind)
+
+    def _send(self, kind: str) -> None:
         with self._lock:
             pages = list(self._pages)
         for page in pages:
@@ -55,15 +88,24 @@ class Hub:
             except queue.Full:
                 pass
 
-    def listen(self) -> "queue.Queue[str]":
+    def listen(self) -> Optional["queue.Queue[str]"]:
+        """A new live page's queue, or None when max_pages are live already."""
         page: "queue.Queue[str]" = queue.Queue(maxsize=100)
         with self._lock:
+            if len(self._pages) >= self.max_pages:
+                return None
             self._pages.add(page)
         return page
 
     def leave(self, page: "queue.Queue[str]") -> None:
         with self._lock:
             self._pages.discard(page)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._quiet_timer is not None:
+                self._quiet_timer.cancel()
+                self._quiet_timer = None
 
 
 def session_secret(db_path: Path) -> bytes:
@@ -247,20 +289,24 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
     @app.route("/stream")
     def stream():
         page = hub.listen()
+        if page is None:
+            return jsonify(error=f"{hub.max_pages} pages are live already: this one refreshes every "
+                                 f"{int(_POLL_S)} s"), 503
 
         def events() -> Iterator[str]:
-            try:
-                yield "retry: 2000\n\n"
-                while True:
-                    try:
-                        kind = page.get(timeout=_KEEPALIVE_S)
-                    except queue.Empty:
-                        yield ": still here\n\n"
-                        continue
-                    yield f"data: {json.dumps({'kind': kind})}\n\n"
-            finally:
-                hub.leave(page)
+            yield "retry: 2000\n\n"
+            while True:
+                try:
+                    kind = page.get(timeout=_KEEPALIVE_S)
+                except queue.Empty:
+                    yield ": still here\n\n"
+                    continue
+                yield f"data: {json.dumps({'kind': kind})}\n\n"
 
-        return Response(events(), mimetype="text/event-stream", headers={"X-Accel-Buffering": "no"})
+        response = Response(events(), mimetype="text/event-stream", headers={"X-Accel-Buffering": "no"})
+        # On close, not in the generator's finally: a page gone before its stream began never
+        # ran the generator, and would have kept its place among the live pages for good.
+        response.call_on_close(lambda: hub.leave(page))
+        return response
 
     return app

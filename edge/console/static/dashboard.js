@@ -50,3 +50,5 @@ document.addEventListener("click", (event) => {
 const live = new EventSource("/stream");
 live.onmessage = refresh;
 live.onopen = refresh;
+// Refused a live stream (too many pages open: 503) or it ended for good: refresh on a timer.
+live.onerror = () => { if (live.readyState === EventSource.CLOSED && !window.polling) window.polling = setInterval(refresh, 10000); };
