@@ -23,6 +23,7 @@ from werkzeug.security import check_password_hash
 
 from edge.config import ConsoleConfig
 from edge.console.log import PAGE_SIZE, EventLog, parse_time, shown_time
+from edge.console.sessions import Sessions
 from edge.errors import FallEdgeError
 from edge.mqtt.monitor import Monitor
 from edge.private import open_private, private_file
@@ -129,11 +130,16 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
     failures: Dict[Tuple[str, str], Tuple[int, float]] = {}  # (name, address) -> (wrong passwords, since)
     pending: Dict[str, Tuple[str, float]] = {}  # event id -> (operator, when the ack was sent)
 
+    logins = Sessions(log.path, console.session_hours * 3600.0)
+
     def operator() -> Optional[str]:
         if console.auth_header:
             name = request.headers.get(console.auth_header, "").strip()
             return name[:64] or None
-        return session.get("operator")
+        # The cookie names the operator only while the server still has its session (not after
+        # logout, not past session_hours).
+        name = session.get("operator")
+        return name if name is not None and logins.operator(session.get("sid")) == name else None
 
     @app.before_request
     def require_login():
@@ -199,12 +205,14 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
         session.clear()
         session.permanent = True
         session["operator"] = name
+        session["sid"] = logins.begin(name)
         session["csrf"] = secrets.token_urlsafe(24)
         logger.info("console: %s logged in from %s", name, request.remote_addr)
         return redirect(url_for("dashboard"))
 
     @app.route("/logout", methods=["POST"])
     def logout():
+        logins.end(session.get("sid"))
         session.clear()
         return redirect(url_for("login"))
 
