@@ -311,3 +311,41 @@ def test_health_reports_refresh_the_pages_at_most_every_few_seconds_and_events_a
         assert [page.get_nowait() for _ in range(3)] == ["health", "alarm", "health"]
     finally:
         hub.close()
+
+
+def test_each_refused_or_failed_message_and_page_is_counted_in_health_and_metrics(broker, console, caplog):
+    """Done-when of issue 30: every per-message handler contains its failure, logs it once per
+    topic and reason, and counts it in /health and /metrics."""
+    import logging
+
+    device = Collector(broker, "fall/#")
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(3):  # the same bad message three times: logged once, counted three times
+                device.client.publish("fall/evil/cam0/events", b"\xff not json", qos=1)
+            device.client.publish("fall/evil/health", json.dumps({"temperatures_c": [1, 2, 3]}), qos=1)
+            device.client.publish("fall/evil/cam0/snapshot", b"not a jpeg", qos=1)
+            assert wait_for(lambda: console.monitor.skipped >= 5)
+        assert caplog.text.count("message on fall/evil/cam0/events skipped") == 1
+        # a time stored as text (a foreign writer) no longer fails every page ...
+        console.store("events", event_id="odd", device="evil", camera="cam0", type="alarm",
+                      payload=json.dumps(fall_event("alarm").to_dict()), received_at="not a time")
+        assert all(page.status_code == 200 for page in console.pages().values())
+        # ... and a log the pages cannot read (its snapshots table gone) fails those pages alone:
+        # counted, logged once per page and error, the console answering
+        with sqlite3.connect(console.db) as db:
+            db.execute("DROP TABLE snapshots")
+        for _ in range(2):
+            pages = console.pages()
+        failed = [path for path, page in pages.items() if page.status_code == 500]
+        assert failed == ["/", "/fragment/dashboard"] and pages["/history"].status_code == 200
+        assert caplog.text.count("console: / could not be served") == 1
+        health = console.client.get("/health").get_json()
+        assert health["messages_skipped"] == {"events": 3, "health": 1, "snapshot": 1}
+        assert health["messages_failed"] == {}
+        assert health["pages_failed"] == {"dashboard": 2, "dashboard_fragment": 2}
+        metrics = console.client.get("/metrics").get_data(as_text=True)
+        assert 'fall_edge_console_messages_skipped_total{kind="events"} 3' in metrics
+        assert "fall_edge_console_broker_connected 1" in metrics
+    finally:
+        device.close()

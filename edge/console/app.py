@@ -37,7 +37,7 @@ _MAX_FAILURES = 5  # wrong passwords for one name within _LOCKOUT_S lock that na
 _MAX_TRACKED_LOGINS = 10000
 _WRONG_PASSWORD_DELAY_S = 0.5
 _LOCKOUT_S = 300.0
-_PUBLIC = ("login", "static", "health")
+_PUBLIC = ("login", "static", "health", "metrics")
 SERVER_THREADS = 24  # waitress's threads
 MAX_LIVE_PAGES = 16  # pages with a live stream: each holds a thread; the other 8 serve everything else
 QUIET_REFRESH_S = 5.0
@@ -216,9 +216,45 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
         session.clear()
         return redirect(url_for("login"))
 
+    render_failures: Dict[str, int] = {}  # endpoint -> pages that failed to render
+    logged_failures: Set[Tuple[str, str]] = set()
+
+    @app.errorhandler(Exception)
+    def failed(exc: Exception):
+        """A page that cannot be rendered (a stored row no check foresaw) fails alone: counted
+        per page, logged once per page and error, and the console goes on serving the others."""
+        from werkzeug.exceptions import HTTPException
+
+        if isinstance(exc, HTTPException):
+            return exc
+        endpoint = request.endpoint or "other"
+        render_failures[endpoint] = render_failures.get(endpoint, 0) + 1
+        key = (endpoint, type(exc).__name__)
+        if key not in logged_failures and len(logged_failures) < 1000:
+            logged_failures.add(key)
+            logger.error("console: %s could not be served (%s: %s); counted in /health and /metrics",
+                         request.path, type(exc).__name__, exc, exc_info=True)
+        return jsonify(error="this page could not be shown; the console's log says why"), 500
+
+    def counters() -> Dict[str, Dict[str, int]]:
+        return {"messages_skipped": dict(monitor.skipped_by_kind), "messages_failed": dict(monitor.failed_by_kind),
+                "pages_failed": dict(render_failures)}
+
     @app.route("/health")
     def health():
-        return jsonify(broker_connected=monitor.connected.is_set(), broker_error=monitor.error)
+        return jsonify(broker_connected=monitor.connected.is_set(), broker_error=monitor.error, **counters())
+
+    @app.route("/metrics")
+    def metrics():
+        """Prometheus text: the same counts as /health."""
+        lines = [f"fall_edge_console_broker_connected {int(monitor.connected.is_set())}"]
+        for name, label, counts in (("messages_skipped", "kind", counters()["messages_skipped"]),
+                                    ("messages_failed", "kind", counters()["messages_failed"]),
+                                    ("pages_failed", "page", counters()["pages_failed"])):
+            lines.append(f"# TYPE fall_edge_console_{name}_total counter")
+            lines += [f'fall_edge_console_{name}_total{{{label}="{key}"}} {value}'
+                      for key, value in sorted(counts.items())]
+        return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
 
     @app.template_filter("urlencode_page")
     def urlencode_page(args, page: int) -> str:

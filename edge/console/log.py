@@ -108,7 +108,7 @@ class EventLog:
             for row in db.execute("SELECT device, camera, status, reason FROM cameras ORDER BY camera"):
                 device = devices.setdefault(row["device"], Device(row["device"], "unknown", 0.0))
                 device.cameras.append((row["camera"], row["status"], row["reason"]))
-            for row in db.execute("SELECT device, payload, received_at FROM health"):
+            for row in db.execute("SELECT device, payload, CAST(received_at AS REAL) AS received_at FROM health"):
                 device = devices.setdefault(row["device"], Device(row["device"], "unknown", 0.0))
                 device.health = stored_json(row["payload"], health_problem) or {}
                 device.health_at = row["received_at"]
@@ -125,8 +125,10 @@ class EventLog:
         with closing(self._connect()) as db:
             # The newest events only: the log grows for months, the dashboard is read every update.
             rows = db.execute("SELECT * FROM (SELECT e.rowid AS row, e.device, e.camera, e.type, e.payload, "
-                              "e.received_at, s.event_id AS picture FROM events e LEFT JOIN snapshots s "
-                              "ON s.event_id = e.event_id ORDER BY e.received_at DESC, e.rowid DESC LIMIT ?) "
+                              # a time stored as text (an older or foreign writer) reads as 0
+                              "CAST(e.received_at AS REAL) AS received_at, s.event_id AS picture "
+                              "FROM events e LEFT JOIN snapshots s ON s.event_id = e.event_id "
+                              "ORDER BY e.received_at DESC, e.rowid DESC LIMIT ?) "
                               "ORDER BY received_at, row", (RECENT_EVENTS,)).fetchall()
         alarms: List[Alarm] = []
         open_chains: Dict[Tuple[str, str, int], List[Alarm]] = {}
@@ -179,7 +181,8 @@ class EventLog:
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         with closing(self._connect()) as db:
             total = db.execute(f"SELECT COUNT(*) FROM events{clause}", params).fetchone()[0]
-            rows = db.execute(f"SELECT payload, received_at FROM events{clause} ORDER BY received_at DESC, "
+            rows = db.execute(f"SELECT payload, CAST(received_at AS REAL) AS received_at FROM events{clause} "
+                              f"ORDER BY received_at DESC, "
                               f"rowid DESC LIMIT ? OFFSET ?",
                               [*params, PAGE_SIZE, (max(1, page) - 1) * PAGE_SIZE]).fetchall()
         events = [(stored_json(row["payload"]), row["received_at"]) for row in rows]

@@ -143,6 +143,10 @@ class Monitor:
         self._acknowledged = AcknowledgedChains()  # their later alarm is not a new open alarm
         self.duplicates = 0
         self.skipped = 0  # malformed messages
+        # per topic kind (events, health, status, snapshot): messages refused, and messages whose
+        # handler failed (a bug or a full disk); for the console's /health and /metrics
+        self.skipped_by_kind: Dict[str, int] = {}
+        self.failed_by_kind: Dict[str, int] = {}
         self._skip_logged: Set[Tuple[str, str]] = set()
         self.connected = threading.Event()
         self.error: Optional[str] = None
@@ -216,11 +220,15 @@ class Monitor:
             elif self.everything and leaf == "snapshot" and camera is not None:
                 self._on_snapshot(device, camera, message.topic, message.payload)
         except Exception as exc:  # whatever arrives, the monitor keeps showing the others
-            self._skip(message.topic, f"could not be handled ({type(exc).__name__}: {exc})")
+            self._skip(message.topic, f"could not be handled ({type(exc).__name__}: {exc})", failed=True)
 
-    def _skip(self, topic: str, reason: str) -> None:
-        """Log a bad message once per topic and reason (a device repeating it logs nothing more)."""
+    def _skip(self, topic: str, reason: str, failed: bool = False) -> None:
+        """Log a bad message once per topic and reason (a device repeating it logs nothing more),
+        and count it under its topic's kind."""
         self.skipped += 1
+        counts = self.failed_by_kind if failed else self.skipped_by_kind
+        kind = topics.topic_kind(topic)
+        counts[kind] = counts.get(kind, 0) + 1
         key = (topic, reason)
         if key not in self._skip_logged:
             if len(self._skip_logged) >= _SKIP_LOG_KEYS:

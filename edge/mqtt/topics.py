@@ -45,6 +45,16 @@ def parse_device_topic(topic: str, prefix: str) -> Tuple[Optional[str], Optional
     return parts[1], parts[2], parts[-1]
 
 
+_TOPIC_KINDS = ("events", "health", "status", "snapshot")
+
+
+def topic_kind(topic: str) -> str:
+    """What a device topic carries, for counting (a fixed set of labels, whatever the topic
+    holds: a hostile device's topic names must not grow the metrics): its last part, or "other"."""
+    last = topic.rsplit("/", 1)[-1]
+    return last if last in _TOPIC_KINDS else "other"
+
+
 def valid_name(name: str) -> bool:
     """A device or camera name usable as one topic level (the config's rule)."""
     return valid_topic_level(name)
