@@ -377,3 +377,30 @@ def test_a_seated_person_leaning_to_the_floor_stays_silent():
     types, machine, _ = run(STAND + ramp(0.5, FPS, **SEATED) + hold(3.0, FPS, **SEATED) + lean + back,
                             detector_fall_score=0.6)
     assert types == []
+
+
+def test_a_detector_box_after_the_skeleton_is_lost_does_not_restart_the_wait():
+    """A small person goes down fast and the pose model loses them on the floor; the detector,
+    which runs every few frames, still boxes them there. That box says nothing about standing up:
+    the fall is confirmed once the skeleton has been gone for lost_confirm_s."""
+    config = FallConfig()
+    machine = FallStateMachine(config)
+    # Lost half way down (the lying score 0.5: not yet lying, so only the lost rule can confirm).
+    half_way = ramp(0.4, FPS, body_tilt_deg=58)
+    types = [e.type for e in feed(machine, STAND + half_way, 0.0, detector_seen=lambda t: t)]
+    assert not machine.lying and machine.max_descent >= config.lost_min_descent
+    last_seen = (len(STAND) + len(half_way) - 1) / FPS
+    # A squarish box where they went down, scored lying 0.25 at most: under lying_exit, so these
+    # boxes alone never confirm the fall, and they come too often for a lost track's wait.
+    floor_box = Box(280, FOOT_Y - 120, 400, FOOT_Y)
+    assert lying_score(None, floor_box.width / floor_box.height, 0.4, config) < config.lying_exit
+    confirmed_at = None
+    for step in range(1, 40):
+        time_s = last_seen + step / FPS
+        detector_box = step % 6 == 0  # the detector's box, no keypoints, every 0.6 s
+        features = posture_features(None, floor_box, 0.4, 0.2) if detector_box else None
+        for event in machine.update(time_s, features, floor_box.height, detector_seen_since=last_seen):
+            types.append(event.type)
+            confirmed_at = time_s if confirmed_at is None else confirmed_at
+    assert types[:1] == ["fall_detected"]
+    assert confirmed_at - last_seen == pytest.approx(config.lost_confirm_s, abs=0.15)

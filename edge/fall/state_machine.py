@@ -311,11 +311,13 @@ class FallStateMachine:
                 and time_s - self._last_upright_s <= cfg.fall_window_s and self._dropping_fast())
 
     def _lost_after_fast_descent(self, time_s: float, at_border: bool) -> bool:
-        """Gone from both models right after dropping fast, somewhere they cannot have walked out
-        of the picture: small, dark or hidden people vanish like this once they are on the floor."""
+        """No skeleton right after dropping fast, somewhere they cannot have walked out of the
+        picture: small, dark or hidden people vanish like this once they are on the floor. The
+        detector may still box them there now and then (a bare box says nothing about standing
+        up, see _looks_upright); that does not restart the wait."""
         cfg = self.config
-        return (not at_border and self._last_seen_s is not None
-                and time_s - self._last_seen_s >= cfg.lost_confirm_s
+        return (not at_border and self._last_pose_s is not None
+                and time_s - self._last_pose_s >= cfg.lost_confirm_s - _TIME_EPSILON_S
                 and self.max_descent >= cfg.lost_min_descent
                 and self.peak_descent_speed >= cfg.fast_descent_speed
                 and self._skeleton_seen_during_fall()
@@ -404,7 +406,8 @@ class FallStateMachine:
                 self._track_descent(features)
         elif state == FallState.FALLING:
             self._track_descent(features)
-            self.why = self._falling_why(time_s, detector_seen_since, features is None, at_border)
+            self.why = self._falling_why(time_s, detector_seen_since, features is None or not features.has_torso,
+                                         at_border)
             since_upright = time_s - (self._last_upright_s if self._last_upright_s is not None else time_s)
             if self._upright_for(time_s, cfg.min_upright_s):
                 # Back on their feet. A single upright-looking frame (pose noise on someone
@@ -415,7 +418,7 @@ class FallStateMachine:
                   and self._skeleton_seen_during_fall() and self._detector_looked(detector_seen_since)
                   and self._sequence_allows()):
                 events.append(self._confirm(time_s))
-            elif features is None and self._lost_after_fast_descent(time_s, at_border):
+            elif (features is None or not features.has_torso) and self._lost_after_fast_descent(time_s, at_border):
                 events.append(self._confirm(time_s, lost=True))
             elif since_upright > cfg.fall_window_s + cfg.confirm_s:
                 # The hips never dropped, or the lying never held: bent over, lay down slowly.
@@ -450,11 +453,11 @@ class FallStateMachine:
     def _falling_why(self, time_s: float, detector_seen_since: Optional[float], unseen: bool,
                      at_border: bool) -> str:
         cfg = self.config
-        if unseen and self._last_seen_s is not None:
-            lost_s = time_s - self._last_seen_s
+        if unseen and self._last_pose_s is not None:
+            lost_s = time_s - self._last_pose_s
             if at_border:
-                return f"falling: lost {lost_s:.2f} s at the frame border (may have walked out)"
-            return (f"falling: lost {lost_s:.2f} s (confirm after {cfg.lost_confirm_s:.2f} s if descent "
+                return f"falling: no skeleton for {lost_s:.2f} s at the frame border (may have walked out)"
+            return (f"falling: no skeleton for {lost_s:.2f} s (confirm after {cfg.lost_confirm_s:.2f} s if descent "
                     f"{self.max_descent:.2f} >= {cfg.lost_min_descent:.2f} and speed "
                     f"{self.peak_descent_speed:.2f} >= {cfg.fast_descent_speed:.2f} and last skeleton's "
                     f"lying score {self._last_pose_lying_score:.2f} >= {cfg.lying_exit:.2f})")
