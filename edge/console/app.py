@@ -15,10 +15,12 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Set, Tuple
+from typing import Callable, Dict, Iterator, Optional, Set, Tuple
 from urllib.parse import urlencode
 
 from flask import Flask, Response, abort, jsonify, redirect, render_template, request, session, url_for
+from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.security import check_password_hash
 
 from edge.config import ConsoleConfig
@@ -107,6 +109,27 @@ class Hub:
             if self._quiet_timer is not None:
                 self._quiet_timer.cancel()
                 self._quiet_timer = None
+
+
+class _ConsoleCollector:
+    """One /metrics scrape: whether the broker is connected, and the counts of /health."""
+
+    _COUNTERS = (("messages_skipped", "kind", "Messages from devices refused, by topic kind"),
+                 ("messages_failed", "kind", "Messages from devices whose handler failed, by topic kind"),
+                 ("pages_failed", "page", "Console pages that could not be served, by page"))
+
+    def __init__(self, connected: Callable[[], bool], counts: Callable[[], Dict[str, Dict[str, int]]]) -> None:
+        self.connected, self.counts = connected, counts
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("fall_edge_console_broker_connected", "1 while the console is connected to the "
+                                                                      "broker", value=float(self.connected()))
+        counts = self.counts()
+        for name, label, text in self._COUNTERS:
+            family = CounterMetricFamily(f"fall_edge_console_{name}", text, labels=[label])
+            for key, value in sorted(counts[name].items()):
+                family.add_metric([key], float(value))
+            yield family
 
 
 def session_secret(db_path: Path) -> bytes:
@@ -244,17 +267,13 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
     def health():
         return jsonify(broker_connected=monitor.connected.is_set(), broker_error=monitor.error, **counters())
 
+    metrics_registry = CollectorRegistry(auto_describe=False)
+    metrics_registry.register(_ConsoleCollector(monitor.connected.is_set, counters))  # type: ignore[arg-type]
+
     @app.route("/metrics")
     def metrics():
-        """Prometheus text: the same counts as /health."""
-        lines = [f"fall_edge_console_broker_connected {int(monitor.connected.is_set())}"]
-        for name, label, counts in (("messages_skipped", "kind", counters()["messages_skipped"]),
-                                    ("messages_failed", "kind", counters()["messages_failed"]),
-                                    ("pages_failed", "page", counters()["pages_failed"])):
-            lines.append(f"# TYPE fall_edge_console_{name}_total counter")
-            lines += [f'fall_edge_console_{name}_total{{{label}="{key}"}} {value}'
-                      for key, value in sorted(counts.items())]
-        return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+        """Prometheus text (prometheus_client, as the device's page): the same counts as /health."""
+        return Response(generate_latest(metrics_registry), mimetype=CONTENT_TYPE_LATEST)
 
     @app.template_filter("urlencode_page")
     def urlencode_page(args, page: int) -> str:
