@@ -116,7 +116,6 @@ class FallStateMachine:
         self._lying_run_start: Optional[float] = None
         self._last_upright_s: Optional[float] = None
         self._last_pose_s: Optional[float] = None  # last time a skeleton (torso) was seen
-        self._last_seen_s: Optional[float] = None  # last time the track was observed at all
         self._last_pose_lying_score = 0.0  # lying score of the last observation with a skeleton
         self._history: Deque[_Sample] = deque()
         self._fall_started_s: Optional[float] = None
@@ -364,7 +363,6 @@ class FallStateMachine:
         if features is not None:
             self._update_flags(time_s, features, box_height)
             self.last_features = features
-            self._last_seen_s = time_s
             if features.has_torso:
                 self._last_pose_s = time_s
                 self._last_pose_lying_score = self.cues.lying_score if self.cues is not None else 0.0
