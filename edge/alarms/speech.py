@@ -193,7 +193,11 @@ class Speaker:
 
     def _real_waiting(self) -> bool:
         with self._lock:
-            return any(item.priority == 0 for item in self._pending)
+            return self._real_pending()
+
+    def _real_pending(self) -> bool:
+        """A real warning is queued (the caller holds the lock)."""
+        return any(item.priority == 0 for item in self._pending)
 
     def _speak(self, voice: str, text: str, kind: str) -> None:
         if shutil.which(self.config.command) is None:
@@ -207,15 +211,16 @@ class Speaker:
             try:
                 outcome = self._child(synth_command(text, voice, wav, self.config), kind, _SYNTH_TIMEOUT_S)
             except (OSError, subprocess.SubprocessError) as exc:
+                failure: Optional[str] = str(exc)
+            else:
+                if outcome is None or self._was_cut(outcome[0], kind):
+                    return
+                returncode, stderr = outcome
+                failure = None if returncode == 0 else (stderr.strip().splitlines()
+                                                        or [f"exit status {returncode}"])[-1]
+            if failure is not None:
                 self._warn_once(f"synth-{voice}", "speech: %s failed for voice %s (%s)", self.config.command,
-                                voice, exc)
-                return
-            if outcome is None or self._was_cut(outcome[0], kind):
-                return
-            if outcome[0] != 0:
-                reason = (outcome[1].strip().splitlines() or [f"exit status {outcome[0]}"])[-1]
-                self._warn_once(f"synth-{voice}", "speech: %s failed for voice %s (%s)", self.config.command,
-                                voice, reason)
+                                voice, failure)
                 return
             self._play(wav, kind)
 
@@ -224,7 +229,7 @@ class Speaker:
         stderr), or None when it was not started (silenced, or a test with a real warning
         waiting). Raises OSError when it cannot start, TimeoutExpired (after killing it) when it hangs."""
         with self._lock:
-            if self._silenced or (kind == "test" and any(item.priority == 0 for item in self._pending)):
+            if self._silenced or (kind == "test" and self._real_pending()):
                 return None
             process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                        universal_newlines=True)
