@@ -1,5 +1,5 @@
 """Box geometry shared by decoding, tracking, the pipeline and the build's comparisons: boxes as
-arrays, IoU of every pair, greedy non-maximum suppression."""
+arrays, IoU of every pair, greedy non-maximum suppression, the gap between two boxes."""
 
 
 from typing import List, Sequence
@@ -37,3 +37,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> List[int
         overlaps = iou_matrix(boxes[best:best + 1], boxes[order[1:]])[0]
         order = order[1:][overlaps <= iou_threshold]
     return keep
+
+
+def box_gap(a: Box, b: Box) -> float:
+    """The shortest distance between two boxes along either axis, pixels; 0 when they overlap."""
+    gap_x = max(0.0, max(a.x1, b.x1) - min(a.x2, b.x2))
+    gap_y = max(0.0, max(a.y1, b.y1) - min(a.y2, b.y2))
+    return max(gap_x, gap_y)
+

@@ -180,3 +180,35 @@ def test_a_track_is_drawn_only_after_min_hits_observations():
     assert len(first) == 1 and tracker.confirmed() == [] and drawn(first) == 0
     second = tracker.update([person_at()], 0.1)
     assert tracker.confirmed() == second and drawn(second) > 500  # box, labels and skeleton
+
+
+def lowering(seconds: float, fps: float = 10.0, helper_x=None, fall_s: float = None) -> list:
+    """Stands 2 s, is lowered (or falls, over fall_s) to lying on the floor and stays there 6 s;
+    with helper_x, a second person stands beside them there throughout, bending a little while
+    the first goes down."""
+    steps = int((fall_s or seconds) * fps)
+    frames = [[person_at()] for _ in range(20)]
+    frames += [[person_at(body_tilt_deg=-88 * (i + 1) / steps)] for i in range(steps)]
+    frames += [[person_at(body_tilt_deg=-88)] for _ in range(60)]
+    if helper_x is not None:
+        for index, frame in enumerate(frames):
+            bending = 20 <= index < 20 + steps
+            frame.append(person_at(centre_x=helper_x, torso_bend_deg=25.0 if bending else 0.0))
+    return frames
+
+
+def test_a_person_lowered_to_the_floor_by_a_carer_is_not_a_fall():
+    """A transfer: a carer standing beside someone lowers them to the floor over 4 s. The same
+    slow lowering with nobody beside them is a collapse and alarms; a fast fall beside a
+    bystander alarms too."""
+    helped = run_falls(Tracker(TrackerConfig(), FallConfig()), lowering(4.0, helper_x=CENTRE_X + 80))
+    assert helped == []
+    alone = run_falls(Tracker(TrackerConfig(), FallConfig()), lowering(4.0))
+    assert alone == [(1, "fall_detected"), (1, "alarm")]
+    beside_a_fall = run_falls(Tracker(TrackerConfig(), FallConfig()),
+                              lowering(4.0, helper_x=CENTRE_X + 80, fall_s=0.7))
+    assert beside_a_fall == [(1, "fall_detected"), (1, "alarm")]
+    # The rule is the config's: off, the transfer alarms like the collapse alone.
+    rule_off = run_falls(Tracker(TrackerConfig(), FallConfig(helper_reach=0.0)),
+                         lowering(4.0, helper_x=CENTRE_X + 80))
+    assert rule_off == [(1, "fall_detected"), (1, "alarm")]

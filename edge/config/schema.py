@@ -191,6 +191,12 @@ class FallConfig:
     # exercise go down under control and score near 0 (README "The sequence cue"). 0: no veto.
     sequence_confirm_min: float = setting(0.3, _SCORE)
     sequence_window_s: float = setting(2.0, above(0))
+    # Lowered by someone else (a carer's transfer to the floor or a mat): a candidate whose hips never
+    # dropped at fast_descent_speed, with another person's skeleton within helper_reach (gap between
+    # the two boxes, in the helper's own heights: an arm's reach) on at least helper_share of its frames,
+    # is not a fall. 0 turns the rule off.
+    helper_reach: float = setting(0.25, between(0, 2, "off"))
+    helper_share: float = setting(0.8, between(0, 1))
 
     RULES: ClassVar[Tuple[Rule, ...]] = (
         Rule("torso_angle_low_deg", lambda f: f.torso_angle_low_deg < f.torso_angle_high_deg,

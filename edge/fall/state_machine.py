@@ -6,6 +6,7 @@
     falling --lying for confirm_s, hips dropped >= min_descent, detector looked--> down   (fall_detected)
     falling --lost right after a fast descent, away from the frame border, for lost_confirm_s--> down
     falling --upright for min_upright_s--> upright;  --no drop within fall_window_s--> lying (not a fall)
+    falling --lying, but lowered slowly with another person beside them--> lying (helped down)
     down    --still down alarm_hold_s after the fall--> alarm                              (alarm)
     down/alarm --upright for recover_s--> upright                                        (recovered)
     lying   --upright for min_upright_s--> upright
@@ -129,6 +130,8 @@ class FallStateMachine:
         self.peak_descent_speed = 0.0  # fastest hip drop during the current candidate
         self.last_confidence = 0.0
         self._sequence_scores: Deque[Tuple[float, float]] = deque()  # (time, the learned cue's score)
+        self._candidate_frames = 0  # observed frames of the current candidate ...
+        self._helped_frames = 0  # ... and those with another person's skeleton within helper_reach
         self.sequence_score: Optional[float] = None  # the latest, for --trace
         self.why = ""  # why the state did or did not change on the last update (for --trace)
 
@@ -337,6 +340,15 @@ class FallStateMachine:
         best = self._sequence_max()
         return best is None or best >= self.config.sequence_confirm_min
 
+    def _helped_down(self) -> bool:
+        """Lowered by someone else: the hips never dropped fast and another person was beside
+        them on at least helper_share of the candidate's frames (a carer's transfer to the floor).
+        A fall beside a bystander drops fast, and a slow collapse alone has nobody beside it."""
+        cfg = self.config
+        return (cfg.helper_reach > 0 and self._candidate_frames > 0
+                and self.peak_descent_speed < cfg.fast_descent_speed
+                and self._helped_frames >= cfg.helper_share * self._candidate_frames)
+
     def _confidence(self) -> float:
         score = self.cues.lying_score if self.cues is not None else 0.0
         descent_part = min(1.0, self.max_descent / max(2 * self.config.min_descent, 1e-6))
@@ -346,7 +358,7 @@ class FallStateMachine:
 
     def update(self, time_s: float, features: Optional[PostureFeatures], box_height: float,
                detector_seen_since: Optional[float] = None, at_border: bool = False,
-               sequence_score: Optional[float] = None) -> List[Transition]:
+               sequence_score: Optional[float] = None, helper_near: bool = False) -> List[Transition]:
         """Advance to time_s. features is None when the track was not observed this frame.
 
         detector_seen_since: when the detector last scored this track (None if disabled);
@@ -354,6 +366,7 @@ class FallStateMachine:
         at_border: the track's last box touches the frame's edge (a person lost there may
         simply have walked out of view).
         sequence_score: the learned sequence cue on the window ending now (None: not scored).
+        helper_near: another person's skeleton is within fall.helper_reach of this one this frame.
         """
         if sequence_score is not None:
             self.sequence_score = sequence_score
@@ -379,8 +392,7 @@ class FallStateMachine:
             elif state == FallState.UNKNOWN and features is not None and self._quick_lead_in(time_s):
                 # Seen upright only briefly (the stream started, or they walked in) and already
                 # going down fast: a candidate, measured against that brief baseline.
-                self._fall_started_s = self._last_upright_s
-                self.max_descent, self.peak_descent_speed = 0.0, 0.0
+                self._open_candidate()
                 self._enter(FallState.FALLING, time_s)
                 self.why = "candidate: hips dropping fast right after the person was first seen upright"
                 self._track_descent(features)
@@ -397,13 +409,15 @@ class FallStateMachine:
         elif state == FallState.UPRIGHT:
             self.why = "upright: lying score under lying_enter, hips not dropping fast"
             if self.lying or (features is not None and self._dropping_fast()):
-                self._fall_started_s = self._last_upright_s
-                self.max_descent, self.peak_descent_speed = 0.0, 0.0
+                self._open_candidate()
                 self._enter(FallState.FALLING, time_s)
                 self.why = "candidate: " + ("lying score reached lying_enter" if self.lying else "hips dropping fast")
                 self._track_descent(features)
         elif state == FallState.FALLING:
             self._track_descent(features)
+            if features is not None:
+                self._candidate_frames += 1
+                self._helped_frames += int(helper_near)
             self.why = self._falling_why(time_s, detector_seen_since, features is None or not features.has_torso,
                                          at_border)
             since_upright = time_s - (self._last_upright_s if self._last_upright_s is not None else time_s)
@@ -415,7 +429,13 @@ class FallStateMachine:
                   and (features is not None or not at_border)  # unseen at the edge: may have left
                   and self._skeleton_seen_during_fall() and self._detector_looked(detector_seen_since)
                   and self._sequence_allows()):
-                events.append(self._confirm(time_s))
+                if self._helped_down():
+                    self._enter(FallState.LYING, time_s)
+                    self.why = (f"lying, helped down: hips at most {self.peak_descent_speed:.2f} < "
+                                f"{cfg.fast_descent_speed:.2f} torso lengths/s, another person beside them on "
+                                f"{self._helped_frames} of {self._candidate_frames} frames")
+                else:
+                    events.append(self._confirm(time_s))
             elif (features is None or not features.has_torso) and self._lost_after_fast_descent(time_s, at_border):
                 events.append(self._confirm(time_s, lost=True))
             elif since_upright > cfg.fall_window_s + cfg.confirm_s:
@@ -434,6 +454,11 @@ class FallStateMachine:
                 events.append(Transition(EventType.ALARM, time_s, self._fall_started_s, self.last_confidence,
                                          self.last_features))
         return events
+
+    def _open_candidate(self) -> None:
+        self._fall_started_s = self._last_upright_s
+        self.max_descent, self.peak_descent_speed = 0.0, 0.0
+        self._candidate_frames, self._helped_frames = 0, 0
 
     def _track_descent(self, features: Optional[PostureFeatures]) -> None:
         if features is not None and self.cues is not None and self.cues.descent is not None:

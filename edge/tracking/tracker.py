@@ -22,7 +22,7 @@ from edge.config import FallConfig, PoseConfig, TrackerConfig
 from edge.fall.features import posture_features, torso_angle_deg
 from edge.fall.sequence import WINDOW_S
 from edge.fall.state_machine import FallState, FallStateMachine, Transition
-from edge.geometry import boxes_array, iou_matrix
+from edge.geometry import box_gap, boxes_array, iou_matrix
 from edge.types import Box, Observation, Person
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ _BORDER_SHARE = 0.02  # a box this close to the frame's edge (share of its size)
 # Two skeletons overlapping this much in one frame are one person found twice (the whole-frame
 # pass and a crop pass); two people rarely stand so exactly in front of each other.
 _DUPLICATE_IOU = 0.7
+_HELPER_MIN_SIZE = 0.5  # a helper's box is at least this share of the lowered person's upright height
 _SKELETON_HISTORY_S = WINDOW_S + 0.2  # the sequence cue's window, and a step to spare
 
 
@@ -243,9 +244,29 @@ class Tracker:
             sequence_score = track.sequence_score if track.sequence_time_s == time_s else None
             transitions = track.fall.update(time_s, features, track.box.height, detector_seen,
                                             at_border=touches_border(track.box, *frame_size),
-                                            sequence_score=sequence_score)
+                                            sequence_score=sequence_score,
+                                            helper_near=features is not None and self._helper_near(track, time_s))
             out += [(track, transition) for transition in transitions]
         return out
+
+    def _helper_near(self, track: Track, time_s: float) -> bool:
+        """Another person's skeleton this frame, not lying or down themselves, within
+        fall.helper_reach of this track's box (in the helper's own heights: an arm's reach) and at
+        least half this person's upright size in the picture (someone far behind them only
+        overlaps in the image)."""
+        reach = self.fall_config.helper_reach
+        if reach <= 0:
+            return False
+        machine = track.fall
+        height = machine.baseline.height if machine.baseline is not None else track.box.height
+        for other in self.tracks:
+            if (other is track or other.person is None or other.person_time_s != time_s or other.fall.lying
+                    or other.fall.state in (FallState.DOWN, FallState.ALARM)):
+                continue
+            helper_height = other.box.height
+            if helper_height >= _HELPER_MIN_SIZE * height and box_gap(track.box, other.box) <= reach * helper_height:
+                return True
+        return False
 
     def _start(self, observation: Observation, time_s: float) -> Track:
         track = Track(track_id=self._next_id, box=observation.box, first_seen_s=time_s, last_seen_s=time_s,
