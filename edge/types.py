@@ -3,7 +3,7 @@
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Dict, Hashable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -130,6 +130,9 @@ class EventType(str, Enum):
     ALARM = "alarm"  # still down alarm_hold_s after the fall
     RECOVERED = "recovered"
     ACKNOWLEDGED = "acknowledged"  # by an operator, from the control room
+    INTRUSION = "intrusion"  # feet in a danger zone for its min_dwell_s
+    APPROACHING = "approaching"  # heading into a danger zone within its lookahead_s
+    INTRUSION_CLEARED = "intrusion_cleared"  # out of it again
 
     def __str__(self) -> str:  # the name in f-strings and logs on every Python version
         return str(self.value)
@@ -141,6 +144,11 @@ class EventType(str, Enum):
     def opens_alarm(self) -> bool:
         """fall_detected and alarm sound the local alarm and open an alarm in the control room."""
         return self in (EventType.FALL_DETECTED, EventType.ALARM)
+
+    @property
+    def is_zone_warning(self) -> bool:
+        """intrusion and approaching: a warning at the site (a beep and a sentence, once)."""
+        return self in (EventType.INTRUSION, EventType.APPROACHING)
 
 
 class AcknowledgedChains:
@@ -188,6 +196,7 @@ class FallEvent:
     extra: Dict[str, float] = field(default_factory=dict)
     acknowledges: Optional[str] = None  # acknowledged: the event_id the control room acknowledged ...
     operator: Optional[str] = None  # ... and who did (from the command), when it said
+    zone: Optional[str] = None  # the zone an intrusion/approaching/intrusion_cleared (or a watched fall) is about
 
     def __post_init__(self) -> None:
         self.type = EventType(self.type)  # a plain name (from JSON) becomes the enum; a bad one raises
@@ -208,6 +217,7 @@ class FallEvent:
             "detector_label": self.detector_label,
             **{key: round(value, 3) for key, value in self.extra.items()},
             **({"acknowledges": self.acknowledges, "operator": self.operator} if self.acknowledges else {}),
+            **({"zone": self.zone} if self.zone is not None else {}),
         }
 
 
@@ -222,3 +232,4 @@ class FrameResult:
     crops: List[Box] = field(default_factory=list)
     camera: str = ""
     min_hits: int = 1  # tracker.min_hits: tracks seen fewer times are not drawn (one-frame blips)
+    zones: Sequence[Any] = ()  # the camera's zones (config ZoneConfig), drawn on the picture

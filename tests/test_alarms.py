@@ -221,6 +221,35 @@ def test_an_acknowledged_fall_stays_quiet_when_its_alarm_comes():
         alarm.close()
 
 
+def test_a_danger_zone_warning_chirps_briefly_speaks_once_and_never_replaces_a_fall():
+    """Issue 31: intrusion sounds the zone pattern (not a fall's) for buzzer.zone_warning_s and
+    its own sentence once; many people walking in together are one sentence; during a fall's
+    alarm the fall's pattern stays."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    factory = MockFactory()
+    buzzer = Buzzer(BuzzerConfig(enabled=True, pin=24, zone_pattern_s=[0.05, 0.1], zone_warning_s=0.6),
+                    pin_factory=factory)
+    speaker = Speaker(SpeechConfig(repeat_interval_s=60))
+    alarm = LocalAlarm(buzzer, speaker)
+    try:
+        for track_id in (1, 2, 3):  # three people step in at once
+            alarm.handle(event("intrusion", track_id))
+        assert buzzer.pattern == "intrusion"
+        assert wait_for(lambda: not buzzer.is_sounding, 2.0)  # chirps stop by themselves
+        assert wait_for(lambda: "intrusion" in speaker.announced, 10)
+        time.sleep(1.0)
+        assert list(speaker.announced).count("intrusion") <= 2  # one speaking, at most one waited
+        alarm.handle(event("fall_detected", 9))
+        alarm.handle(event("approaching", 4))
+        time.sleep(1.0)  # past zone_warning_s
+        assert buzzer.pattern == "fall_detected"
+        assert [voice for voice, _ in speaker.messages("intrusion")] == ["ko", "en"]
+        assert "Danger area" in speaker.messages("intrusion")[1][1]
+    finally:
+        alarm.close()
+
+
 # -- speech -----------------------------------------------------------------------------------
 
 

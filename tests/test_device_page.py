@@ -122,3 +122,84 @@ def test_the_live_board_draws_nothing_while_nobody_watches_and_caps_the_rate():
     time.sleep(0.3)  # past the rate cap
     board.offer(_result("cam0", index + 1), draw)
     assert len(drawn) == before  # the viewer left: drawing stopped
+
+
+def test_the_zone_editor_turns_clicks_on_the_live_picture_into_config_yaml(tmp_path):
+    """Issue 31: a real daemon on vtest.avi with one configured zone; in Chromium the installer
+    clicks a new zone's corners on the live picture, names it and adds it; the YAML the page
+    gives loads with the config's own loader to the clicked points. A zone the config would
+    refuse is refused on the page with the same one-line reason, and the page changes nothing."""
+    from test_console import browser
+
+    from edge.config import config_from_dict
+
+    vtest = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+    if not vtest.is_file():
+        pytest.skip(f"{vtest} missing")
+    config = tmp_path / "zones.yaml"
+    config.write_text("zones:\n- {name: road, kind: danger, polygon: [[0.6, 0.4], [0.85, 0.4], [0.85, 0.62], "
+                      "[0.6, 0.62]]}\n")
+    before = config.read_bytes()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    daemon = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config), "--source", str(vtest),
+                               "--camera", "square", "--realtime", "--http", f"127.0.0.1:{port}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    driver = None
+    try:
+        deadline = time.monotonic() + 60
+        configured = None
+        while time.monotonic() < deadline and configured is None:
+            try:
+                configured = json.loads(get(f"{base}/zones.json"))
+            except (urllib.error.URLError, ConnectionError):
+                assert daemon.poll() is None, daemon.stderr.read()
+                time.sleep(0.3)
+        assert [z["name"] for z in configured["square"]] == ["road"]
+
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import Select, WebDriverWait
+
+        driver = browser()
+        driver.set_window_size(1200, 1100)  # the whole picture in view: clicks land where they are aimed
+        driver.get(f"{base}/zones")
+        live = driver.find_element(By.ID, "live")
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script("return arguments[0].naturalWidth", live) > 0)
+        WebDriverWait(driver, 10).until(lambda d: "road" in d.find_element(By.ID, "yaml").get_attribute("value"))
+        width, height = live.size["width"], live.size["height"]
+        corners = [(0.1, 0.6), (0.4, 0.6), (0.4, 0.9), (0.1, 0.9)]
+        for x, y in corners:  # offsets from the element's centre (Selenium 4)
+            ActionChains(driver).move_to_element_with_offset(live, int((x - 0.5) * width),
+                                                             int((y - 0.5) * height)).click().perform()
+        name = driver.find_element(By.ID, "name")
+        name.clear()
+        name.send_keys("press")
+        Select(driver.find_element(By.ID, "kind")).select_by_value("danger")
+        driver.find_element(By.ID, "add").click()
+        WebDriverWait(driver, 10).until(lambda d: "press" in d.find_element(By.ID, "yaml").get_attribute("value"))
+        text = driver.find_element(By.ID, "yaml").get_attribute("value")
+        zones = config_from_dict(__import__("yaml").safe_load(text)).zones
+        assert [z.name for z in zones] == ["road", "press"]
+        for (x, y), (got_x, got_y) in zip(corners, zones[1].polygon):
+            assert abs(got_x - x) < 0.01 and abs(got_y - y) < 0.01
+        screenshot = Path(os.environ.get("FALL_EDGE_ZONES_SCREENSHOT", tmp_path / "zones.png"))
+        driver.save_screenshot(str(screenshot))
+        assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+        for x, y in corners[:2]:  # two points are no zone
+            ActionChains(driver).move_to_element_with_offset(live, int((x - 0.5) * width),
+                                                             int((y - 0.5) * height)).click().perform()
+        name.clear()
+        name.send_keys("line")
+        driver.find_element(By.ID, "add").click()
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "problem").text)
+        assert "'zones[].polygon' must be 3 to 64 points" in driver.find_element(By.ID, "problem").text
+        assert "line" not in driver.find_element(By.ID, "yaml").get_attribute("value")
+    finally:
+        if driver is not None:
+            driver.quit()
+        daemon.terminate()
+        daemon.communicate(timeout=30)
+    assert config.read_bytes() == before  # the page only hands back YAML

@@ -51,8 +51,11 @@ class Buzzer:
         self.pattern: Optional[str] = None
 
     def sound(self, kind: str) -> None:
-        """Start the pattern for `fall_detected` or `alarm`; stops by itself after auto_stop_s."""
-        on_s, off_s = (self.config.alarm_pattern_s if kind == "alarm" else self.config.fall_pattern_s)[:2]
+        """Start the pattern for `fall_detected`, `alarm` or a danger zone's `intrusion` and
+        `approaching`; stops by itself after auto_stop_s."""
+        patterns = {"alarm": self.config.alarm_pattern_s, "intrusion": self.config.zone_pattern_s,
+                    "approaching": self.config.zone_pattern_s}
+        on_s, off_s = patterns.get(kind, self.config.fall_pattern_s)[:2]
         with self._lock:
             self._device.beep(on_time=on_s, off_time=off_s, background=True)
             self.pattern = kind

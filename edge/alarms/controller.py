@@ -47,6 +47,17 @@ class LocalAlarm:
                 self.speaker.start(self._speech_key(key), event.type)
         elif event.type == EventType.RECOVERED:
             self._silence(key)
+        elif event.type.is_zone_warning:
+            self._zone_warning(event.type)
+
+    def _zone_warning(self, kind: EventType) -> None:
+        """A danger zone's warning: chirps for buzzer.zone_warning_s (unless a fall's pattern is
+        sounding: that one matters more and stays) and its sentence, once."""
+        if self.buzzer is not None and not self._active:
+            self.buzzer.sound(kind)
+            self._start_short_buzz(self.buzzer.config.zone_warning_s)
+        if self.speaker is not None:
+            self.speaker.say(kind.value)
 
     def acknowledge(self, event_id: str) -> Optional[ChainKey]:
         """Silence the chain an event belongs to; None when the event id is unknown here."""
@@ -72,14 +83,20 @@ class LocalAlarm:
         logger.info("alarm test")
         if self.buzzer is not None:
             self.buzzer.sound(EventType.FALL_DETECTED)
-            self._test_timer = threading.Timer(TEST_BUZZ_S, self._end_test_buzz)
-            self._test_timer.daemon = True
-            self._test_timer.start()
+            self._start_short_buzz(TEST_BUZZ_S)
         if self.speaker is not None:
             self.speaker.say("test")
         return True
 
-    def _end_test_buzz(self) -> None:
+    def _start_short_buzz(self, seconds: float) -> None:
+        """A test's or a zone warning's beeps end by themselves (a fall's wait for its recovery)."""
+        if self._test_timer is not None:
+            self._test_timer.cancel()
+        self._test_timer = threading.Timer(seconds, self._end_short_buzz)
+        self._test_timer.daemon = True
+        self._test_timer.start()
+
+    def _end_short_buzz(self) -> None:
         if not self._active and self.buzzer is not None:  # a real fall since keeps its buzzer
             self.buzzer.stop()
 

@@ -25,6 +25,7 @@ from edge.config import SpeechConfig
 logger = logging.getLogger(__name__)
 
 _SYNTH_TIMEOUT_S = 30.0
+_COALESCED = ("test", "intrusion", "approaching")
 _PLAY_TIMEOUT_S = 120.0
 
 
@@ -40,7 +41,7 @@ def synthesize(text: str, voice: str, target: Path, config: SpeechConfig) -> Non
 
 @dataclass(order=True)
 class _Announcement:
-    priority: int  # 0: a real fall or alarm, 1: a test
+    priority: int  # 0: a real fall or alarm, a danger zone's warning; 1: a test
     order: int
     key: str = field(compare=False)  # the chain it belongs to ("test" for tests)
     kind: str = field(compare=False)
@@ -84,20 +85,24 @@ class Speaker:
     def messages(self, kind: str) -> List[Tuple[str, str]]:
         """(voice, text) pairs for an event kind: the first language, then the second."""
         cfg = self.config
-        first = {"fall_detected": cfg.fall_text, "alarm": cfg.alarm_text, "test": cfg.test_text}[kind]
+        first = {"fall_detected": cfg.fall_text, "alarm": cfg.alarm_text, "test": cfg.test_text,
+                 "intrusion": cfg.intrusion_text, "approaching": cfg.approaching_text}[kind]
         second = {"fall_detected": cfg.second_fall_text, "alarm": cfg.second_alarm_text,
-                  "test": cfg.second_test_text}[kind]
+                  "test": cfg.second_test_text, "intrusion": cfg.second_intrusion_text,
+                  "approaching": cfg.second_approaching_text}[kind]
         out = [(cfg.voice, first)]
         if cfg.second_voice and second:
             out.append((cfg.second_voice, second))
         return out
 
     def say(self, kind: str, key: Optional[str] = None) -> bool:
-        """Queue one announcement; returns at once. False when a test was coalesced away."""
+        """Queue one announcement; returns at once. False when it was coalesced away: a test or a
+        danger zone's warning while one of its kind is still waiting (many people walking into a
+        zone together hear it once, not once each)."""
         test = kind == "test"
         with self._lock:
-            if test and any(item.kind == "test" for item in self._pending):
-                return False  # one test waiting is enough
+            if kind in _COALESCED and any(item.kind == kind for item in self._pending):
+                return False  # one waiting is enough
             heapq.heappush(self._pending, _Announcement(1 if test else 0, next(self._order),
                                                         key or ("test" if test else kind), kind,
                                                         self.messages(kind)))

@@ -11,10 +11,10 @@ import sys
 from typing import Dict, List, Optional, Tuple
 
 from edge import __version__
-from edge.cli import capture, console, daemon, evaluation, export, mqtt, site
+from edge.cli import capture, console, daemon, evaluation, export, mqtt, site, zones
 from edge.errors import FallEdgeError
 
-AREAS = (daemon, evaluation, mqtt, console, capture, export, site)  # in the order --help lists their commands
+AREAS = (daemon, evaluation, mqtt, console, capture, export, site, zones)  # in the order --help lists their commands
 # Loggers of long steps (engine builds, model fetches, benchmarks): their progress lines show by default.
 _PROGRESS_LOGGERS = ("edge.export", "edge.modelstore", "edge.eval.bench", "edge.mqtt.bench", "edge.capture.bench")
 

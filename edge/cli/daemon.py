@@ -54,7 +54,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     page = None
     try:
         page = _device_page(args.http or config.output.http, [name for name, _ in cameras],
-                            config.output.http_max_fps)
+                            config.output.http_max_fps, {name: config.zones_of(name) for name, _ in cameras})
         if len(cameras) > 1:
             summary = run_cameras(config, models, router, cameras, trace_dir=args.trace, notifier=notifier,
                                   board=page.board if page else None)
@@ -74,13 +74,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _device_page(listen: str, cameras: List[str], max_fps: float) -> "Optional[DevicePage]":
+def _device_page(listen: str, cameras: List[str], max_fps: float, zones: dict) -> "Optional[DevicePage]":
     if not listen:
         return None
     from edge.web.board import LiveBoard
     from edge.web.device_page import DevicePage
 
-    page = DevicePage(LiveBoard(cameras, max_fps=max_fps), listen).start()
+    page = DevicePage(LiveBoard(cameras, max_fps=max_fps, zones=zones), listen).start()
     sys.stderr.write(f"fall-edge: device page on http://{page.address[0]}:{page.address[1]}/\n")
     return page
 

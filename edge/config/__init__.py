@@ -18,6 +18,7 @@ from edge.config.schema import (
     SequenceConfig,
     SpeechConfig,
     TrackerConfig,
+    ZoneConfig,
 )
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "SequenceConfig",
     "SpeechConfig",
     "TrackerConfig",
+    "ZoneConfig",
     "config_from_dict",
     "load_config",
 ]

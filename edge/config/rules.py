@@ -4,9 +4,10 @@ readers, the buzzer's pin factory, the pose model) use the same names. The schem
 (edge/config/schema.py) attaches them to its fields."""
 
 
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from edge.errors import ConfigError
+from edge.geometry import polygon_area, self_intersecting
 
 # Capture readers: the GStreamer ones in the order `auto` tries them, then the others.
 GST_READERS = ("appsink", "opencv-gst", "gst-launch")
@@ -59,3 +60,24 @@ def parse_listen(text: str) -> Tuple[str, int]:
 def one_of(names: Sequence[str]) -> str:
     """How an error lists the allowed names: "a, b or c"."""
     return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+
+
+ZONE_KINDS = ("bed", "danger", "watch")
+MAX_ZONE_POINTS = 64
+
+
+def polygon_points_ok(polygon: List[List[float]]) -> bool:
+    """3 to MAX_ZONE_POINTS points of [x, y]."""
+    return 3 <= len(polygon) <= MAX_ZONE_POINTS and all(len(point) == 2 for point in polygon)
+
+
+def polygon_in_frame(polygon: List[List[float]]) -> bool:
+    """Every coordinate a share of the frame, 0 to 1 (so a zone survives a change of resolution)."""
+    return all(0.0 <= value <= 1.0 for point in polygon for value in point)
+
+
+def polygon_simple(polygon: List[List[float]]) -> bool:
+    """An area its edges do not cross: not a line, not a figure eight, no point given twice."""
+    if not polygon_points_ok(polygon):
+        return True  # reported by polygon_points_ok
+    return polygon_area(polygon) > 1e-6 and not self_intersecting(polygon)

@@ -14,9 +14,14 @@ from edge.config.rules import (
     BUILD_PRECISIONS,
     CAPTURE_READERS,
     LISTEN_RULE,
+    MAX_ZONE_POINTS,
     PIN_FACTORIES,
     YOLO_LAYOUTS,
+    ZONE_KINDS,
     listen_address,
+    polygon_in_frame,
+    polygon_points_ok,
+    polygon_simple,
     valid_host,
     valid_input_size,
     valid_topic_level,
@@ -282,6 +287,8 @@ class BuzzerConfig:
     pin_factory: str = setting("default", member(PIN_FACTORIES))  # default (gpiozero's) | jetson | mock
     fall_pattern_s: List[float] = setting([0.15, 0.15], _PATTERN)  # on, off: fast beeps
     alarm_pattern_s: List[float] = setting([0.8, 0.2], _PATTERN)  # long beeps
+    zone_pattern_s: List[float] = setting([0.05, 0.1], _PATTERN)  # danger zone: chirps, unlike a fall's beeps ...
+    zone_warning_s: float = setting(3.0, between(0.5, 60))  # ... for this long (a fall's pattern takes over)
     auto_stop_s: float = setting(120.0, above(0))
 
 
@@ -308,6 +315,10 @@ class SpeechConfig:
         "The person who fell has not got up. Please go to them now. Do not move them, check their breathing, "
         "and call emergency services."
     )
+    intrusion_text: str = "위험 구역입니다. 즉시 밖으로 나가세요."
+    second_intrusion_text: str = "Danger area. Step out of it now."
+    approaching_text: str = "위험 구역에 다가가고 있습니다. 멈추세요."
+    second_approaching_text: str = "You are walking into a danger area. Stop."
     test_text: str = "낙상 경보 시험입니다. 시험입니다."
     second_test_text: str = "This is a test of the fall alarm."
     words_per_minute: int = setting(150, between(80, 450))
@@ -336,10 +347,43 @@ class CaptureConfig:
 
 
 @dataclass
+class ZoneConfig:
+    """An area of one camera's picture (README "Zones"): `bed` (lying there is not a fall; ending on
+    the floor outside it is), `danger` (a warning when someone's feet are in it or heading there)
+    or `watch` (with any watch zone, falls count only inside them). Points are shares of the frame."""
+
+    name: str = setting("", _TOPIC_NAME)
+    kind: str = setting("bed", member(ZONE_KINDS))
+    polygon: List[List[float]] = setting(
+        [], Check(polygon_points_ok, f"must be 3 to {MAX_ZONE_POINTS} points, each [x, y]"),
+        Check(polygon_in_frame, "must have every x and y between 0 and 1: shares of the frame's width and height, "
+                                "not pixels"),
+        Check(polygon_simple, "must enclose an area without crossing itself: list the points in order around "
+                              "the zone, each once"))
+    # danger zones: feet inside this long make an `intrusion` ...
+    min_dwell_s: float = setting(0.5, between(0, 60))
+    # ... heading in at the current speed within this many seconds makes an `approaching` warning (0: off)
+    lookahead_s: float = setting(2.0, between(0, 10))
+    cooldown_s: float = setting(30.0, between(0, 3600))  # one warning per person and zone this often
+
+
+_ZONE_NAMES_UNIQUE = "must be unique within a camera"
+
+
+def _unique_zone_names(zones: List[ZoneConfig]) -> bool:
+    return len({zone.name for zone in zones}) == len(zones)
+
+
+@dataclass
 class CameraConfig:
     name: str = setting("cam0", _TOPIC_NAME)
     # csi://0, v4l2:///dev/video0, rtsp://..., file:///..., test://, gst:...
     source: str = setting("", Check(lambda v: bool(v.strip()), "must not be empty"))
+    zones: List[ZoneConfig] = field(default_factory=list)
+
+    RULES: ClassVar[Tuple[Rule, ...]] = (
+        Rule("zones[].name", lambda c: _unique_zone_names(c.zones), _ZONE_NAMES_UNIQUE),
+    )
 
 
 @dataclass
@@ -386,9 +430,16 @@ class Config:
     speech: SpeechConfig = field(default_factory=SpeechConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     cameras: List[CameraConfig] = field(default_factory=list)  # used when run has no --source
+    zones: List[ZoneConfig] = field(default_factory=list)  # the zones of a camera not in `cameras` (run --source)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)  # fall-edge console, not the device
 
     RULES: ClassVar[Tuple[Rule, ...]] = (
         Rule("cameras[].name", lambda c: len({camera.name for camera in c.cameras}) == len(c.cameras),
              "must be unique"),
+        Rule("zones[].name", lambda c: _unique_zone_names(c.zones), _ZONE_NAMES_UNIQUE),
     )
+
+    def zones_of(self, camera: str) -> List[ZoneConfig]:
+        """A camera's zones: those listed with it under `cameras`, else the top-level `zones`."""
+        listed = next((c for c in self.cameras if c.name == camera), None)
+        return listed.zones if listed is not None else self.zones

@@ -13,7 +13,7 @@ import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Deque, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -26,7 +26,9 @@ from edge.geometry import boxes_array, iou_matrix, nms
 from edge.perception import Detector, PoseEstimator
 from edge.perception.sequence import SequenceScorer
 from edge.tracking.tracker import Track, Tracker
-from edge.types import Box, Detection, FallEvent, Frame, FrameResult, Observation, Person
+from edge.types import Box, Detection, EventType, FallEvent, Frame, FrameResult, Observation, Person
+from edge.zones.areas import ZoneSet, ground_point, to_shares
+from edge.zones.danger import DangerWatcher, ZoneHit
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,11 @@ class PipelineStats:
 
 def iso_utc(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _rounded(keypoints: np.ndarray) -> List[List[float]]:
+    """Keypoints as an event carries them: pixels to 0.1, scores to 0.001."""
+    return [[round(float(v), 1 if i < 2 else 3) for i, v in enumerate(row)] for row in keypoints]
 
 
 def person_boxes(detections: List[Detection], fall_class_id: int) -> List[Detection]:
@@ -92,7 +99,12 @@ class FallPipeline:
         self.detector = detector if config.detector.enabled else None
         self.sequence = sequence if config.sequence.enabled else None
         self.camera = camera or config.output.camera
-        self.tracker = Tracker(config.tracker, config.fall, config.pose.min_keypoint_score)
+        self.zones = ZoneSet(config.zones_of(self.camera))
+        self.tracker = Tracker(config.tracker, config.fall, config.pose.min_keypoint_score, zones=self.zones)
+        self.danger = DangerWatcher(self.zones.zones)
+        self._unwatched: Set[int] = set()  # tracks whose fall was outside every watch zone: their chain is not reported
+        self._watched_in: Dict[int, str] = {}  # track -> the watch zone its fall was in
+        self._zone_boxes: Dict[int, List[float]] = {}  # where each person was last seen, for a gone one's cleared event
         self.frames_processed = 0
         self._detector_due = True  # run on the first frame
         # Recent stage timings (bounded: the daemon runs for months).
@@ -192,12 +204,14 @@ class FallPipeline:
             self._timed("sequence", started)
 
         started = time.perf_counter()
-        events = self._update_fall_states(time_s, (image.shape[1], image.shape[0]))
+        frame_size = (image.shape[1], image.shape[0])
+        events = self._update_fall_states(time_s, frame_size)
+        events += self._zone_events(time_s, frame_size)
         self._timed("fall_logic", started)
         self.frames_processed += 1
         self._timed("total", started_frame)
         return FrameResult(frame=frame, tracks=list(tracks), events=events, detector_ran=run_detector, crops=crops,
-                           camera=self.camera, min_hits=self.config.tracker.min_hits)
+                           camera=self.camera, min_hits=self.config.tracker.min_hits, zones=self.zones.zones)
 
     def _score_sequences(self, tracks: List[Track], time_s: float) -> None:
         """Every track with a fresh skeleton gets the sequence cue's score of its last two seconds
@@ -233,9 +247,75 @@ class FallPipeline:
         if self.detector is not None and self.config.detector.on_fall_candidate and any(
                 track.fall.wants_detector(track.detector_time_s) for track in self.tracker.tracks):
             self._detector_due = True
-        return [self._event(track, transition) for track, transition in transitions]
+        events = []
+        for track, transition in transitions:
+            watched = self._watched(track, transition, time_s, frame_size)
+            if watched is not None:
+                events.append(self._event(track, transition, zone=watched or None))
+        if self._unwatched or self._watched_in:  # forget the tracks the tracker dropped (months of them)
+            alive = {track.track_id for track in self.tracker.tracks}
+            self._unwatched &= alive
+            self._watched_in = {k: v for k, v in self._watched_in.items() if k in alive}
+        return events
 
-    def _event(self, track: Track, transition: Transition) -> FallEvent:
+    def _watched(self, track: Track, transition: Transition, time_s: float,
+                 frame_size: Tuple[int, int]) -> Optional[str]:
+        """With watch zones, a fall counts only inside one: the zone's name for a fall there
+        ("" without watch zones), None for a fall (and the rest of its chain) outside them all."""
+        if not self.zones.of_kind("watch"):
+            return ""
+        if transition.type == EventType.FALL_DETECTED:
+            keypoints = track.person.keypoints if track.person is not None and track.person_time_s == time_s else None
+            zone = self.zones.watched(keypoints, track.box, frame_size, self.config.pose.min_keypoint_score)
+            if zone is None:
+                self._unwatched.add(track.track_id)
+                logger.info("t=%.2f fall of track %d outside every watch zone: not reported", time_s, track.track_id)
+            else:
+                self._unwatched.discard(track.track_id)
+                self._watched_in[track.track_id] = zone
+            return zone
+        unwatched = track.track_id in self._unwatched
+        zone = self._watched_in.get(track.track_id, "")  # the chain's later events name its zone too
+        if transition.type == EventType.RECOVERED:
+            self._unwatched.discard(track.track_id)
+            self._watched_in.pop(track.track_id, None)
+        return None if unwatched else zone
+
+    def _zone_events(self, time_s: float, frame_size: Tuple[int, int]) -> List[FallEvent]:
+        """Danger zones against where each person seen this frame stands."""
+        if not self.danger.zones:
+            return []
+        min_score = self.config.pose.min_keypoint_score
+        feet = {}
+        tracks = {}
+        for track in self.tracker.confirmed():
+            if not track.observed_this_frame:
+                continue
+            keypoints = track.person.keypoints if track.person is not None and track.person_time_s == time_s else None
+            feet[track.track_id] = to_shares(ground_point(keypoints, track.box, min_score), frame_size)
+            tracks[track.track_id] = track
+            self._zone_boxes[track.track_id] = track.box.as_list()
+        # Someone out of sight this frame keeps their zone state; a track the tracker dropped clears it.
+        alive = {track.track_id for track in self.tracker.tracks}
+        events = [self._zone_event(hit, tracks.get(hit.track_id), time_s)
+                  for hit in self.danger.update(time_s, feet, alive)]
+        self._zone_boxes = {track_id: box for track_id, box in self._zone_boxes.items() if track_id in alive}
+        return events
+
+    def _zone_event(self, hit: ZoneHit, track: Optional[Track], time_s: float) -> FallEvent:
+        event = FallEvent(
+            event_id=str(uuid.uuid4()), type=hit.type, camera=self.camera, track_id=hit.track_id,
+            stream_time_s=time_s, wall_time=iso_utc(datetime.now(timezone.utc)),
+            confidence=1.0,  # a zone is geometry: the feet are in it or not
+            torso_angle_deg=None,
+            bbox=track.box.as_list() if track is not None else self._zone_boxes.get(hit.track_id, [0.0] * 4),
+            keypoints=None if track is None or track.person is None else _rounded(track.person.keypoints),
+            zone=hit.zone,
+            extra={} if hit.seconds_to_enter is None else {"seconds_to_enter": hit.seconds_to_enter})
+        logger.info("t=%.2f %s zone %s track %d", time_s, event.type, hit.zone, hit.track_id)
+        return event
+
+    def _event(self, track: Track, transition: Transition, zone: Optional[str] = None) -> FallEvent:
         features = transition.features
         detector_label = None
         if features is not None and features.detector_fall_score is not None and self.detector is not None:
@@ -247,10 +327,7 @@ class FallPipeline:
         if transition.fall_started_s is not None:
             started = now - timedelta(seconds=max(0.0, transition.time_s - transition.fall_started_s))
             started_at = iso_utc(started)
-        keypoints = None
-        if track.person is not None:
-            keypoints = [[round(float(v), 1 if i < 2 else 3) for i, v in enumerate(row)]
-                         for row in track.person.keypoints]
+        keypoints = None if track.person is None else _rounded(track.person.keypoints)
         event = FallEvent(
             event_id=str(uuid.uuid4()),
             type=transition.type,
@@ -266,6 +343,7 @@ class FallPipeline:
             detector_label=detector_label,
             keypoints=keypoints,
             extra={"hip_descent": track.fall.max_descent, "descent_speed": track.fall.peak_descent_speed},
+            zone=zone,
         )
         logger.info("t=%.2f %s track %d conf %.2f", event.stream_time_s, event.type, event.track_id,
                     event.confidence)

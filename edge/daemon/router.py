@@ -48,6 +48,8 @@ def mqtt_payload(event: FallEvent, device: str, snapshot: Optional[str]) -> Dict
         "detector_label": event.detector_label,
         "snapshot": snapshot,
         **({"acknowledges": event.acknowledges, "operator": event.operator} if event.acknowledges else {}),
+        **({"zone": event.zone} if event.zone is not None else {}),
+        **({"seconds_to_enter": event.extra["seconds_to_enter"]} if "seconds_to_enter" in event.extra else {}),
     }
 
 
@@ -73,7 +75,7 @@ def snapshot_image(result: FrameResult, privacy: bool) -> np.ndarray:
     blank = FrameResult(frame=type(result.frame)(np.zeros_like(result.frame.image), result.frame.index,
                                                  result.frame.time_s),
                         tracks=result.tracks, events=result.events, detector_ran=result.detector_ran,
-                        min_hits=result.min_hits)
+                        min_hits=result.min_hits, zones=result.zones)
     return draw_result(blank)
 
 
@@ -128,7 +130,7 @@ class EventRouter:
             self.alarm.handle(event)  # the site hears it first: no network in the way
         if self.publisher is not None:
             snapshot = None
-            if result is not None and event.type.opens_alarm:
+            if result is not None and (event.type.opens_alarm or event.type == EventType.INTRUSION):
                 snapshot = self._store_snapshot(event, result)
             self.publisher.send_event(event.camera, mqtt_payload(event, self.device, snapshot))
         self.events_sent += 1

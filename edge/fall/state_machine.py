@@ -7,6 +7,8 @@
     falling --lost right after a fast descent, away from the frame border, for lost_confirm_s--> down
     falling --upright for min_upright_s--> upright;  --no drop within fall_window_s--> lying (not a fall)
     falling --lying, but lowered slowly with another person beside them--> lying (helped down)
+    falling --lying with the torso in a bed zone--> no fall (waits, then lying)
+    any but down --lying outside a bed zone for confirm_s, fall_window_s after being in it--> down   (fall_detected)
     down    --still down alarm_hold_s after the fall--> alarm                              (alarm)
     down/alarm --upright for recover_s--> upright                                        (recovered)
     lying   --upright for min_upright_s--> upright
@@ -17,7 +19,9 @@ camera, which keeps the torso vertical in the image, still shows as the body col
 the hips dropping. A person first seen lying has no baseline: they stay in `lying` (no alarm),
 unless require_upright_baseline is false, when lying for alarm_hold_s raises fall_detected and
 alarm. A track that takes over another's history (tracker: a person found on the floor where
-someone was falling) keeps that baseline and candidate.
+someone was falling) keeps that baseline and candidate. With bed zones (README "Zones"), lying
+in a bed is never a fall, and a person who was in a bed and lies outside it moments later has
+fallen out of it, baseline or not (someone asleep when the stream starts has none).
 """
 
 
@@ -130,6 +134,9 @@ class FallStateMachine:
         self.peak_descent_speed = 0.0  # fastest hip drop during the current candidate
         self.last_confidence = 0.0
         self._sequence_scores: Deque[Tuple[float, float]] = deque()  # (time, the learned cue's score)
+        self._in_bed: Optional[bool] = None  # the torso in a bed zone on the last observation (None: no beds)
+        self._last_in_bed_s: Optional[float] = None
+        self._lying_out_of_bed_s: Optional[float] = None  # lying outside the beds since, right after one
         self._candidate_frames = 0  # observed frames of the current candidate ...
         self._helped_frames = 0  # ... and those with another person's skeleton within helper_reach
         self.sequence_score: Optional[float] = None  # the latest, for --trace
@@ -340,6 +347,27 @@ class FallStateMachine:
         best = self._sequence_max()
         return best is None or best >= self.config.sequence_confirm_min
 
+    def _track_bed(self, time_s: float, in_bed: Optional[bool]) -> None:
+        """Remember when the torso was last in a bed zone, and since when it lies outside them
+        right after (within fall_window_s): a fall out of bed."""
+        self._in_bed = in_bed
+        if in_bed is None:
+            return
+        if in_bed:
+            self._last_in_bed_s, self._lying_out_of_bed_s = time_s, None
+        elif not self.lying:
+            self._lying_out_of_bed_s = None  # sat up or got up beside the bed: ordinary
+        elif (self._lying_out_of_bed_s is None and self._last_in_bed_s is not None
+              and time_s - self._last_in_bed_s <= self.config.fall_window_s):
+            self._lying_out_of_bed_s = time_s
+
+    def _fell_out_of_bed(self, time_s: float) -> bool:
+        """Lying outside every bed zone for confirm_s, having been in one moments before, with a
+        skeleton seen (a bare box on the floor says nothing about who it is)."""
+        return (self._lying_out_of_bed_s is not None and self._in_bed is False
+                and time_s - self._lying_out_of_bed_s >= self.config.confirm_s - _TIME_EPSILON_S
+                and self._last_pose_s is not None and self._last_pose_s >= self._lying_out_of_bed_s)
+
     def _helped_down(self) -> bool:
         """Lowered by someone else: the hips never dropped fast and another person was beside
         them on at least helper_share of the candidate's frames (a carer's transfer to the floor).
@@ -358,7 +386,8 @@ class FallStateMachine:
 
     def update(self, time_s: float, features: Optional[PostureFeatures], box_height: float,
                detector_seen_since: Optional[float] = None, at_border: bool = False,
-               sequence_score: Optional[float] = None, helper_near: bool = False) -> List[Transition]:
+               sequence_score: Optional[float] = None, helper_near: bool = False,
+               in_bed: Optional[bool] = None) -> List[Transition]:
         """Advance to time_s. features is None when the track was not observed this frame.
 
         detector_seen_since: when the detector last scored this track (None if disabled);
@@ -367,6 +396,7 @@ class FallStateMachine:
         simply have walked out of view).
         sequence_score: the learned sequence cue on the window ending now (None: not scored).
         helper_near: another person's skeleton is within fall.helper_reach of this one this frame.
+        in_bed: the torso is in a bed zone (None: the camera has no bed zones, or no observation).
         """
         if sequence_score is not None:
             self.sequence_score = sequence_score
@@ -379,10 +409,18 @@ class FallStateMachine:
             if features.has_torso:
                 self._last_pose_s = time_s
                 self._last_pose_lying_score = self.cues.lying_score if self.cues is not None else 0.0
+            self._track_bed(time_s, in_bed)
         events: List[Transition] = []
         cfg = self.config
         state = self.state
         self.why = state.value
+        if state not in (FallState.DOWN, FallState.ALARM) and self._fell_out_of_bed(time_s):
+            self._fall_started_s = self._last_in_bed_s
+            self.max_descent, self.peak_descent_speed = 0.0, 0.0
+            events.append(self._confirm(time_s))
+            self.why = (f"falling: confirmed (lying outside the bed zone {time_s - self._lying_out_of_bed_s:.2f} s, "
+                        f"{time_s - self._last_in_bed_s:.2f} s after it was in it)")
+            return events
         if state in (FallState.UNKNOWN, FallState.LYING):
             upright_s = self._upright_run_s(time_s)
             self.why = ("lying, no upright baseline" if self.lying
@@ -398,7 +436,7 @@ class FallStateMachine:
                 self._track_descent(features)
             elif state == FallState.UNKNOWN and self.lying and self._lying_for(time_s, cfg.confirm_s):
                 self._enter(FallState.LYING, time_s)
-            elif (state == FallState.LYING and not cfg.require_upright_baseline
+            elif (state == FallState.LYING and not cfg.require_upright_baseline and not self._in_bed
                   and self._lying_for(time_s, cfg.alarm_hold_s) and self.last_features is not None):
                 # Found lying with no fall seen: only when the site asked for it.
                 self._fall_started_s, self._fall_confirmed_s = None, time_s
@@ -428,7 +466,7 @@ class FallStateMachine:
             elif (self._lying_for(time_s, cfg.confirm_s) and self._down_now()
                   and (features is not None or not at_border)  # unseen at the edge: may have left
                   and self._skeleton_seen_during_fall() and self._detector_looked(detector_seen_since)
-                  and self._sequence_allows()):
+                  and self._sequence_allows() and not self._in_bed):
                 if self._helped_down():
                     self._enter(FallState.LYING, time_s)
                     self.why = (f"lying, helped down: hips at most {self.peak_descent_speed:.2f} < "
@@ -436,7 +474,8 @@ class FallStateMachine:
                                 f"{self._helped_frames} of {self._candidate_frames} frames")
                 else:
                     events.append(self._confirm(time_s))
-            elif (features is None or not features.has_torso) and self._lost_after_fast_descent(time_s, at_border):
+            elif ((features is None or not features.has_torso) and not self._in_bed
+                  and self._lost_after_fast_descent(time_s, at_border)):
                 events.append(self._confirm(time_s, lost=True))
             elif since_upright > cfg.fall_window_s + cfg.confirm_s:
                 # The hips never dropped, or the lying never held: bent over, lay down slowly.
@@ -504,6 +543,8 @@ class FallStateMachine:
         if not self._sequence_allows():
             missing.append(f"sequence cue {self._sequence_max():.2f} < {cfg.sequence_confirm_min:.2f} "
                            f"(a controlled movement)")
+        if self._in_bed:
+            missing.append("lying in a bed zone")
         return "falling: " + ("; ".join(missing) if missing else "confirmed")
 
     def _enter(self, state: FallState, time_s: float) -> None:
@@ -543,4 +584,5 @@ class FallStateMachine:
                 "descent_speed": self.descent_speed, "max_descent": self.max_descent,
                 "sequence": self.sequence_score,
                 "seated_baseline": None if self.baseline is None else self.baseline.seated,
+                "in_bed": self._in_bed,
                 "state": self.state.value, "why": self.why}

@@ -39,6 +39,8 @@ _EVENT_FIELDS: Dict[str, Tuple[tuple, bool]] = {
     "descent_speed": (_NUMBER, _OPTIONAL),
     "operator": ((str,), _OPTIONAL),
     "acknowledges": ((str,), _OPTIONAL),
+    "zone": ((str,), _OPTIONAL),
+    "seconds_to_enter": (_NUMBER, _OPTIONAL),
 }
 _REQUIRED = tuple(name for name, (_, nullable) in _EVENT_FIELDS.items() if not nullable)
 _MAX_TEXT = 200

@@ -24,6 +24,7 @@ from edge.fall.sequence import WINDOW_S
 from edge.fall.state_machine import FallState, FallStateMachine, Transition
 from edge.geometry import box_gap, boxes_array, iou_matrix
 from edge.types import Box, Observation, Person
+from edge.zones.areas import ZoneSet
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +114,11 @@ def association_cost(track_boxes: List[Box], obs_boxes: List[Box], iou_threshold
 
 class Tracker:
     def __init__(self, config: TrackerConfig, fall_config: FallConfig,
-                 min_keypoint_score: float = PoseConfig().min_keypoint_score) -> None:
+                 min_keypoint_score: float = PoseConfig().min_keypoint_score, zones: Optional[ZoneSet] = None) -> None:
         self.config = config
         self.fall_config = fall_config
         self.min_keypoint_score = min_keypoint_score
+        self.zones = zones if zones is not None and zones.has_beds else None  # the camera's bed zones
         self.tracks: List[Track] = []
         self._next_id = 1
 
@@ -242,10 +244,14 @@ class Tracker:
             if detector_enabled:
                 detector_seen = track.detector_time_s if track.detector_time_s is not None else float("-inf")
             sequence_score = track.sequence_score if track.sequence_time_s == time_s else None
+            in_bed = None
+            if features is not None and self.zones is not None:
+                in_bed = self.zones.in_bed(keypoints, track.box, frame_size, min_keypoint_score)
             transitions = track.fall.update(time_s, features, track.box.height, detector_seen,
                                             at_border=touches_border(track.box, *frame_size),
                                             sequence_score=sequence_score,
-                                            helper_near=features is not None and self._helper_near(track, time_s))
+                                            helper_near=features is not None and self._helper_near(track, time_s),
+                                            in_bed=in_bed)
             out += [(track, transition) for transition in transitions]
         return out
 

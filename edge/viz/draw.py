@@ -1,7 +1,7 @@
-"""Draw skeletons, boxes and fall states on a frame (a copy; the input is untouched)."""
+"""Draw zones, skeletons, boxes and fall states on a frame (a copy; the input is untouched)."""
 
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -10,6 +10,7 @@ from edge.fall.state_machine import FallState
 from edge.tracking.tracker import Track
 from edge.types import KEYPOINT_INDEX, SKELETON_EDGES, FrameResult
 
+ZONE_COLOURS: Dict[str, Tuple[int, int, int]] = {"bed": (255, 160, 60), "danger": (40, 40, 230), "watch": (0, 210, 255)}
 _STATE_COLOURS: Dict[str, Tuple[int, int, int]] = {
     FallState.UNKNOWN.value: (160, 160, 160),
     FallState.UPRIGHT.value: (0, 200, 0),
@@ -33,8 +34,30 @@ def track_labels(track: Track) -> List[str]:
     return [" ".join(parts), f"#{track.track_id} {track.fall.why}"]
 
 
+def draw_zones(canvas: np.ndarray, zones: Sequence) -> np.ndarray:
+    """Each zone (config ZoneConfig: shares of the frame) as a tinted outline with its name and
+    kind, drawn in place on canvas: blue beds, red danger zones, yellow watch zones."""
+    if not zones:
+        return canvas
+    height, width = canvas.shape[:2]
+    tint = canvas.copy()
+    for zone in zones:
+        colour = ZONE_COLOURS.get(zone.kind, (200, 200, 200))
+        points = np.array([[int(round(x * width)), int(round(y * height))] for x, y in zone.polygon], np.int32)
+        cv2.fillPoly(tint, [points], colour)
+    cv2.addWeighted(tint, 0.25, canvas, 0.75, 0, dst=canvas)
+    for zone in zones:
+        colour = ZONE_COLOURS.get(zone.kind, (200, 200, 200))
+        points = np.array([[int(round(x * width)), int(round(y * height))] for x, y in zone.polygon], np.int32)
+        cv2.polylines(canvas, [points], True, colour, 2, cv2.LINE_AA)
+        x, y = points.min(axis=0)
+        cv2.putText(canvas, f"{zone.name} ({zone.kind})", (int(x) + 4, int(y) + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                    colour, 1, cv2.LINE_AA)
+    return canvas
+
+
 def draw_result(result: FrameResult, min_keypoint_score: float = 0.2) -> np.ndarray:
-    canvas = result.frame.image.copy()
+    canvas = draw_zones(result.frame.image.copy(), result.zones)
     for crop in result.crops:
         cv2.rectangle(canvas, (int(crop.x1), int(crop.y1)), (int(crop.x2), int(crop.y2)), (90, 90, 90), 1)
     for track in (t for t in result.tracks if t.hits >= result.min_hits):

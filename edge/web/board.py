@@ -8,7 +8,7 @@ own thread (tracks change under it otherwise), and a viewer only encodes the fin
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -18,8 +18,10 @@ HEALTH_EVERY_S = 1.0  # the page's health and /metrics are at most this old
 
 
 class LiveBoard:
-    def __init__(self, cameras: List[str], max_fps: float = 5.0, max_viewers: int = 4) -> None:
+    def __init__(self, cameras: List[str], max_fps: float = 5.0, max_viewers: int = 4,
+                 zones: Optional[Dict[str, Sequence[Any]]] = None) -> None:
         self.cameras = list(cameras)
+        self.zones = dict(zones or {})  # camera -> its configured zones (ZoneConfig), for the zone editor
         self.min_interval_s = 1.0 / max_fps
         self.max_viewers = max_viewers
         self._changed = threading.Condition()

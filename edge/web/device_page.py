@@ -3,7 +3,8 @@ with skeletons, boxes, track ids and fall states drawn, the health report as JSO
 /metrics for Prometheus. The standard library's server (threads), so it runs on Python 3.6.
 
 It shows people: it listens on 127.0.0.1 unless told otherwise (reach it over an SSH tunnel),
-and it only reads; no request changes what the device does."""
+and it only reads; no request changes what the device does (the zone editor, `/zones`, checks
+zones and hands back YAML; zone_editor.py)."""
 
 
 import html
@@ -22,6 +23,7 @@ from edge.config.rules import parse_listen
 from edge.errors import ConfigError
 from edge.web.board import LiveBoard
 from edge.web.metrics import CONTENT_TYPE_LATEST, metrics_text
+from edge.web.zone_editor import MAX_REQUEST_BYTES, check_zones, configured, editor_page
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, "application/json", json.dumps(board.health(), indent=2).encode("utf-8"))
         elif path == "/metrics":
             self._send(200, CONTENT_TYPE_LATEST, metrics_text(board.health))
+        elif path == "/zones":
+            self._send(200, "text/html; charset=utf-8", editor_page(board.cameras).encode("utf-8"))
+        elif path == "/zones.json":
+            zones = {camera: configured(board.zones.get(camera, ())) for camera in board.cameras}
+            self._send(200, "application/json", json.dumps(zones).encode("utf-8"))
         elif path.startswith("/stream/") and path.endswith(".mjpg"):
             camera = unquote(path[len("/stream/"):-len(".mjpg")])
             if camera not in board.cameras:
@@ -85,7 +92,22 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._stream(board, camera)
         else:
-            self._send(404, "text/plain", b"not found: / , /health, /metrics, /stream/<camera>.mjpg\n")
+            self._send(404, "text/plain", b"not found: / , /health, /metrics, /zones, /stream/<camera>.mjpg\n")
+
+    def do_POST(self) -> None:  # noqa: N802 - the standard library's name
+        if self.path.split("?", 1)[0] != "/zones/check":
+            self._send(404, "text/plain", b"not found: POST /zones/check only\n")
+            return
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self._send(411, "text/plain", b"Content-Length required\n")
+            return
+        if not 0 <= length <= MAX_REQUEST_BYTES:
+            self._send(413, "text/plain", f"at most {MAX_REQUEST_BYTES} bytes\n".encode())
+            return
+        status, answer = check_zones(self.rfile.read(length))
+        self._send(status, "application/json", json.dumps(answer).encode("utf-8"))
 
     def _send(self, status: int, content_type: str, body: bytes) -> None:
         self.send_response(status)
@@ -137,6 +159,7 @@ def _index(board: LiveBoard) -> str:
 img{{max-width:100%;border:1px solid #444}}pre{{background:#222;padding:.5em;max-height:40vh;overflow:auto}}
 a{{color:#8cf}}</style></head>
 <body><h1>fall-edge live view</h1>
+<p><a href="/zones">Draw zones</a> (beds, danger areas, watched areas)</p>
 {views}
 <h2>Health</h2><pre id="health">loading ...</pre>
 <p><a href="/health">/health</a> (JSON) · <a href="/metrics">/metrics</a> (Prometheus)</p>
