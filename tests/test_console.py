@@ -18,7 +18,7 @@ from broker import Broker, Collector, free_port, wait_for
 
 from edge.alarms.buzzer import Buzzer
 from edge.alarms.controller import LocalAlarm
-from edge.config import BuzzerConfig, Config, MqttConfig
+from edge.config import BuzzerConfig, ClipConfig, Config, MqttConfig
 from edge.daemon.app import RunOptions, run_one_camera
 from edge.daemon.router import EventRouter
 from edge.mqtt.outbox import Outbox
@@ -92,6 +92,7 @@ def test_operator_sees_the_fall_live_and_acknowledges_it_on_the_device(tmp_path,
     config.mqtt = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port, device="ward-edge",
                              outbox_path=str(tmp_path / "outbox.sqlite"), snapshot_dir=str(tmp_path / "snaps"),
                              health_interval_s=1.0)
+    config.clip = ClipConfig(dir=str(tmp_path / "clips"))
     publisher = MqttPublisher(config.mqtt, Outbox(Path(config.mqtt.outbox_path), 1000))
     publisher.start()
     router = EventRouter(config, publisher=publisher, alarm=LocalAlarm(buzzer, None), print_events=False)
@@ -137,6 +138,20 @@ def test_operator_sees_the_fall_live_and_acknowledges_it_on_the_device(tmp_path,
         # ... and the page shows who and when, and the sound stops.
         assert wait_for(lambda: "Acknowledged by alice" in _text(driver, alarm), timeout_s=5)
         assert wait_for(lambda: driver.execute_script("return window.alarmSounding") is False, timeout_s=3)
+
+        # Issue 31: the clip (5 s before the fall, 5 s after) reaches the alarm card and plays there,
+        # with the snapshot as its poster, and keeps playing while the page refreshes.
+        video = f"{alarm} video.clip"
+        assert wait_for(lambda: driver.execute_script(
+            "const v = document.querySelector(arguments[0]); return !!v && v.readyState >= 1;", video), timeout_s=30)
+        duration = driver.execute_script("return document.querySelector(arguments[0]).duration", video)
+        assert 6.0 <= duration <= 11.0, duration
+        assert "/snapshot/" in driver.execute_script("return document.querySelector(arguments[0]).poster", video)
+        driver.execute_script("const v = document.querySelector(arguments[0]); v.muted = true; v.play();", video)
+        assert wait_for(lambda: driver.execute_script(
+            "return document.querySelector(arguments[0]).currentTime", video) > 1.0, timeout_s=10)
+        clip_payload = json.loads(collector.on("/ward1/clip")[0][0])
+        assert clip_payload["clip_of"] == event_id and clip_payload["codec"] in ("h264/mp4", "vp8/webm")
 
         screenshot = Path(os.environ.get("FALL_EDGE_SCREENSHOT", tmp_path / "console.png"))
         driver.save_screenshot(str(screenshot))

@@ -16,6 +16,7 @@ The outbox half generates damage to the SQLite file and checks that opening it n
 what it keeps is what was stored, in order, and that new events are stored and sent.
 """
 
+import base64
 import http.cookiejar
 import json
 import os
@@ -77,6 +78,11 @@ TEMPLATES = {
     "health": lambda: {"processed_fps": 9.5, "temperatures_c": {"cpu": 41.0}, "outbox_depth": 0,
                        "cameras": {"cam0": {"outages": 0}}, "problems": {}},
     "status": lambda: {"status": "online", "reason": ""},
+    # a real clip's fields, with a tiny MP4 header as its video (issue 31)
+    "clip": lambda: {"event_id": str(uuid.uuid4()), "type": "clip", "clip_of": str(uuid.uuid4()),
+                     "event_type": "fall_detected", "device": "edge1", "camera": "cam0", "codec": "h264/mp4",
+                     "frames": 100, "duration_s": 10.0, "bytes": 24, "kept_on_device": False, "reason": None,
+                     "data": base64.b64encode(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 12).decode("ascii")},
     "cmd": lambda: json.loads(sign_command(b"not the site key, 32 bytes long!", "fall/edge1/cmd/ack",
                                            event_id=str(uuid.uuid4()), operator="mallory")),
 }
@@ -86,11 +92,13 @@ DEVICES = st.sampled_from(["edge1", "evil", "edge2", "\u00e9vil", "x" * 200])
 @st.composite
 def hostile_messages(draw) -> tuple:
     """(topic, payload bytes): a template with fields replaced, or raw bytes, on a subscribed topic."""
-    leaf = draw(st.sampled_from(["events", "health", "status", "camera_status", "snapshot", "cmd/ack", "cmd/test"]))
+    leaf = draw(st.sampled_from(["events", "health", "status", "camera_status", "snapshot", "clip", "cmd/ack",
+                                 "cmd/test"]))
     device = "edge1" if leaf.startswith("cmd") else draw(DEVICES)
     topic = {"events": f"fall/{device}/cam0/events", "health": f"fall/{device}/health",
              "status": f"fall/{device}/status", "camera_status": f"fall/{device}/cam0/status",
-             "snapshot": f"fall/{device}/cam0/snapshot"}.get(leaf, f"fall/edge1/{leaf}")
+             "snapshot": f"fall/{device}/cam0/snapshot", "clip": f"fall/{device}/cam0/clip"}.get(leaf,
+                                                                                         f"fall/edge1/{leaf}")
     if draw(st.integers(0, 5)) == 0:
         return topic, draw(st.binary(max_size=300))
     template = TEMPLATES["cmd" if leaf.startswith("cmd") else "status" if leaf == "camera_status"

@@ -47,6 +47,8 @@ def register(commands: "argparse._SubParsersAction") -> None:
     bench.add_argument("--config", type=Path)
     bench.add_argument("--source", help="video file (default: opencv-doc's vtest.avi)")
     bench.add_argument("--frames", type=int, default=100, help="frames to process (default 100)")
+    bench.add_argument("--clips", action="store_true",
+                       help="run the frames again with event clips recorded, and print both frame loop medians")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(handler=_cmd_bench)
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -105,7 +107,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     source = args.source or str(SAMPLE_VIDEO)
-    report = run_bench(config, source, args.frames)
+    report = run_bench(config, source, args.frames, compare_clips=args.clips)
     print(json.dumps(report, indent=2) if args.json else report["text"])
     return 0
 

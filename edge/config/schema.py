@@ -279,6 +279,26 @@ class MqttConfig:
 
 
 @dataclass
+class ClipConfig:
+    """A short video of every fall and intrusion (README "Event clips"): the seconds before it from
+    a ring buffer, and the seconds after, drawn like --save-video (skeletons on a plain background
+    under mqtt.snapshot_privacy), stored owner-only and sent to the control room."""
+
+    enabled: bool = True
+    pre_s: float = setting(5.0, between(0, 30))  # seconds before the event, kept in memory per camera
+    post_s: float = setting(5.0, between(0, 30))  # seconds after it
+    fps: float = setting(10.0, between(1, 30))  # frames kept per second (at most the processed rate)
+    # kept frames are scaled to this width (0: as captured); memory per camera is
+    # pre_s * fps * width * height * 3 bytes: 640x360 at 10 fps for 5 s is 35 MB
+    width: int = setting(640, Check(lambda v: v == 0 or 160 <= v <= 3840, "must be 0 (as captured) or 160 to 3840"))
+    dir: str = "var/clips"  # owner-only: videos of people
+    keep: int = setting(100, at_least(0, "keep none on disk"))  # at most this many on disk ...
+    max_age_days: float = setting(7.0, above(0))  # ... none older than this
+    # larger clips stay on the device, and the control room is told so
+    max_send_bytes: int = setting(2_000_000, between(0, 8_000_000, "send none"))
+
+
+@dataclass
 class BuzzerConfig:
     enabled: bool = False
     # BCM numbering on a Raspberry Pi; Jetson.GPIO BCM mode on a Jetson
@@ -428,6 +448,7 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     buzzer: BuzzerConfig = field(default_factory=BuzzerConfig)
     speech: SpeechConfig = field(default_factory=SpeechConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     cameras: List[CameraConfig] = field(default_factory=list)  # used when run has no --source
     zones: List[ZoneConfig] = field(default_factory=list)  # the zones of a camera not in `cameras` (run --source)

@@ -28,6 +28,7 @@ from edge.console.log import PAGE_SIZE, EventLog, parse_time, shown_time
 from edge.console.sessions import Sessions
 from edge.errors import FallEdgeError
 from edge.mqtt.monitor import Monitor
+from edge.mqtt.schema import CLIP_CODECS
 from edge.private import open_private, private_file
 from edge.types import EventType
 
@@ -169,7 +170,7 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
         if request.endpoint in _PUBLIC:
             return None
         if operator() is None:
-            if request.path.startswith(("/api/", "/stream", "/snapshot/", "/fragment/")):
+            if request.path.startswith(("/api/", "/stream", "/snapshot/", "/clip/", "/fragment/")):
                 return jsonify(error="log in first"), 401
             return redirect(url_for("login"))
         session.setdefault("csrf", secrets.token_urlsafe(24))
@@ -323,6 +324,17 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
         if jpeg is None:
             abort(404)
         return Response(jpeg, mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.route("/clip/<event_id>")
+    def clip(event_id: str):
+        """An event's clip; ranges served, so the browser's player can seek."""
+        found = log.clip(event_id)
+        if found is None:
+            abort(404)
+        video, codec = found
+        response = Response(video, mimetype=CLIP_CODECS.get(codec, "application/octet-stream"),
+                            headers={"Cache-Control": "private, max-age=3600"})
+        return response.make_conditional(request, accept_ranges=True, complete_length=len(video))
 
     @app.route("/api/ack", methods=["POST"])
     def ack():

@@ -29,6 +29,11 @@ class Alarm:
     received_at: float
     has_snapshot: bool
     closed_by: Optional[dict] = None  # the recovered or acknowledged event that closed it
+    clip: Optional[dict] = None  # its clip's fields (codec, kept_on_device, reason), when one came
+
+    @property
+    def clip_playable(self) -> bool:
+        return self.clip is not None and not self.clip.get("kept_on_device")
 
     @property
     def event_id(self) -> str:
@@ -126,8 +131,9 @@ class EventLog:
             # The newest events only: the log grows for months, the dashboard is read every update.
             rows = db.execute("SELECT * FROM (SELECT e.rowid AS row, e.device, e.camera, e.type, e.payload, "
                               # a time stored as text (an older or foreign writer) reads as 0
-                              "CAST(e.received_at AS REAL) AS received_at, s.event_id AS picture "
+                              "CAST(e.received_at AS REAL) AS received_at, s.event_id AS picture, c.meta AS clip "
                               "FROM events e LEFT JOIN snapshots s ON s.event_id = e.event_id "
+                              "LEFT JOIN clips c ON c.clip_of = e.event_id "
                               "ORDER BY e.received_at DESC, e.rowid DESC LIMIT ?) "
                               "ORDER BY received_at, row", (RECENT_EVENTS,)).fetchall()
         alarms: List[Alarm] = []
@@ -142,7 +148,8 @@ class EventLog:
             chain = (row["device"], row["camera"], track if isinstance(track, int) else -1)
             repeat = acknowledged.repeat_of(row["type"], chain)
             if row["type"] in OPENING:
-                alarm = Alarm(event, row["device"], row["camera"], row["received_at"], row["picture"] is not None)
+                alarm = Alarm(event, row["device"], row["camera"], row["received_at"], row["picture"] is not None,
+                              clip=stored_json(row["clip"]) if row["clip"] else None)
                 alarms.append(alarm)
                 by_id[alarm.event_id] = alarm
                 if repeat is not None:  # the same fall still down after the hold: not a new alarm
@@ -192,6 +199,14 @@ class EventLog:
         """Events in the log."""
         with closing(self._connect()) as db:
             return int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def clip(self, event_id: str) -> Optional[Tuple[bytes, str]]:
+        """The video of an event's clip and its codec, when the device sent it."""
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT video, meta FROM clips WHERE clip_of = ? AND video IS NOT NULL",
+                             (event_id,)).fetchone()
+        meta = stored_json(row["meta"]) if row else None
+        return (bytes(row["video"]), str(meta.get("codec"))) if row and meta else None
 
     def snapshot(self, event_id: str) -> Optional[bytes]:
         with closing(self._connect()) as db:

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from edge.alarms.controller import LocalAlarm
+from edge.clips.recorder import ClipService
 from edge.config import Config
 from edge.daemon.pipeline import iso_utc
 from edge.mqtt.publisher import MqttPublisher
@@ -64,7 +65,10 @@ def save_snapshot(folder: Path, name: str, jpeg: bytes, keep: int, max_age_s: fl
     newest_first = sorted(((path.stat().st_mtime, path) for path in folder.glob("*.jpg")), reverse=True)
     for index, (modified, path) in enumerate(newest_first):
         if index >= keep or now - modified > max_age_s:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink()
+            except FileNotFoundError:  # (unlink's missing_ok is Python 3.8+; JetPack 4.6 has 3.6)
+                pass
 
 
 def snapshot_image(result: FrameResult, privacy: bool) -> np.ndarray:
@@ -98,14 +102,22 @@ class EventRouter:
         if publisher is not None:
             publisher.on_command("ack", self.on_ack)
             publisher.on_command("test", self.on_test)
+        self.clips: Optional[ClipService] = None
+        if config.clip.enabled:
+            self.clips = ClipService(config.clip, config.mqtt.snapshot_privacy,
+                                     publisher.send_clip if publisher is not None else None, device=self.device)
 
     @property
     def device(self) -> str:
         return self.publisher.device if self.publisher is not None else ""
 
     def handle(self, result: FrameResult) -> None:
+        if self.clips is not None:
+            self.clips.offer(result)  # before the events: the clip's first frames include this one
         for event in result.events:
             self._route(event, result)
+            if self.clips is not None:
+                self.clips.start(event)
 
     def _route(self, event: FallEvent, result: Optional[FrameResult]) -> None:
         # The frame loop routes detections while the MQTT thread routes acknowledgements.
@@ -214,6 +226,8 @@ class EventRouter:
             return None
 
     def close(self) -> None:
+        if self.clips is not None:
+            self.clips.close()  # clips still open are written and handed to the outbox first
         if self.publisher is not None:
             self.publisher.stop()
             self.publisher.outbox.close()

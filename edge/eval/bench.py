@@ -4,17 +4,22 @@
 import logging
 import os
 import sys
+import tempfile
 import time
-from typing import Dict, List, Union
+import uuid
+from dataclasses import replace
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from tqdm import tqdm
 
 from edge.capture.opencv_source import OpenCvSource
+from edge.clips.recorder import ClipService
 from edge.config import Config
 from edge.daemon.pipeline import FallPipeline
 from edge.daemon.runner import load_models
 from edge.daemon.timings import format_timings, timing_stats
+from edge.types import EventType, FallEvent
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +36,42 @@ def _time_model(call, repeats: int) -> List[float]:
     return out
 
 
-def run_bench(config: Config, source: str, frames: int) -> Dict[str, Union[str, Dict, float]]:
+def _frame_loop(config: Config, models, source: str, frames: int, clips: Optional[ClipService],
+                label: str) -> Tuple[int, float, List[float], Dict[str, List[float]]]:
+    """The pipeline over the first `frames` frames (with a clip ring fed, and one clip opened a
+    third of the way in as a fall opens one, when clips is given): frames, wall time, decode times,
+    stage times (total: the whole loop per frame, clip included)."""
+    pipeline = FallPipeline(config, models.pose, models.detector, sequence=models.sequence)
+    decode_ms: List[float] = []
+    loop_ms: List[float] = []
+    processed = 0
+    wall_started = time.perf_counter()
+    with OpenCvSource(source) as video, tqdm(total=frames, unit="frame", desc=label, file=sys.stderr,
+                                            dynamic_ncols=True) as progress:
+        iterator = video.frames()
+        while processed < frames:
+            started = time.perf_counter()
+            frame = next(iterator, None)
+            if frame is None:
+                break
+            decode_ms.append((time.perf_counter() - started) * 1000.0)
+            started = time.perf_counter()
+            result = pipeline.process(frame)
+            if clips is not None:
+                clips.offer(result)
+                if processed == frames // 3:
+                    clips.start(FallEvent(event_id=str(uuid.uuid4()), type=EventType.FALL_DETECTED,
+                                          camera=result.camera, track_id=0, stream_time_s=frame.time_s,
+                                          wall_time="", confidence=0.0, torso_angle_deg=None, bbox=[0, 0, 0, 0]))
+            loop_ms.append((time.perf_counter() - started) * 1000.0)
+            processed += 1
+            progress.update()
+    wall_s = time.perf_counter() - wall_started
+    return processed, wall_s, decode_ms, {**pipeline.timings_ms, "frame_loop": loop_ms}
+
+
+def run_bench(config: Config, source: str, frames: int,
+              compare_clips: bool = False) -> Dict[str, Union[str, Dict, float]]:
     models = load_models(config)
     logger.info(f"timing the models alone ({_MODEL_REPEATS} runs each) ...")
     pose_tensor = np.zeros(models.pose.backend.input_shape, dtype=models.pose.backend.input_dtype)
@@ -43,24 +83,8 @@ def run_bench(config: Config, source: str, frames: int) -> Dict[str, Union[str, 
             _time_model(lambda: models.detector.backend.infer(det_tensor), max(5, _MODEL_REPEATS // 3)))
 
     logger.info(f"running the pipeline on {frames} frames of {source} ...")
-    pipeline = FallPipeline(config, models.pose, models.detector, sequence=models.sequence)
-    decode_ms: List[float] = []
-    processed = 0
-    wall_started = time.perf_counter()
-    with OpenCvSource(source) as video, tqdm(total=frames, unit="frame", desc="bench", file=sys.stderr,
-                                            dynamic_ncols=True) as progress:
-        iterator = video.frames()
-        while processed < frames:
-            started = time.perf_counter()
-            frame = next(iterator, None)
-            if frame is None:
-                break
-            decode_ms.append((time.perf_counter() - started) * 1000.0)
-            pipeline.process(frame)
-            processed += 1
-            progress.update()
-    wall_s = time.perf_counter() - wall_started
-    stages = {"decode": decode_ms, **pipeline.timings_ms}
+    processed, wall_s, decode_ms, timings = _frame_loop(config, models, source, frames, None, "bench")
+    stages = {"decode": decode_ms, **timings}
     report: Dict[str, Union[str, Dict, float]] = {
         "source": source,
         "frames": processed,
@@ -74,5 +98,28 @@ def run_bench(config: Config, source: str, frames: int) -> Dict[str, Union[str, 
             format_timings(stages), "", "models alone:"]
     for name, s in model_only.items():
         text.append(f"{name:<15} median {s['median_ms']:.2f} ms  p90 {s['p90_ms']:.2f} ms")
+    if compare_clips:
+        report["clips"] = _clip_comparison(config, models, source, frames, stages["frame_loop"], text)
     report["text"] = "\n".join(text)
     return report
+
+
+def _clip_comparison(config: Config, models, source: str, frames: int, without_ms: List[float],
+                     text: List[str]) -> Dict[str, object]:
+    """The same frames again with the clip ring fed and one clip written meanwhile."""
+    with tempfile.TemporaryDirectory() as folder:
+        clips = ClipService(replace(config.clip, dir=folder), config.mqtt.snapshot_privacy, None)
+        logger.info("again with event clips (the ring buffer fed, one clip written meanwhile) ...")
+        _, _, _, timings = _frame_loop(config, models, source, frames, clips, "bench with clips")
+        ring_bytes = clips.memory_bytes()
+        clips.close()
+        written = clips.last_clip or {}
+    with_ms = timings["frame_loop"]
+    out = {"frame_loop_without_clips": timing_stats(without_ms), "frame_loop_with_clips": timing_stats(with_ms),
+           "ring_buffer_bytes": ring_bytes, "clip": written}
+    text += ["", f"frame loop median without clips {out['frame_loop_without_clips']['median_ms']:.2f} ms, "
+                 f"with clips {out['frame_loop_with_clips']['median_ms']:.2f} ms "
+                 f"(p90 {out['frame_loop_without_clips']['p90_ms']:.2f} / "
+                 f"{out['frame_loop_with_clips']['p90_ms']:.2f} ms); ring buffer {ring_bytes / 1e6:.1f} MB; "
+                 f"clip {written.get('codec')} {written.get('frames')} frames {written.get('bytes')} bytes"]
+    return out

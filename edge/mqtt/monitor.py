@@ -32,7 +32,14 @@ from edge.mqtt.connection import (
     set_callbacks,
     watch_connect_errors,
 )
-from edge.mqtt.schema import MAX_EVENT_BYTES, event_problem, health_problem, parse_status, snapshot_event_id
+from edge.mqtt.schema import (
+    MAX_EVENT_BYTES,
+    event_problem,
+    health_problem,
+    parse_clip,
+    parse_status,
+    snapshot_event_id,
+)
 from edge.private import private_file
 from edge.types import AcknowledgedChains, EventType
 
@@ -47,6 +54,7 @@ MAX_SNAPSHOT_BYTES = 2 * 1024 * 1024
 # All devices' snapshots together: over this, the device storing the most loses its oldest first,
 # so a device flooding pictures (or one inventing device names) cannot push out another's.
 SNAPSHOT_STORE_BYTES = 1024 ** 3
+CLIP_STORE_BYTES = 4 * 1024 ** 3  # all devices' clips together, trimmed the same way
 
 
 def _reject_constant(name: str) -> float:
@@ -138,6 +146,8 @@ class Monitor:
                              "received_at REAL)")
             self._db.execute("CREATE TABLE IF NOT EXISTS snapshots (event_id TEXT PRIMARY KEY, device TEXT, "
                              "camera TEXT, jpeg BLOB, received_at REAL)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS clips (clip_of TEXT PRIMARY KEY, device TEXT, camera TEXT, "
+                             "meta TEXT, video BLOB, received_at REAL)")
         self._lock = threading.Lock()
         self.open_alarms: Dict[ChainKey, OpenAlarm] = {}
         self._acknowledged = AcknowledgedChains()  # their later alarm is not a new open alarm
@@ -192,7 +202,7 @@ class Monitor:
         wanted = [(f"{self.prefix}/+/+/events", 1), (f"{self.prefix}/+/status", 1)]
         if self.everything:
             wanted += [(f"{self.prefix}/+/health", 1), (f"{self.prefix}/+/+/status", 1),
-                       (f"{self.prefix}/+/+/snapshot", 1)]
+                       (f"{self.prefix}/+/+/snapshot", 1), (f"{self.prefix}/+/+/clip", 1)]
         client.subscribe(wanted)
         self.connected.set()
 
@@ -219,6 +229,8 @@ class Monitor:
                 self._on_camera_status(device, camera, message.topic, message.payload)
             elif self.everything and leaf == "snapshot" and camera is not None:
                 self._on_snapshot(device, camera, message.topic, message.payload)
+            elif self.everything and leaf == "clip" and camera is not None:
+                self._on_clip(device, camera, message.topic, message.payload)
         except Exception as exc:  # whatever arrives, the monitor keeps showing the others
             self._skip(message.topic, f"could not be handled ({type(exc).__name__}: {exc})", failed=True)
 
@@ -322,23 +334,51 @@ class Monitor:
             self._db.execute("DELETE FROM snapshots WHERE device = ? AND event_id NOT IN (SELECT event_id FROM "
                              "snapshots WHERE device = ? ORDER BY received_at DESC LIMIT ?)",
                              (device, device, self.snapshot_keep))
-            self._trim_snapshot_bytes()
+            self._trim_bytes("snapshots", "event_id", "jpeg", SNAPSHOT_STORE_BYTES)
         if self.on_event is not None:
             self.on_event({"type": "snapshot", "device": device, "camera": camera, "event_id": event_id}, True)
 
-    def _trim_snapshot_bytes(self) -> None:
-        """Under SNAPSHOT_STORE_BYTES: the oldest snapshots of whichever device stores the most."""
-        while True:
-            row = self._db.execute("SELECT device, sum(length(jpeg)) AS bytes, count(*) FROM snapshots "
-                                   "GROUP BY device ORDER BY bytes DESC").fetchall()
-            if not row or sum(r[1] for r in row) <= SNAPSHOT_STORE_BYTES:
+    def _on_clip(self, device: str, camera: str, topic: str, raw: bytes) -> None:
+        clip, video, why = parse_clip(raw)
+        if clip is None:
+            self._skip(topic, str(why))
+            return
+        for name, expected in (("device", device), ("camera", camera)):
+            if clip.get(name) not in (None, "", expected):
+                self._skip(topic, f"{name} {clip[name]!r} differs from the topic's {expected!r}")
                 return
-            if row[0][2] > 1:
-                self._db.execute("DELETE FROM snapshots WHERE event_id = (SELECT event_id FROM snapshots "
-                                 "WHERE device = ? ORDER BY received_at LIMIT 1)", (row[0][0],))
-            else:  # one picture each (many device names): the oldest of all goes
-                self._db.execute("DELETE FROM snapshots WHERE event_id = (SELECT event_id FROM snapshots "
-                                 "ORDER BY received_at LIMIT 1)")
+        now = time.time()
+        with self._lock:
+            # The clip of an event from another device is refused: a device names only its own.
+            owner = self._db.execute("SELECT device FROM events WHERE event_id = ?", (clip["clip_of"],)).fetchone()
+            if owner is not None and owner[0] != device:
+                self._skip(topic, "a clip of another device's event")
+                return
+            self._db.execute("INSERT OR IGNORE INTO clips (clip_of, device, camera, meta, video, received_at) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", (clip["clip_of"], device, camera, json.dumps(clip), video,
+                                                           now))
+            # Videos of people: bounded like snapshots, in time, per device and in bytes.
+            self._db.execute("DELETE FROM clips WHERE received_at < ?", (now - self.snapshot_max_age_s,))
+            self._db.execute("DELETE FROM clips WHERE device = ? AND clip_of NOT IN (SELECT clip_of FROM clips "
+                             "WHERE device = ? ORDER BY received_at DESC LIMIT ?)",
+                             (device, device, self.snapshot_keep))
+            self._trim_bytes("clips", "clip_of", "video", CLIP_STORE_BYTES)
+        if self.on_event is not None:
+            self.on_event({"type": "clip", "device": device, "camera": camera, "event_id": clip["clip_of"]}, True)
+
+    def _trim_bytes(self, table: str, key: str, blob: str, limit: int) -> None:
+        """Under limit bytes: the oldest rows of whichever device stores the most go first."""
+        while True:
+            rows = self._db.execute(f"SELECT device, sum(length({blob})) AS bytes, count(*) FROM {table} "
+                                    f"GROUP BY device ORDER BY bytes DESC").fetchall()
+            if not rows or sum(r[1] or 0 for r in rows) <= limit:
+                return
+            if rows[0][2] > 1:
+                self._db.execute(f"DELETE FROM {table} WHERE {key} = (SELECT {key} FROM {table} "
+                                 f"WHERE device = ? ORDER BY received_at LIMIT 1)", (rows[0][0],))
+            else:  # one each (many device names): the oldest of all goes
+                self._db.execute(f"DELETE FROM {table} WHERE {key} = (SELECT {key} FROM {table} "
+                                 f"ORDER BY received_at LIMIT 1)")
 
     def _track_alarm(self, device: str, camera: str, event: dict) -> None:
         key = (device, camera, event["track_id"])

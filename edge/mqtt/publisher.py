@@ -132,7 +132,14 @@ class MqttPublisher:
         """Hand the event to the flusher thread, which stores it in the outbox (durable) and then
         publishes it; the caller (the frame loop) does not wait on the disk. Before start() or
         after stop(), or with 1,000 events already waiting, the caller stores it itself."""
-        item = (topics.events_topic(self.prefix, self.device, camera), payload)
+        self._send_stored(topics.events_topic(self.prefix, self.device, camera), payload)
+
+    def send_clip(self, camera: str, payload: Dict[str, object]) -> None:
+        """An event's clip (README "Event clips"), through the outbox like an event."""
+        self._send_stored(topics.clip_topic(self.prefix, self.device, camera), payload)
+
+    def _send_stored(self, topic: str, payload: Dict[str, object]) -> None:
+        item = (topic, payload)
         if self._flusher.is_alive() and not self._stop.is_set():
             try:
                 self._to_store.put_nowait(item)

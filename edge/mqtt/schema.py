@@ -7,6 +7,8 @@ the whole schema.
 """
 
 
+import base64
+import binascii
 import json
 import math
 import uuid
@@ -221,3 +223,51 @@ def parse_status(payload: bytes) -> Tuple[Optional[str], Dict[str, str], Optiona
         return None, {}, "status problems are not a small mapping of text"
     return data["state"], dict(problems), None
 
+
+
+# An event's clip (README "Event clips"): JSON with the video base64-encoded in `data`, or no
+# data and a reason when the device kept it (over its clip.max_send_bytes, at most 8 MB).
+MAX_CLIP_BYTES = 8_000_000
+MAX_CLIP_MESSAGE_BYTES = MAX_CLIP_BYTES * 4 // 3 + 65536
+CLIP_CODECS = {"h264/mp4": "video/mp4", "vp8/webm": "video/webm"}
+
+
+def parse_clip(raw: bytes) -> Tuple[Optional[dict], Optional[bytes], Optional[str]]:
+    """(the clip's fields without data, the video, None) for a well-formed clip message, else
+    (None, None, why). The video is None when the device kept it; when sent, it must be what its
+    codec says (an MP4 or a WebM file by its first bytes)."""
+    if len(raw) > MAX_CLIP_MESSAGE_BYTES:
+        return None, None, f"a clip message of {len(raw)} bytes (at most {MAX_CLIP_MESSAGE_BYTES})"
+    try:
+        clip = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, None, "not JSON"
+    if not isinstance(clip, dict) or nesting_depth(clip) > 1:
+        return None, None, "not a flat JSON object"
+    try:
+        for name in ("event_id", "clip_of"):
+            clip[name] = str(uuid.UUID(str(clip.get(name))))
+    except ValueError:
+        return None, None, "event_id or clip_of is not a UUID"
+    if clip.get("codec") not in CLIP_CODECS:
+        return None, None, f"codec is not one of {', '.join(CLIP_CODECS)}"
+    data = clip.pop("data", None)
+    for name, value in clip.items():
+        if isinstance(value, str) and len(value) > 2 * _MAX_TEXT:
+            return None, None, f"{name} is longer than {2 * _MAX_TEXT} characters"
+        if isinstance(value, float) and not math.isfinite(value):
+            return None, None, f"{name} is not a finite number"
+    if data is None:
+        return clip, None, None
+    if not isinstance(data, str):
+        return None, None, "data is not base64 text"
+    try:
+        video = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return None, None, "data is not base64"
+    if len(video) > MAX_CLIP_BYTES:
+        return None, None, f"a clip of {len(video)} bytes (at most {MAX_CLIP_BYTES})"
+    is_mp4, is_webm = video[4:8] == b"ftyp", video[:4] == b"\x1a\x45\xdf\xa3"
+    if not (is_mp4 if clip["codec"] == "h264/mp4" else is_webm):
+        return None, None, f"data is not a {clip['codec']} file"
+    return clip, video, None

@@ -22,6 +22,10 @@ def snapshot_topic(prefix: str, device: str, camera: str) -> str:
     return f"{prefix}/{device}/{camera}/snapshot"
 
 
+def clip_topic(prefix: str, device: str, camera: str) -> str:
+    return f"{prefix}/{device}/{camera}/clip"
+
+
 def health_topic(prefix: str, device: str) -> str:
     return f"{prefix}/{device}/health"
 
@@ -45,7 +49,7 @@ def parse_device_topic(topic: str, prefix: str) -> Tuple[Optional[str], Optional
     return parts[1], parts[2], parts[-1]
 
 
-_TOPIC_KINDS = ("events", "health", "status", "snapshot")
+_TOPIC_KINDS = ("events", "health", "status", "snapshot", "clip")
 
 
 def topic_kind(topic: str) -> str:

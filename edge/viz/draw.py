@@ -1,7 +1,8 @@
 """Draw zones, skeletons, boxes and fall states on a frame (a copy; the input is untouched)."""
 
 
-from typing import Dict, List, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -56,28 +57,61 @@ def draw_zones(canvas: np.ndarray, zones: Sequence) -> np.ndarray:
     return canvas
 
 
-def draw_result(result: FrameResult, min_keypoint_score: float = 0.2) -> np.ndarray:
-    canvas = draw_zones(result.frame.image.copy(), result.zones)
-    for crop in result.crops:
-        cv2.rectangle(canvas, (int(crop.x1), int(crop.y1)), (int(crop.x2), int(crop.y2)), (90, 90, 90), 1)
+@dataclass
+class DrawnTrack:
+    """What is drawn of one track on one frame, copied out of the live track (which changes)."""
+
+    box: Tuple[float, float, float, float]
+    state: str
+    labels: List[str]
+    keypoints: Optional[np.ndarray]  # this frame's skeleton (18 x 3), or None
+
+
+def drawn_tracks(result: FrameResult) -> List[DrawnTrack]:
+    """The tracks of a frame as they are drawn: cheap (a few small copies), so a clip's ring
+    buffer can keep them and draw later, off the frame loop."""
+    out = []
     for track in (t for t in result.tracks if t.hits >= result.min_hits):
-        colour = _STATE_COLOURS[track.fall.state.value]
         box = track.box
-        cv2.rectangle(canvas, (int(box.x1), int(box.y1)), (int(box.x2), int(box.y2)), colour, 2)
-        for row, text in enumerate(track_labels(track)):
-            cv2.putText(canvas, text, (int(box.x1), max(12, int(box.y1) - 5 - 14 * row)), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.42, colour, 1, cv2.LINE_AA)
+        keypoints = None
         if track.person is not None and track.person_time_s == result.frame.time_s:
-            points = track.person.keypoints
+            keypoints = track.person.keypoints.copy()
+        out.append(DrawnTrack((box.x1, box.y1, box.x2, box.y2), track.fall.state.value, track_labels(track), keypoints))
+    return out
+
+
+def draw_frame(canvas: np.ndarray, tracks: Sequence[DrawnTrack], zones: Sequence, time_s: float,
+               crops: Sequence = (), min_keypoint_score: float = 0.2, scale: float = 1.0) -> np.ndarray:
+    """Zones, crops, boxes with their labels, skeletons, "FALL" and the stream time, in place.
+    scale: the canvas's size against the frame the boxes and keypoints were measured on."""
+    draw_zones(canvas, zones)
+    for crop in crops:
+        corner, far_corner = (int(crop.x1 * scale), int(crop.y1 * scale)), (int(crop.x2 * scale), int(crop.y2 * scale))
+        cv2.rectangle(canvas, corner, far_corner, (90, 90, 90), 1)
+    for track in tracks:
+        colour = _STATE_COLOURS[track.state]
+        x1, y1, x2, y2 = (int(v * scale) for v in track.box)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, 2)
+        for row, text in enumerate(track.labels):
+            cv2.putText(canvas, text, (x1, max(12, y1 - 5 - 14 * row)), cv2.FONT_HERSHEY_SIMPLEX, 0.42, colour, 1,
+                        cv2.LINE_AA)
+        if track.keypoints is not None:
+            points = track.keypoints
             for start, end in SKELETON_EDGES:
                 a, b = points[KEYPOINT_INDEX[start]], points[KEYPOINT_INDEX[end]]
                 if a[2] >= min_keypoint_score and b[2] >= min_keypoint_score:
-                    cv2.line(canvas, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), colour, 2, cv2.LINE_AA)
+                    cv2.line(canvas, (int(a[0] * scale), int(a[1] * scale)), (int(b[0] * scale), int(b[1] * scale)),
+                             colour, 2, cv2.LINE_AA)
             for x, y, score in points:
                 if score >= min_keypoint_score:
-                    cv2.circle(canvas, (int(x), int(y)), 3, (255, 255, 255), -1, cv2.LINE_AA)
-    if any(t.fall.state in (FallState.DOWN, FallState.ALARM) for t in result.tracks):
+                    cv2.circle(canvas, (int(x * scale), int(y * scale)), 3, (255, 255, 255), -1, cv2.LINE_AA)
+    if any(t.state in (FallState.DOWN.value, FallState.ALARM.value) for t in tracks):
         cv2.putText(canvas, "FALL", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 255), 2, cv2.LINE_AA)
-    cv2.putText(canvas, f"t={result.frame.time_s:6.2f}s", (10, canvas.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX,
+    cv2.putText(canvas, f"t={time_s:6.2f}s", (10, canvas.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX,
                 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     return canvas
+
+
+def draw_result(result: FrameResult, min_keypoint_score: float = 0.2) -> np.ndarray:
+    return draw_frame(result.frame.image.copy(), drawn_tracks(result), result.zones, result.frame.time_s,
+                      result.crops, min_keypoint_score)

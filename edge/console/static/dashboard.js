@@ -30,7 +30,14 @@ async function refresh() {
   try {
     const response = await fetch("/fragment/dashboard", {credentials: "same-origin"});
     if (response.status === 401) { location.href = "/login"; return; }
-    document.getElementById("dashboard").innerHTML = await response.text();
+    const board = document.getElementById("dashboard");
+    // A clip being watched keeps playing through the refresh: the same player moves into the new page.
+    const players = new Map([...board.querySelectorAll("video.clip")].map(v => [v.getAttribute("src"), v]));
+    board.innerHTML = await response.text();
+    for (const fresh of board.querySelectorAll("video.clip")) {
+      const kept = players.get(fresh.getAttribute("src"));
+      if (kept) fresh.replaceWith(kept);
+    }
   } finally {
     refreshing = false;
     if (again) { again = false; refresh(); }

@@ -1,0 +1,1 @@
+"""Event clips: the seconds around a fall or an intrusion, drawn, encoded, stored and sent."""

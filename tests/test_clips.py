@@ -1,0 +1,109 @@
+"""Event clips (issue 31): a real run on a development clip with a fall writes a clip of the
+seconds before and after it, which decodes back to the frames that were kept; privacy mode
+leaves only the drawing; a clip over the size cap stays on the device and says so."""
+
+import base64
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.clips.encode import encode_clip, h264_encoder
+from edge.clips.recorder import ClipService
+from edge.config import ClipConfig, Config
+from edge.daemon.app import RunOptions, run_one_camera
+from edge.daemon.router import EventRouter
+from edge.types import EventType
+
+FALL_CLIP = "gmdcsa24_s1_fall15.mp4"  # falls at about 2.5 s and stays down (MANIFEST.tsv)
+
+
+def decoded(path):
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
+def run_with_clips(tmp_path, clips_dir, models, **clip):
+    config = Config(clip=ClipConfig(dir=str(tmp_path / "clips"), **clip))
+    router = EventRouter(config, print_events=False)
+    sent = []
+    router.clips.send = lambda camera, payload: sent.append((camera, payload))
+    run_one_camera(config, models, router, "ward1", str(clips_dir / FALL_CLIP), RunOptions(pad_end_s=6.0))
+    router.close()
+    return router, sent
+
+
+def test_a_fall_gives_a_clip_of_the_seconds_before_and_after_it(tmp_path, clips_dir, models):
+    router, sent = run_with_clips(tmp_path, clips_dir, models)
+    assert router.events_by_type["fall_detected"] == 1
+    assert len(sent) == 1
+    camera, payload = sent[0]
+    assert camera == "ward1" and payload["event_type"] == EventType.FALL_DETECTED.value
+    assert payload["codec"] == ("h264/mp4" if h264_encoder() else "vp8/webm")
+    folder = tmp_path / "clips"
+    files = list(folder.iterdir())
+    assert [f.name for f in files] == [payload["file"]]
+    assert folder.stat().st_mode & 0o777 == 0o700 and files[0].stat().st_mode & 0o777 == 0o600
+    # 5 s before the fall (the clip starts 2.5 s in: the fall is 2.5 s after the stream's start)
+    # and 5 s after, at 10 frames a second.
+    assert 1.5 <= payload["pre_s"] <= 5.0
+    assert payload["frames"] == pytest.approx(10 * (payload["pre_s"] + 5.0), abs=2)
+    frames = decoded(files[0])
+    assert len(frames) == payload["frames"]
+    assert frames[0].shape == (payload["height"], payload["width"], 3) and payload["width"] == 640
+    assert base64.b64decode(payload["data"]) == files[0].read_bytes()
+    assert not payload["kept_on_device"] and payload["reason"] is None
+    # Drawn like --save-video: a red FALL banner top left after the fall, not before it.
+    def red(frame):
+        patch = frame[10:40, 10:90].astype(int)
+        return int(((patch[..., 2] > 150) & (patch[..., 1] < 90) & (patch[..., 0] < 90)).sum())
+    fall_index = int(payload["pre_s"] * 10)
+    assert red(frames[fall_index + 5]) > 30 and red(frames[0]) < 5
+
+
+def test_privacy_mode_clips_show_only_the_drawing_and_large_clips_stay_on_the_device(tmp_path, clips_dir, models):
+    config = Config(clip=ClipConfig(dir=str(tmp_path / "clips"), max_send_bytes=1000))
+    config = replace(config, mqtt=replace(config.mqtt, snapshot_privacy=True))
+    router = EventRouter(config, print_events=False)
+    sent = []
+    router.clips.send = lambda camera, payload: sent.append(payload)
+    run_one_camera(config, models, router, "ward1", str(clips_dir / FALL_CLIP), RunOptions(pad_end_s=6.0))
+    router.close()
+    (payload,) = sent
+    assert payload["kept_on_device"] and payload["data"] is None
+    assert "over clip.max_send_bytes" in payload["reason"] and payload["file"] in payload["reason"]
+    frames = decoded(tmp_path / "clips" / payload["file"])
+    # skeletons, boxes and labels on black: most of every frame is black
+    dark = [float((frame.max(axis=2) < 40).mean()) for frame in frames]
+    assert min(dark) > 0.85
+
+
+def test_the_ring_buffer_is_bounded_by_pre_s(tmp_path):
+    """Memory per camera is pre_s * fps frames at clip.width, whatever the stream's length."""
+    from edge.types import Frame, FrameResult
+
+    service = ClipService(ClipConfig(dir=str(tmp_path), pre_s=2.0, fps=10.0, width=640), False, None)
+    image = np.zeros((720, 1280, 3), np.uint8)
+    for index in range(300):  # 30 s at 10 fps
+        service.offer(FrameResult(frame=Frame(image, index, index / 10.0), tracks=[], events=[], detector_ran=False,
+                                  camera="cam0"))
+    assert service.memory_bytes() <= 21 * 640 * 360 * 3
+    service.close()
+
+
+def test_the_encoder_writes_what_it_was_given(tmp_path):
+    frames = [np.full((360, 640, 3), (i * 8) % 256, np.uint8) for i in range(30)]
+    for frame, i in zip(frames, range(30)):
+        cv2.putText(frame, str(i), (200, 200), cv2.FONT_HERSHEY_SIMPLEX, 4, (255, 255, 255), 8)
+    path, codec = encode_clip(frames, 10.0, tmp_path / "x")
+    back = decoded(path)
+    assert len(back) == 30 and back[0].shape == frames[0].shape
+    # lossy, but each frame is the one written there (mean brightness steps by 8 each frame)
+    means = [float(f.mean()) for f in back]
+    assert all(abs(a - float(b.mean())) < 6 for a, b in zip(means, frames))
