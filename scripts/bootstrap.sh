@@ -74,6 +74,19 @@ if [ "$extras" = "cpu,gst,dev,build" ] && [ ! -f .venv/jetpack46/pkg_resources/_
     "paho-mqtt==1.6.1" "gpiozero==1.6.2" "setuptools<70"  # gpiozero 1.6 imports pkg_resources, as a 3.6 venv has
 fi
 
+if [ "$extras" = "cpu,gst,dev,build" ] && [ ! -x .ha-venv/bin/hass ]; then
+  # A real Home Assistant for tests/test_homeassistant.py, in its own venv on the Python it needs
+  # (2025.4 needs 3.13): HA_PYTHON=/path/to/python3.13, else python3.13 on the PATH or under pyenv.
+  ha_python="${HA_PYTHON:-$(command -v python3.13 || ls -d "$HOME"/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | head -n1 || true)}"
+  if [ -n "$ha_python" ] && [ -x "$ha_python" ]; then
+    echo "bootstrap: installing Home Assistant 2025.4.4 into .ha-venv with $($ha_python --version)" >&2
+    "$ha_python" -m venv .ha-venv
+    .ha-venv/bin/python -m pip install -q --disable-pip-version-check "homeassistant==2025.4.4" "paho-mqtt==2.1.0"
+  else
+    echo "bootstrap: no Python 3.13 for Home Assistant: tests/test_homeassistant.py will skip (set HA_PYTHON)" >&2
+  fi
+fi
+
 echo "bootstrap: fetching models" >&2
 .venv/bin/fall-edge fetch-models >/dev/null
 echo "bootstrap: ready" >&2

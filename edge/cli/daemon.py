@@ -47,7 +47,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not cameras:
         raise FallEdgeError("no video source: pass --source or list cameras in the config's cameras section")
     models = load_models(config)
-    router = build_router(config)
+    router = build_router(config, [name for name, _ in cameras])
     install_stop_signals()
     # Under systemd (Type=notify): READY once every camera gave a frame, watchdog pings from the loop.
     notifier = FrameLoopNotifier(SystemdNotifier(), {name for name, _ in cameras})

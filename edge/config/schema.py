@@ -299,6 +299,14 @@ class ClipConfig:
 
 
 @dataclass
+class HomeAssistantConfig:
+    """MQTT discovery for Home Assistant (README "Home Assistant"): on the same broker as `mqtt`."""
+
+    enabled: bool = False
+    discovery_prefix: str = setting("homeassistant", _TOPIC_NAME)  # Home Assistant's default
+
+
+@dataclass
 class BuzzerConfig:
     enabled: bool = False
     # BCM numbering on a Raspberry Pi; Jetson.GPIO BCM mode on a Jetson
@@ -449,6 +457,7 @@ class Config:
     buzzer: BuzzerConfig = field(default_factory=BuzzerConfig)
     speech: SpeechConfig = field(default_factory=SpeechConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     cameras: List[CameraConfig] = field(default_factory=list)  # used when run has no --source
     zones: List[ZoneConfig] = field(default_factory=list)  # the zones of a camera not in `cameras` (run --source)
@@ -458,6 +467,8 @@ class Config:
         Rule("cameras[].name", lambda c: len({camera.name for camera in c.cameras}) == len(c.cameras),
              "must be unique"),
         Rule("zones[].name", lambda c: _unique_zone_names(c.zones), _ZONE_NAMES_UNIQUE),
+        Rule("homeassistant.enabled", lambda c: not c.homeassistant.enabled or c.mqtt.enabled,
+             "needs mqtt.enabled (discovery goes through the device's MQTT connection)"),
     )
 
     def zones_of(self, camera: str) -> List[ZoneConfig]:

@@ -49,14 +49,21 @@ def install_stop_signals() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def build_router(config: Config) -> EventRouter:
-    """The event sinks the config asks for: MQTT (with its outbox), buzzer, speech."""
-    publisher = None
+def build_router(config: Config, cameras: Optional[List[str]] = None) -> EventRouter:
+    """The event sinks the config asks for: MQTT (with its outbox, and Home Assistant's discovery
+    for these cameras), buzzer, speech."""
+    publisher = bridge = None
     if config.mqtt.enabled:
         from edge.mqtt.outbox import Outbox
         from edge.mqtt.publisher import MqttPublisher
 
         publisher = MqttPublisher(config.mqtt, Outbox(Path(config.mqtt.outbox_path), config.mqtt.outbox_max_events))
+        if config.homeassistant.enabled:
+            from edge.mqtt.homeassistant import HomeAssistantBridge
+
+            names = cameras or [config.output.camera]
+            bridge = HomeAssistantBridge(config, publisher, {name: config.zones_of(name) for name in names})
+            bridge.start()
         publisher.start()
     buzzer = speaker = None
     if config.buzzer.enabled:
@@ -68,7 +75,7 @@ def build_router(config: Config) -> EventRouter:
 
         speaker = Speaker(config.speech)
     alarm = LocalAlarm(buzzer, speaker) if (buzzer or speaker) else None
-    return EventRouter(config, publisher=publisher, alarm=alarm)
+    return EventRouter(config, publisher=publisher, alarm=alarm, homeassistant=bridge)
 
 
 def capture_stats(source) -> dict:

@@ -19,6 +19,7 @@ from edge.alarms.controller import LocalAlarm
 from edge.clips.recorder import ClipService
 from edge.config import Config
 from edge.daemon.pipeline import iso_utc
+from edge.mqtt.homeassistant import HomeAssistantBridge
 from edge.mqtt.publisher import MqttPublisher
 from edge.mqtt.schema import tag_snapshot
 from edge.private import open_private, private_folder
@@ -85,7 +86,8 @@ def snapshot_image(result: FrameResult, privacy: bool) -> np.ndarray:
 
 class EventRouter:
     def __init__(self, config: Config, publisher: Optional[MqttPublisher] = None,
-                 alarm: Optional[LocalAlarm] = None, print_events: bool = True) -> None:
+                 alarm: Optional[LocalAlarm] = None, print_events: bool = True,
+                 homeassistant: Optional[HomeAssistantBridge] = None) -> None:
         self.config = config
         self.publisher = publisher
         self.alarm = alarm
@@ -102,6 +104,7 @@ class EventRouter:
         if publisher is not None:
             publisher.on_command("ack", self.on_ack)
             publisher.on_command("test", self.on_test)
+        self.homeassistant = homeassistant
         self.clips: Optional[ClipService] = None
         if config.clip.enabled:
             self.clips = ClipService(config.clip, config.mqtt.snapshot_privacy,
@@ -112,6 +115,9 @@ class EventRouter:
         return self.publisher.device if self.publisher is not None else ""
 
     def handle(self, result: FrameResult) -> None:
+        if self.homeassistant is not None:
+            seen = [t for t in result.tracks if t.hits >= result.min_hits and t.observed_this_frame]
+            self.homeassistant.on_people(result.camera, len(seen))
         if self.clips is not None:
             self.clips.offer(result)  # before the events: the clip's first frames include this one
         for event in result.events:
@@ -145,6 +151,8 @@ class EventRouter:
             if result is not None and (event.type.opens_alarm or event.type == EventType.INTRUSION):
                 snapshot = self._store_snapshot(event, result)
             self.publisher.send_event(event.camera, mqtt_payload(event, self.device, snapshot))
+        if self.homeassistant is not None:
+            self.homeassistant.on_event(event)
         self.events_sent += 1
         self.events_by_type[event.type.value] += 1
 

@@ -7,7 +7,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import paho.mqtt.client as mqtt
 
@@ -66,6 +66,8 @@ class MqttPublisher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._latest_snapshots: Dict[str, bytes] = {}
+        self._retained: Dict[str, bytes] = {}  # topic -> the latest retained state (Home Assistant's)
+        self._watched: Optional[Tuple[str, Callable[[str, bytes], None]]] = None  # (filter, handler)
         self._problems: Dict[str, str] = {}
         self._outage_since: Optional[float] = None  # monotonic time the broker was last lost (or never reached)
         self._outage_reason: Optional[str] = None  # logged once per outage and reason
@@ -158,6 +160,24 @@ class MqttPublisher:
                 return
             self.outbox.put(topic, payload)
 
+    def publish_retained(self, topic: str, payload: bytes) -> None:
+        """A retained state (QoS 1): sent now if connected, and again on every connection (a broker
+        without persistence forgets them). An empty payload removes the retained message."""
+        with self._lock:
+            if payload:
+                self._retained[topic] = payload
+            else:
+                self._retained.pop(topic, None)
+        if self.connected:
+            self._client.publish(topic, payload, qos=1, retain=True)
+
+    def watch_retained(self, topic_filter: str, handler: Callable[[str, bytes], None]) -> None:
+        """Call handler(topic, payload) for each retained message under topic_filter the broker
+        holds (on every connection): what an earlier run left there, to clear what is stale."""
+        self._watched = (topic_filter, handler)
+        if self.connected:
+            self._client.subscribe(topic_filter, qos=1)
+
     def send_snapshot(self, camera: str, jpeg: bytes) -> None:
         """Retained, latest only: sent now if connected, else on the next connection."""
         with self._lock:
@@ -226,6 +246,12 @@ class MqttPublisher:
         self._ever_connected = True
         client.publish(topics.status_topic(self.prefix, self.device), self._status_payload(), qos=1, retain=True)
         client.subscribe(topics.command_topic(self.prefix, self.device, "+"), qos=1)
+        with self._lock:
+            retained = dict(self._retained)
+        for topic, payload in retained.items():
+            client.publish(topic, payload, qos=1, retain=True)
+        if self._watched is not None:
+            client.subscribe(self._watched[0], qos=1)
         self._connected.set()
         self._publish_snapshots()
         self._wake.set()
@@ -261,6 +287,10 @@ class MqttPublisher:
             self._refuse("(undecodable topic)", "topic is not UTF-8")
             return
         try:
+            if topics.parse_command(topic, self.prefix, self.device) is None and self._watched is not None:
+                if message.retain and message.payload:
+                    self._watched[1](topic, message.payload)
+                return
             self._handle_command(topic, message.payload)
         except Exception as exc:
             self._refuse(topic, f"could not be checked ({type(exc).__name__})")
