@@ -54,7 +54,9 @@ def encode_clip(frames: List[np.ndarray], fps: float, stem: Path) -> Tuple[Path,
     if element is not None:
         target = stem.with_suffix(".mp4")
         rate = f"{int(round(fps * 1000))}/1000"
-        command = ["gst-launch-1.0", "-q", "-e", "fdsrc", "fd=0", "!", "rawvideoparse", f"width={width}",
+        # At a lower priority than the frame loop: a clip can wait a second, detection cannot.
+        niced = ["nice", "-n", "10"] if shutil.which("nice") else []
+        command = [*niced, "gst-launch-1.0", "-q", "-e", "fdsrc", "fd=0", "!", "rawvideoparse", f"width={width}",
                    f"height={height}", "format=bgr", f"framerate={rate}", "!", "videoconvert", "!",
                    *_encoder_stage(element), "!", "h264parse", "!", "mp4mux", "!", "filesink",
                    f"location={target}"]

@@ -85,7 +85,8 @@ class CameraRing:
         if self.config.width and image.shape[1] != self.config.width:
             scale = self.config.width / image.shape[1]
             height = max(2, int(round(image.shape[0] * scale / 2)) * 2)
-            image = cv2.resize(image, (self.config.width, height), interpolation=cv2.INTER_AREA)
+            # INTER_LINEAR: 0.7 ms for 768x576 -> 640x480 where INTER_AREA takes 3.5 ms of the frame loop
+            image = cv2.resize(image, (self.config.width, height), interpolation=cv2.INTER_LINEAR)
         kept = _Kept(time_s, image, scale, drawn_tracks(result))
         self._ring.append(kept)
         while self._ring and self._ring[0].time_s < time_s - self.config.pre_s - _TIME_EPSILON_S:
