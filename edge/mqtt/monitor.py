@@ -328,13 +328,7 @@ class Monitor:
         with self._lock:
             self._db.execute("INSERT OR IGNORE INTO snapshots (event_id, device, camera, jpeg, received_at) "
                              "VALUES (?, ?, ?, ?, ?)", (event_id, device, camera, raw, now))
-            # Pictures of people: bounded in time, in number per device (one device's flood of
-            # pictures pushed out every other device's), and in bytes over all devices.
-            self._db.execute("DELETE FROM snapshots WHERE received_at < ?", (now - self.snapshot_max_age_s,))
-            self._db.execute("DELETE FROM snapshots WHERE device = ? AND event_id NOT IN (SELECT event_id FROM "
-                             "snapshots WHERE device = ? ORDER BY received_at DESC LIMIT ?)",
-                             (device, device, self.snapshot_keep))
-            self._trim_bytes("snapshots", "event_id", "jpeg", SNAPSHOT_STORE_BYTES)
+            self._bound("snapshots", "event_id", "jpeg", device, now, SNAPSHOT_STORE_BYTES)
         if self.on_event is not None:
             self.on_event({"type": "snapshot", "device": device, "camera": camera, "event_id": event_id}, True)
 
@@ -357,14 +351,17 @@ class Monitor:
             self._db.execute("INSERT OR IGNORE INTO clips (clip_of, device, camera, meta, video, received_at) "
                              "VALUES (?, ?, ?, ?, ?, ?)", (clip["clip_of"], device, camera, json.dumps(clip), video,
                                                            now))
-            # Videos of people: bounded like snapshots, in time, per device and in bytes.
-            self._db.execute("DELETE FROM clips WHERE received_at < ?", (now - self.snapshot_max_age_s,))
-            self._db.execute("DELETE FROM clips WHERE device = ? AND clip_of NOT IN (SELECT clip_of FROM clips "
-                             "WHERE device = ? ORDER BY received_at DESC LIMIT ?)",
-                             (device, device, self.snapshot_keep))
-            self._trim_bytes("clips", "clip_of", "video", CLIP_STORE_BYTES)
+            self._bound("clips", "clip_of", "video", device, now, CLIP_STORE_BYTES)
         if self.on_event is not None:
             self.on_event({"type": "clip", "device": device, "camera": camera, "event_id": clip["clip_of"]}, True)
+
+    def _bound(self, table: str, key: str, blob: str, device: str, now: float, limit_bytes: int) -> None:
+        """Pictures and videos of people: bounded in time, in number per device (one device's flood
+        pushed out every other device's), and in bytes over all devices."""
+        self._db.execute(f"DELETE FROM {table} WHERE received_at < ?", (now - self.snapshot_max_age_s,))
+        self._db.execute(f"DELETE FROM {table} WHERE device = ? AND {key} NOT IN (SELECT {key} FROM {table} "
+                         f"WHERE device = ? ORDER BY received_at DESC LIMIT ?)", (device, device, self.snapshot_keep))
+        self._trim_bytes(table, key, blob, limit_bytes)
 
     def _trim_bytes(self, table: str, key: str, blob: str, limit: int) -> None:
         """Under limit bytes: the oldest rows of whichever device stores the most go first."""
