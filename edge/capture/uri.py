@@ -36,7 +36,7 @@ class SourceSpec:
         """Live sources are reconnected when they end; the others (files) just end."""
         if self.kind == "gst":
             return any(marker in self.location for marker in _LIVE_GST_MARKERS)
-        return self.kind in ("csi", "v4l2", "rtsp", "test")
+        return self.kind in ("csi", "v4l2", "rtsp", "test", "replay")
 
 
 def parse_uri(text: Union[str, int]) -> SourceSpec:
@@ -63,7 +63,9 @@ def parse_uri(text: Union[str, int]) -> SourceSpec:
         return SourceSpec("file", rest)
     if scheme == "test":
         return SourceSpec("test", rest or "smpte")
-    raise SourceError(f"unknown source scheme '{scheme}://': use csi, v4l2, rtsp, file, test or gst:")
+    if scheme == "replay":
+        return SourceSpec("replay", rest)
+    raise SourceError(f"unknown source scheme '{scheme}://': use csi, v4l2, rtsp, file, replay, test or gst:")
 
 
 def _gst_quote(value: str) -> str:
@@ -112,6 +114,14 @@ def build_pipeline(spec: SourceSpec, width: int, height: int, fps: int, jetson: 
         if jetson:
             return (f"filesrc location={_gst_quote(str(path))} ! qtdemux ! h264parse ! nvv4l2decoder ! {to_bgr}")
         return f"filesrc location={_gst_quote(str(path))} ! decodebin ! {to_bgr}"
+    if spec.kind == "replay":
+        # A file played at its own pace as if it were a camera: live (the newest frame only, the
+        # rest dropped and counted), started again when it ends. For benches and demos.
+        path = Path(spec.location).expanduser()
+        if not path.is_file():
+            raise SourceError(f"video file {path} not found: check the path")
+        return (f"filesrc location={_gst_quote(str(path))} ! decodebin ! videorate ! "
+                f"video/x-raw,framerate={fps}/1 ! identity sync=true ! {to_bgr}")
     if spec.kind == "test":
         pattern = _gst_quote(spec.location)
         return f"videotestsrc is-live=true pattern={pattern} ! video/x-raw,framerate={fps}/1 ! {to_bgr}"
