@@ -222,6 +222,9 @@ class FallConfig:
 class OutputConfig:
     camera: str = setting("cam0", _TOPIC_NAME)
     process_fps: float = setting(10.0, at_least(0, "every frame"))  # frames per second the pipeline processes
+    # Several cameras on one box: each keeps at least this many processed frames a second; below it
+    # the work per frame is shed by rule (README "Several cameras"). 0: never shed.
+    min_process_fps: float = setting(5.0, at_least(0, "never shed"))
     # The device's own page (live view, /health, /metrics) on HOST:PORT; empty: off. It shows
     # people: keep it on 127.0.0.1 and reach it over an SSH tunnel (README "The device's page").
     http: str = setting("", Check(lambda v: v == "" or listen_address(v) is not None, LISTEN_RULE))

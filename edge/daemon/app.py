@@ -18,6 +18,7 @@ from edge.daemon.router import EventRouter
 from edge.daemon.runner import (
     CameraStream,
     FrameThinner,
+    LoadGovernor,
     Models,
     VideoWriterSink,
     WindowSink,
@@ -177,13 +178,16 @@ def run_cameras(config: Config, models: Models, router: EventRouter, cameras: Li
             if trace_dir is not None:
                 traces[pipeline.camera] = TraceWriter(trace_dir, name, config.pose.min_keypoint_score)
         health = HealthReporter(router, models.sequence_problem)
+        governor = LoadGovernor(config.output.min_process_fps)
         started = time.monotonic()
-        for result in process_cameras(streams):
+        for result in process_cameras(streams, governor):
             if result.camera in traces:
                 traces[result.camera](result)
             router.handle(result)
+            rates = governor.rates(time.monotonic())
             _report(config, health, board, [s.pipeline for s in streams],
-                    {s.name: capture_stats(s.source) for s in streams}, result)
+                    {s.name: {**capture_stats(s.source), "processed_fps": rates.get(s.name, 0.0),
+                              "shed_level": s.pipeline.shed_level} for s in streams}, result)
             if notifier is not None:
                 notifier.frame(result.camera or "")
         return RunSummary(sum(s.pipeline.frames_processed for s in streams), time.monotonic() - started,

@@ -35,6 +35,11 @@ logger = logging.getLogger(__name__)
 _MATCH_IOU = 0.3  # a pose and a detection of the same person overlap at least this much
 _SAME_PERSON_IOU = 0.6  # detector boxes of different classes over one person
 _MAX_CROP_MISSES = 3
+# Work shed, step by step, when the box cannot keep every camera at output.min_process_fps
+# (runner.LoadGovernor): (crops per frame at most, detector period times, crops only for fall
+# candidates). The detector's look at a fall candidate is never shed.
+SHED_LEVELS: Tuple[Tuple[Optional[int], int, bool], ...] = ((None, 1, False), (1, 1, False), (1, 2, False),
+                                                            (1, 4, True))
 _TIMING_WINDOW = 10000
 
 
@@ -107,6 +112,8 @@ class FallPipeline:
         self._zone_boxes: Dict[int, List[float]] = {}  # where each person was last seen, for a gone one's cleared event
         self.frames_processed = 0
         self._detector_due = True  # run on the first frame
+        self.shed_level = 0  # SHED_LEVELS: set by the multi-camera loop's governor
+        self.detector_phase = 0  # cameras sharing a box run their detector on different frames
         # Recent stage timings (bounded: the daemon runs for months).
         self.timings_ms: Dict[str, Deque[float]] = defaultdict(lambda: deque(maxlen=_TIMING_WINDOW))
 
@@ -130,7 +137,9 @@ class FallPipeline:
     def _refine_with_crops(self, image: np.ndarray, tracks: List[Track], time_s: float) -> List[Box]:
         """Second pose pass on crops around people who are small or got no pose this frame."""
         height, width = image.shape[:2]
+        most, _, urgent_only = SHED_LEVELS[self.shed_level]
         limit = self.config.pose.max_crops_per_frame
+        limit = limit if most is None else min(most, limit)
         wanted = []
         for track in tracks:
             # Tracks missed this frame are cropped too, around their last box: that is how a
@@ -146,6 +155,8 @@ class FallPipeline:
                 # Fall candidates first, then whoever waited longest for a crop (round robin when
                 # there are more small people than crops per frame).
                 urgent = track.fall.state in (FallState.FALLING, FallState.DOWN, FallState.ALARM)
+                if urgent_only and not urgent:
+                    continue
                 waited = time_s - (track.last_crop_s if track.last_crop_s is not None else float("-inf"))
                 wanted.append((urgent, waited, track))
         wanted.sort(key=lambda item: (item[0], item[1]), reverse=True)
@@ -183,8 +194,9 @@ class FallPipeline:
         people = self.pose.estimate(image)
         self._timed("pose_full", started)
 
+        period = max(1, self.config.detector.every_n_frames) * SHED_LEVELS[self.shed_level][1]
         run_detector = self.detector is not None and (
-            self._detector_due or self.frames_processed % max(1, self.config.detector.every_n_frames) == 0
+            self._detector_due or (self.frames_processed + self.detector_phase) % period == 0
         )
         detections = self._run_detector(image) if run_detector else []
         self._detector_due = False

@@ -3,7 +3,8 @@
 
 import logging
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -12,7 +13,7 @@ import cv2
 from edge.capture.gst_source import GstSource
 from edge.capture.opencv_source import OpenCvSource
 from edge.config import Config, DetectorConfig, PoseConfig
-from edge.daemon.pipeline import FallPipeline
+from edge.daemon.pipeline import SHED_LEVELS, FallPipeline
 from edge.errors import FallEdgeError, SourceError
 from edge.perception import Detector, PoseEstimator
 from edge.perception.sequence import SequenceScorer
@@ -169,9 +170,67 @@ class CameraStream:
     thinner: FrameThinner
 
 
-def process_cameras(streams: List[CameraStream]) -> Iterator[FrameResult]:
+@dataclass
+class LoadGovernor:
+    """Degrades by rule when the box cannot keep up: every camera should process at least
+    min_fps frames a second (output.min_process_fps). Over the last window_s, when the slowest
+    camera is under it, every pipeline sheds one more step of work (pipeline.SHED_LEVELS: fewer
+    crops, then a sparser detector, then crops for fall candidates only); when the slowest is
+    1.5x above it, one step comes back. One step per window, so a change is measured before the
+    next. The round robin itself keeps the cameras even: each takes its newest frame in turn."""
+
+    min_fps: float
+    window_s: float = 5.0
+    level: int = 0
+    _times: Dict[str, deque] = field(default_factory=dict)
+    _changed_at: float = field(default_factory=time.monotonic)
+
+    def processed(self, camera: str, now: float) -> None:
+        times = self._times.setdefault(camera, deque())
+        times.append(now)
+        while times and times[0] < now - self.window_s:
+            times.popleft()
+
+    def rates(self, now: float) -> Dict[str, float]:
+        """Processed frames a second per camera over the last window."""
+        span = min(self.window_s, max(1e-3, now - self._changed_at))
+        return {camera: round(sum(1 for t in times if t >= now - span) / span, 2)
+                for camera, times in self._times.items()}
+
+    def decide(self, now: float, cameras: List[str]) -> Optional[int]:
+        """The new shed level when it changes, else None."""
+        if self.min_fps <= 0 or now - self._changed_at < self.window_s or not cameras:
+            return None
+        rates = self.rates(now)
+        slowest = min(rates.get(camera, 0.0) for camera in cameras)
+        level = self.level
+        if slowest < self.min_fps and level < len(SHED_LEVELS) - 1:
+            level += 1
+        elif slowest >= 1.5 * self.min_fps and level > 0:
+            level -= 1
+        if level == self.level:
+            return None
+        logger.warning("load: the slowest camera processed %.1f frames/s (output.min_process_fps %.1f): work shed "
+                       "level %d -> %d", slowest, self.min_fps, self.level, level)
+        self.level, self._changed_at = level, now
+        return level
+
+
+def spread_detectors(pipelines: List[FallPipeline]) -> None:
+    """Each camera's scheduled detector runs on a different frame of the round: camera i of n
+    starts i/n of the way into detector.every_n_frames."""
+    for index, pipeline in enumerate(pipelines):
+        period = max(1, pipeline.config.detector.every_n_frames)
+        pipeline.detector_phase = (index * period) // max(1, len(pipelines))
+
+
+def process_cameras(streams: List[CameraStream], governor: Optional[LoadGovernor] = None) -> Iterator[FrameResult]:
     """Round robin over several cameras, newest frame of each, sharing the models on this thread
-    (LiteRT interpreters are not thread-safe, and one inference thread is what a Jetson has)."""
+    (LiteRT interpreters are not thread-safe, and one inference thread is what a Jetson has).
+    Their detectors run on different frames (a frame never pays for every camera's detector),
+    and the governor, if any, sheds work when a camera falls under its minimum rate."""
+    spread_detectors([stream.pipeline for stream in streams])
+    names = [stream.name for stream in streams]
     while True:
         if all(stream.source.finished for stream in streams):
             return
@@ -181,7 +240,15 @@ def process_cameras(streams: List[CameraStream]) -> Iterator[FrameResult]:
             if frame is None or not stream.thinner.due(frame.time_s):
                 continue
             processed = True
-            yield stream.pipeline.process(frame)
+            result = stream.pipeline.process(frame)
+            if governor is not None:
+                now = time.monotonic()
+                governor.processed(stream.name, now)
+                level = governor.decide(now, names)
+                if level is not None:
+                    for each in streams:
+                        each.pipeline.shed_level = level
+            yield result
         if not processed:
             time.sleep(0.005)
 

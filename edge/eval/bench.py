@@ -20,7 +20,7 @@ from edge.capture.opencv_source import OpenCvSource
 from edge.clips.recorder import ClipService
 from edge.config import Config
 from edge.daemon.pipeline import FallPipeline
-from edge.daemon.runner import CameraStream, FrameThinner, load_models, process_cameras
+from edge.daemon.runner import CameraStream, FrameThinner, LoadGovernor, load_models, process_cameras
 from edge.daemon.timings import format_timings, timing_stats
 from edge.types import EventType, FallEvent
 
@@ -157,7 +157,8 @@ def _cameras_once(config: Config, models, sources: List[str], seconds: float, wa
                                         FallPipeline(config, models.pose, models.detector, sequence=models.sequence,
                                                      camera=name),
                                         FrameThinner(config.output.process_fps)))
-        loop = process_cameras(streams)
+        governor = LoadGovernor(config.output.min_process_fps)
+        loop = process_cameras(streams, governor)
         warm_until = time.monotonic() + warmup_s
         for _ in loop:
             if time.monotonic() >= warm_until:
@@ -181,7 +182,8 @@ def _cameras_once(config: Config, models, sources: List[str], seconds: float, wa
                 stages.setdefault(stage, []).extend(list(values)[timings_from[stream.name].get(stage, 0):])
         cameras = {s.name: {"processed_fps": round((s.pipeline.frames_processed - processed[s.name]) / wall_s, 2),
                             "dropped_frames": s.source.dropped_frames - dropped[s.name]} for s in streams}
-        return {"cameras": cameras, "seconds": round(wall_s, 1), "cpu_percent": round(100.0 * cpu_s / wall_s, 1),
+        return {"cameras": cameras, "shed_level": governor.level, "seconds": round(wall_s, 1),
+                "cpu_percent": round(100.0 * cpu_s / wall_s, 1),
                 "rss_mb": round(_rss_mb(), 1), "stages": {k: timing_stats(v) for k, v in stages.items() if v},
                 "stage_times": stages}
     finally:
@@ -210,8 +212,9 @@ def run_camera_bench(config: Config, source: str, cameras: int, seconds: float =
         text += [f"{count} camera(s): processed frames/s per camera " +
                  ", ".join(f"{name} {c['processed_fps']:.1f} ({c['dropped_frames']} dropped)"
                            for name, c in run["cameras"].items()) +  # type: ignore[union-attr]
-                 f"; min {min(rates):.1f}, total {sum(rates):.1f}; CPU {run['cpu_percent']:.0f}% of one core, "
-                 f"RSS {run['rss_mb']:.0f} MB", format_timings(stage_times), ""]
+                 f"; min {min(rates):.1f}, total {sum(rates):.1f}; work shed level {run['shed_level']}; "
+                 f"CPU {run['cpu_percent']:.0f}% of one core, RSS {run['rss_mb']:.0f} MB",
+                 format_timings(stage_times), ""]
     if cameras > 1:
         one = report["runs"]["1"]["cameras"]["cam1"]["processed_fps"]  # type: ignore[index]
         many = report["runs"][str(cameras)]["cameras"]  # type: ignore[index]

@@ -47,12 +47,22 @@ class HealthCollector:
                                       labels=["camera"])
         restarts = CounterMetricFamily(f"{PREFIX}_camera_restarts", "Times a camera's pipeline was restarted",
                                        labels=["camera"])
+        rates = GaugeMetricFamily(f"{PREFIX}_camera_processed_fps", "Frames a second each camera had processed "
+                                                                     "over the last seconds (several cameras)",
+                                  labels=["camera"])
+        shed = GaugeMetricFamily(f"{PREFIX}_camera_shed_level", "Steps of work shed to keep every camera at "
+                                                                "output.min_process_fps (0: none)", labels=["camera"])
         for camera, stats in sorted(_mapping(report.get("cameras")).items()):
             stats = _mapping(stats)
             outages.add_metric([camera], float(stats.get("outages", 0)))
             restarts.add_metric([camera], float(stats.get("restarts", 0)))
+            if "processed_fps" in stats:
+                rates.add_metric([camera], float(stats["processed_fps"]))  # type: ignore[arg-type]
+                shed.add_metric([camera], float(stats.get("shed_level", 0)))  # type: ignore[arg-type]
         yield outages
         yield restarts
+        yield rates
+        yield shed
         problems = GaugeMetricFamily(f"{PREFIX}_alarm_part_broken", "1 while a part of the local alarm "
                                                                    "(buzzer, speech) does not work", labels=["part"])
         for part in sorted(_mapping(report.get("alarm_problems"))):
