@@ -84,3 +84,15 @@ def test_an_overloaded_box_keeps_every_camera_processing_and_sheds_work(models):
     assert all(s.pipeline.shed_level == governor.level for s in streams)
     assert max(crops for level, crops in crops_per_frame if level >= 1) <= 1
     assert max(crops for level, crops in crops_per_frame if level == 0) >= 2  # vtest's small people, before
+
+
+def test_a_replay_source_is_a_live_camera_made_of_a_file(tmp_path):
+    from edge.capture.uri import build_pipeline, parse_uri
+    from edge.errors import SourceError
+
+    spec = parse_uri(f"replay://{VTEST}")
+    assert spec.kind == "replay" and spec.is_live  # newest frame only, reconnected at its end
+    if VTEST.is_file():
+        assert "identity sync=true" in build_pipeline(spec, 640, 480, 15, jetson=False)
+    with pytest.raises(SourceError, match="not found"):
+        build_pipeline(parse_uri(f"replay://{tmp_path / 'missing.mp4'}"), 640, 480, 15, jetson=False)
