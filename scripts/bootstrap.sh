@@ -77,8 +77,15 @@ fi
 if [ "$extras" = "cpu,gst,dev,build" ] && [ ! -x .ha-venv/bin/hass ]; then
   # A real Home Assistant for tests/test_homeassistant.py, in its own venv on the Python it needs
   # (2025.4 needs 3.13): HA_PYTHON=/path/to/python3.13, else python3.13 on the PATH or under pyenv.
-  ha_python="${HA_PYTHON:-$(command -v python3.13 || ls -d "$HOME"/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | head -n1 || true)}"
-  if [ -n "$ha_python" ] && [ -x "$ha_python" ]; then
+  # (pyenv's shim is on the PATH even where it cannot run 3.13: each candidate must actually run.)
+  ha_python=""
+  for candidate in ${HA_PYTHON:-} python3.13 "$HOME"/.pyenv/versions/3.13*/bin/python3.13; do
+    if "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' >/dev/null 2>&1; then
+      ha_python="$candidate"
+      break
+    fi
+  done
+  if [ -n "$ha_python" ]; then
     echo "bootstrap: installing Home Assistant 2025.4.4 into .ha-venv with $($ha_python --version)" >&2
     "$ha_python" -m venv .ha-venv
     .ha-venv/bin/python -m pip install -q --disable-pip-version-check "homeassistant==2025.4.4" "paho-mqtt==2.1.0"
