@@ -88,7 +88,11 @@ if [ "$extras" = "cpu,gst,dev,build" ] && [ ! -x .ha-venv/bin/hass ]; then
   if [ -n "$ha_python" ]; then
     echo "bootstrap: installing Home Assistant 2025.4.4 into .ha-venv with $($ha_python --version)" >&2
     "$ha_python" -m venv .ha-venv
-    .ha-venv/bin/python -m pip install -q --disable-pip-version-check "homeassistant==2025.4.4" "paho-mqtt==2.1.0"
+    # with what the test's integrations need at start (the test runs it with --skip-pip): MQTT's
+    # paho-mqtt, the frontend (onboarding loads it; without it Home Assistant starts in recovery
+    # mode) and the auth modules' pyotp and PyQRCode, at the versions 2025.4.4 pins
+    .ha-venv/bin/python -m pip install -q --disable-pip-version-check "homeassistant==2025.4.4" "paho-mqtt==2.1.0" \
+      "home-assistant-frontend==20250411.0" "pyotp==2.8.0" "PyQRCode==1.2.1"
   else
     echo "bootstrap: no Python 3.13 for Home Assistant: tests/test_homeassistant.py will skip (set HA_PYTHON)" >&2
   fi
