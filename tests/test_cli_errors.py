@@ -217,7 +217,7 @@ def test_help_lists_the_commands():
     result = fall_edge("--help")
     assert result.returncode == 0
     listed = re.search(r"\{([a-z0-9,-]+)\}", result.stdout).group(1).split(",")
-    assert sorted(listed) == sorted(commands) and len(listed) == len(set(listed)) == 17
+    assert sorted(listed) == sorted(commands) and len(listed) == len(set(listed)) == 18
     for name, parser in commands.items():
         handler = parser.get_default("handler")
         assert callable(handler) and handler.__module__.startswith("edge.cli."), name

@@ -118,14 +118,16 @@ def test_the_daemon_starts_and_detects_with_a_corrupt_outbox(tmp_path, clips_dir
     config = tmp_path / "config.yaml"
     # A closed port: the broker is down too, so the events stay in the (new) outbox.
     config.write_text(f"mqtt:\n  enabled: true\n  port: 1\n  outbox_path: {tmp_path}/outbox.sqlite\n"
-                      f"  snapshot_dir: {blocked}/snaps\n")
+                      f"  snapshot_dir: {blocked}/snaps\nclip:\n  dir: {tmp_path}/clips\n")
     result = run_daemon_on_clip(config, clips_dir / "gmdcsa24_s3_fall20.mp4")
     assert result.returncode == 0, result.stderr
     assert '"fall_detected"' in result.stdout and '"alarm"' in result.stdout
     assert "was corrupt" in result.stderr and "Traceback" not in result.stderr
     assert len(list(tmp_path.glob("outbox.sqlite.corrupt-*"))) == 1
     stored = Outbox(tmp_path / "outbox.sqlite").pending()
-    assert [row.payload["type"] for row in stored] == ["fall_detected", "alarm"]
+    # the events, and the fall's clip after them (issue 31: clips go through the outbox too)
+    assert [row.payload["type"] for row in stored] == ["fall_detected", "alarm", "clip"]
+    assert stored[2].payload["clip_of"] == stored[0].payload["event_id"] and stored[2].topic.endswith("/clip")
 
 
 def test_snapshots_are_owner_only_and_bounded_in_count_and_age(tmp_path):
