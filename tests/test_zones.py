@@ -284,3 +284,30 @@ def test_zones_command_draws_the_configured_zones_on_a_real_frame(tmp_path, caps
     assert main(["zones", "--config", str(config), "--camera", "bare", "--snapshot", str(out)]) == 2
     assert "camera bare has no zones" in capsys.readouterr().err
 
+
+
+def test_danger_rules_on_walking_skeletons():
+    """The same rules on skeleton sequences: the feet come from the skeleton's ankles (the ground
+    point), through the real tracker. Walking into the zone: approaching, then intrusion after the
+    dwell; walking along its edge: nothing."""
+    from edge.zones.areas import ground_point, to_shares
+
+    zone = ZoneConfig(name="pit", kind="danger", polygon=[[0.7, 0.6], [0.95, 0.6], [0.95, 0.75], [0.7, 0.75]])
+
+    def walk_events(foot_y: float) -> list:
+        tracker = Tracker(TrackerConfig(), FallConfig())
+        watcher = DangerWatcher([zone])
+        out = []
+        for index in range(50):  # 5 s walking right at 60 px/s (0.09 of the 640 px frame a second)
+            time_s = index / FPS
+            tracks = tracker.update([person_at(centre_x=200.0 + 6.0 * index, foot_y=foot_y)], time_s)
+            feet = {t.track_id: to_shares(ground_point(t.person.keypoints, t.box, 0.2), FRAME) for t in tracks}
+            out += [(round(time_s, 1), hit.type) for hit in watcher.update(time_s, feet, set(feet))]
+        return out
+
+    into = walk_events(foot_y=430.0)  # feet at 0.67 of the height: inside the zone's band
+    assert [kind for _, kind in into] == [EventType.APPROACHING, EventType.INTRUSION]
+    (warned_at, _), (entered_at, _) = into
+    # the feet cross x 0.7 (448 px) at 4.1 s: warned about 2 s before (the lookahead), in after the dwell
+    assert 1.9 <= warned_at <= 2.4 and 4.5 <= entered_at <= 4.8
+    assert walk_events(foot_y=370.0) == []  # feet at 0.58: walking along above its top edge
