@@ -157,9 +157,10 @@ def test_home_assistant_sees_a_fall_turn_on_and_off_and_the_device_go_offline(tm
         if VTEST.is_file():
             renamed = daemon(tmp_path, broker, "hall2", VTEST)
             runs.append(renamed)
+            # (Home Assistant removes the old entities one config message at a time: wait for all)
             assert wait_for(lambda: ha.state("binary_sensor.fall_edge_edge1_hall2_fall") is not None
-                            and ha.state(fall) is None, timeout_s=40)
-            assert ha.state("sensor.fall_edge_edge1_hall_people") is None
+                            and ha.state(fall) is None and ha.state("sensor.fall_edge_edge1_hall_people") is None
+                            and ha.state("image.fall_edge_edge1_hall_snapshot") is None, timeout_s=40)
     finally:
         for run in runs:
             if run.poll() is None:

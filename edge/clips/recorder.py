@@ -58,8 +58,6 @@ class ClipJob:
     event_time_s: float
     frames: List[_Kept]
     zones: Sequence
-    privacy: bool
-    fps: float
 
 
 @dataclass
@@ -68,7 +66,6 @@ class CameraRing:
 
     config: ClipConfig
     on_done: Callable[[ClipJob], None]
-    privacy: bool = False
     _ring: Deque[_Kept] = field(default_factory=deque)
     _open: List[_Open] = field(default_factory=list)
     _next_keep_s: float = float("-inf")
@@ -119,8 +116,7 @@ class CameraRing:
 
     def _finish(self, clip: _Open) -> None:
         if clip.frames:
-            self.on_done(ClipJob(clip.event, clip.event_time_s, clip.frames, self.zones, self.privacy,
-                                 self.config.fps))
+            self.on_done(ClipJob(clip.event, clip.event_time_s, clip.frames, self.zones))
 
     @property
     def memory_bytes(self) -> int:
@@ -141,17 +137,14 @@ class ClipService:
         self._jobs: "queue.Queue[Optional[ClipJob]]" = queue.Queue()
         self._waiting = 0
         self._lock = threading.Lock()
-        self.written = 0
-        self.dropped = 0
-        self.failed = 0
-        self.problem: Optional[str] = None
+        self.problem: Optional[str] = None  # why the last clip was not written (health), None once one is
         self.last_clip: Optional[Dict[str, object]] = None
         self._writer = threading.Thread(target=self._run, name="clip-writer", daemon=True)
         self._writer.start()
 
     def ring(self, camera: str) -> CameraRing:
         if camera not in self._rings:
-            self._rings[camera] = CameraRing(self.config, self._queue, self.privacy)
+            self._rings[camera] = CameraRing(self.config, self._queue)
         return self._rings[camera]
 
     def offer(self, result: FrameResult) -> None:
@@ -164,7 +157,6 @@ class ClipService:
     def _queue(self, job: ClipJob) -> None:
         with self._lock:
             if self._waiting >= _MAX_WAITING_CLIPS:
-                self.dropped += 1
                 logger.warning("clip of event %s not written: %d clips already wait for the writer",
                                job.event.event_id, self._waiting)
                 return
@@ -178,15 +170,6 @@ class ClipService:
         self._jobs.put(None)
         self._writer.join(timeout=timeout_s)
 
-    def wait_idle(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self._lock:
-                if self._waiting == 0:
-                    return True
-            time.sleep(0.05)
-        return False
-
     # -- the writer thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -197,7 +180,6 @@ class ClipService:
             try:
                 self._write(job)
             except Exception as exc:  # noqa: BLE001 - one bad clip must not stop the next ones
-                self.failed += 1
                 self.problem = f"clip not written: {exc}"
                 logger.warning("clip of event %s not written: %s", job.event.event_id, exc)
             finally:
@@ -207,16 +189,15 @@ class ClipService:
     def _write(self, job: ClipJob) -> None:
         frames = [self._draw(kept, job) for kept in job.frames]
         private_folder(self.folder)
-        path, codec = encode_clip(frames, job.fps, self.folder / job.event.event_id)
+        path, codec = encode_clip(frames, self.config.fps, self.folder / job.event.event_id)
         path.chmod(0o600)
         data = path.read_bytes()
         size = len(data)
         self._prune()
-        duration_s = len(frames) / job.fps
+        duration_s = len(frames) / self.config.fps
         too_large = size > self.config.max_send_bytes
         reason = (f"{size / 1e6:.1f} MB is over clip.max_send_bytes ({self.config.max_send_bytes / 1e6:.1f} MB): "
                   f"kept on the device as {path.name}") if too_large else None
-        self.written += 1
         self.problem = None
         payload: Dict[str, object] = {
             "event_id": str(uuid.uuid4()), "type": "clip", "clip_of": job.event.event_id,
@@ -236,7 +217,7 @@ class ClipService:
             self.send(job.event.camera, payload)
 
     def _draw(self, kept: _Kept, job: ClipJob) -> np.ndarray:
-        canvas = np.zeros_like(kept.image) if job.privacy else kept.image.copy()
+        canvas = np.zeros_like(kept.image) if self.privacy else kept.image.copy()
         return draw_frame(canvas, kept.tracks, job.zones, kept.time_s, scale=kept.scale)
 
     def _prune(self) -> None:

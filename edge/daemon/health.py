@@ -50,13 +50,17 @@ class HealthReporter:
         publisher.send_health(self.report(pipelines, cameras or {}))
 
     def problems(self) -> Dict[str, str]:
-        """The parts that degrade the service now: the outbox, the buzzer, speech."""
+        """The parts that degrade the service now: the outbox, the buzzer, speech, the sequence cue,
+        event clips."""
         alarm, publisher = self.router.alarm, self.router.publisher
         out = dict(alarm.problems()) if alarm is not None else {}
         if publisher is not None and publisher.outbox.error:
             out["outbox"] = publisher.outbox.error
         if self.sequence_problem:
             out["sequence_cue"] = self.sequence_problem
+        clips = self.router.clips
+        if clips is not None and clips.problem:
+            out["clips"] = clips.problem
         return out
 
     def report(self, pipelines: Sequence[FallPipeline], cameras: Dict[str, Dict[str, int]]) -> Dict[str, object]:

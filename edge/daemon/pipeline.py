@@ -277,8 +277,8 @@ class FallPipeline:
         if not self.zones.of_kind("watch"):
             return ""
         if transition.type == EventType.FALL_DETECTED:
-            keypoints = track.person.keypoints if track.person is not None and track.person_time_s == time_s else None
-            zone = self.zones.watched(keypoints, track.box, frame_size, self.config.pose.min_keypoint_score)
+            zone = self.zones.watched(track.keypoints_at(time_s), track.box, frame_size,
+                                      self.config.pose.min_keypoint_score)
             if zone is None:
                 self._unwatched.add(track.track_id)
                 logger.info("t=%.2f fall of track %d outside every watch zone: not reported", time_s, track.track_id)
@@ -303,8 +303,7 @@ class FallPipeline:
         for track in self.tracker.confirmed():
             if not track.observed_this_frame:
                 continue
-            keypoints = track.person.keypoints if track.person is not None and track.person_time_s == time_s else None
-            feet[track.track_id] = to_shares(ground_point(keypoints, track.box, min_score), frame_size)
+            feet[track.track_id] = to_shares(ground_point(track.keypoints_at(time_s), track.box, min_score), frame_size)
             tracks[track.track_id] = track
             self._zone_boxes[track.track_id] = track.box.as_list()
         # Someone out of sight this frame keeps their zone state; a track the tracker dropped clears it.

@@ -415,8 +415,7 @@ class FallStateMachine:
         state = self.state
         self.why = state.value
         if state not in (FallState.DOWN, FallState.ALARM) and self._fell_out_of_bed(time_s):
-            self._fall_started_s = self._last_in_bed_s
-            self.max_descent, self.peak_descent_speed = 0.0, 0.0
+            self._open_candidate(self._last_in_bed_s)
             events.append(self._confirm(time_s))
             self.why = (f"falling: confirmed (lying outside the bed zone {time_s - self._lying_out_of_bed_s:.2f} s, "
                         f"{time_s - self._last_in_bed_s:.2f} s after it was in it)")
@@ -430,7 +429,7 @@ class FallStateMachine:
             elif state == FallState.UNKNOWN and features is not None and self._quick_lead_in(time_s):
                 # Seen upright only briefly (the stream started, or they walked in) and already
                 # going down fast: a candidate, measured against that brief baseline.
-                self._open_candidate()
+                self._open_candidate(self._last_upright_s)
                 self._enter(FallState.FALLING, time_s)
                 self.why = "candidate: hips dropping fast right after the person was first seen upright"
                 self._track_descent(features)
@@ -447,7 +446,7 @@ class FallStateMachine:
         elif state == FallState.UPRIGHT:
             self.why = "upright: lying score under lying_enter, hips not dropping fast"
             if self.lying or (features is not None and self._dropping_fast()):
-                self._open_candidate()
+                self._open_candidate(self._last_upright_s)
                 self._enter(FallState.FALLING, time_s)
                 self.why = "candidate: " + ("lying score reached lying_enter" if self.lying else "hips dropping fast")
                 self._track_descent(features)
@@ -494,8 +493,9 @@ class FallStateMachine:
                                          self.last_features))
         return events
 
-    def _open_candidate(self) -> None:
-        self._fall_started_s = self._last_upright_s
+    def _open_candidate(self, started_s: Optional[float]) -> None:
+        """A new candidate that began at started_s: its descent and helper counts start again."""
+        self._fall_started_s = started_s
         self.max_descent, self.peak_descent_speed = 0.0, 0.0
         self._candidate_frames, self._helped_frames = 0, 0
 

@@ -144,8 +144,3 @@ class HomeAssistantBridge:
             return
         self._people[camera], self._people_sent_at[camera] = count, now
         self.publisher.publish_retained(self._state_topic(camera, "people"), str(count).encode("ascii"))
-
-    @property
-    def entity_count(self) -> int:
-        return len(self._current)
-

@@ -74,6 +74,10 @@ class Track:
                 self.first_pose_s = time_s
             self.remember_skeleton(observation.person.keypoints, time_s)
 
+    def keypoints_at(self, time_s: float) -> Optional[np.ndarray]:
+        """The skeleton seen at time_s (this frame), or None when this frame gave it none."""
+        return self.person.keypoints if self.person is not None and self.person_time_s == time_s else None
+
     def remember_skeleton(self, keypoints: np.ndarray, time_s: float) -> None:
         if self.skeletons and self.skeletons[-1][0] == time_s:
             self.skeletons.pop()  # a crop pass found it again on this frame: keep the latest
@@ -238,7 +242,7 @@ class Tracker:
                 detector_score = None
                 if track.detector_time_s is not None and time_s - track.detector_time_s <= fall.detector_max_age_s:
                     detector_score = track.detector_fall_score
-                keypoints = track.person.keypoints if track.person_time_s == time_s and track.person else None
+                keypoints = track.keypoints_at(time_s)
                 features = posture_features(keypoints, track.box, detector_score, min_keypoint_score)
             detector_seen: Optional[float] = None
             if detector_enabled:
@@ -250,7 +254,9 @@ class Tracker:
             transitions = track.fall.update(time_s, features, track.box.height, detector_seen,
                                             at_border=touches_border(track.box, *frame_size),
                                             sequence_score=sequence_score,
-                                            helper_near=features is not None and self._helper_near(track, time_s),
+                                            # only a candidate counts its helped frames
+                                            helper_near=(features is not None and track.fall.state == FallState.FALLING
+                                                         and self._helper_near(track, time_s)),
                                             in_bed=in_bed)
             out += [(track, transition) for transition in transitions]
         return out

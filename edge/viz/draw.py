@@ -41,15 +41,14 @@ def draw_zones(canvas: np.ndarray, zones: Sequence) -> np.ndarray:
     if not zones:
         return canvas
     height, width = canvas.shape[:2]
+    outlines = [(zone, ZONE_COLOURS.get(zone.kind, (200, 200, 200)),
+                 np.array([[int(round(x * width)), int(round(y * height))] for x, y in zone.polygon], np.int32))
+                for zone in zones]
     tint = canvas.copy()
-    for zone in zones:
-        colour = ZONE_COLOURS.get(zone.kind, (200, 200, 200))
-        points = np.array([[int(round(x * width)), int(round(y * height))] for x, y in zone.polygon], np.int32)
+    for _, colour, points in outlines:
         cv2.fillPoly(tint, [points], colour)
     cv2.addWeighted(tint, 0.25, canvas, 0.75, 0, dst=canvas)
-    for zone in zones:
-        colour = ZONE_COLOURS.get(zone.kind, (200, 200, 200))
-        points = np.array([[int(round(x * width)), int(round(y * height))] for x, y in zone.polygon], np.int32)
+    for zone, colour, points in outlines:
         cv2.polylines(canvas, [points], True, colour, 2, cv2.LINE_AA)
         x, y = points.min(axis=0)
         cv2.putText(canvas, f"{zone.name} ({zone.kind})", (int(x) + 4, int(y) + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
@@ -73,10 +72,9 @@ def drawn_tracks(result: FrameResult) -> List[DrawnTrack]:
     out = []
     for track in (t for t in result.tracks if t.hits >= result.min_hits):
         box = track.box
-        keypoints = None
-        if track.person is not None and track.person_time_s == result.frame.time_s:
-            keypoints = track.person.keypoints.copy()
-        out.append(DrawnTrack((box.x1, box.y1, box.x2, box.y2), track.fall.state.value, track_labels(track), keypoints))
+        keypoints = track.keypoints_at(result.frame.time_s)
+        out.append(DrawnTrack((box.x1, box.y1, box.x2, box.y2), track.fall.state.value, track_labels(track),
+                              None if keypoints is None else keypoints.copy()))
     return out
 
 

@@ -44,6 +44,11 @@ def to_shares(point: Point, frame_size: Tuple[int, int]) -> Point:
     return point[0] / max(width, 1), point[1] / max(height, 1)
 
 
+def _torso_shares(keypoints: Optional[np.ndarray], box: Box, frame_size: Tuple[int, int],
+                  min_score: float) -> List[Point]:
+    return [to_shares(p, frame_size) for p in body_points(keypoints, box, min_score)]
+
+
 @dataclass
 class ZoneSet:
     """One camera's zones, by kind."""
@@ -64,7 +69,7 @@ class ZoneSet:
         beds = self.of_kind("bed")
         if not beds:
             return None
-        points = [to_shares(p, frame_size) for p in body_points(keypoints, box, min_score)]
+        points = _torso_shares(keypoints, box, frame_size, min_score)
         return any(point_in_polygon(p, bed.polygon) for p in points for bed in beds)
 
     def watched(self, keypoints: Optional[np.ndarray], box: Box, frame_size: Tuple[int, int],
@@ -74,5 +79,5 @@ class ZoneSet:
         watches = self.of_kind("watch")
         if not watches:
             return ""
-        points = [to_shares(p, frame_size) for p in body_points(keypoints, box, min_score)]
+        points = _torso_shares(keypoints, box, frame_size, min_score)
         return next((zone.name for zone in watches for p in points if point_in_polygon(p, zone.polygon)), None)
