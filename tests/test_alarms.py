@@ -6,6 +6,7 @@ import sys
 import time
 import types
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -483,3 +484,74 @@ def test_a_fall_cuts_a_test_that_is_still_being_synthesised(tmp_path, monkeypatc
         assert list(speaker.announced) == ["test", "fall_detected"]
     finally:
         speaker.close()
+
+
+_SANDBOXED_SPEAKER = """
+import sys, threading, time
+from edge.alarms.controller import LocalAlarm
+from edge.alarms.speech import Speaker
+from edge.config import SpeechConfig
+speaker = Speaker(SpeechConfig(repeat_interval_s=60, test_text="one", second_voice=""))
+alarm = LocalAlarm(None, speaker)
+speaker.say("fall_detected")
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline and not (speaker.spoken or speaker.problem):
+    time.sleep(0.1)
+alive = any(thread.name == "speech" and thread.is_alive() for thread in threading.enumerate())
+print(repr((speaker.spoken, alarm.problems().get("speech", ""), alive)))
+"""
+
+
+def test_speech_under_the_units_read_only_tmp_reports_its_problem_and_speaks_with_its_tmpdir(tmp_path):
+    """Issue 39, defect 1: ProtectSystem=strict without PrivateTmp leaves /tmp, /var/tmp and the
+    working directory read-only. The speech worker died at the first warning (tempfile found no
+    usable directory) while health said speech was fine. Reproduced with those paths really
+    mounted read-only in a mount namespace: without TMPDIR the speaker says why in health and
+    its worker lives; with TMPDIR at a writable directory (the unit's RuntimeDirectory) it speaks.
+    The sound device is the hardware edge: a stand-in aplay that keeps the WAV it was given."""
+    import os
+    import stat
+    import subprocess
+
+    if shutil.which("espeak-ng") is None or shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs espeak-ng, unshare and root (read-only bind mounts in a mount namespace)")
+    workdir, runtime, played = tmp_path / "work", tmp_path / "run", tmp_path / "played"
+    for folder in (workdir, runtime, played):
+        folder.mkdir()
+    fake = tmp_path / "bin" / "aplay"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nfor last; do :; done\ncp "$last" {played}/$$.wav\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    script = tmp_path / "speak.py"
+    script.write_text(_SANDBOXED_SPEAKER)
+    repo = Path(__file__).resolve().parents[1]
+
+    def run(tmpdir):
+        # pytest's tmp_path is under /tmp: the folders the test itself writes are bound back read-write.
+        mounts = " && ".join([f"mount --bind {p} {p} && mount -o remount,bind,ro {p}"
+                              for p in ("/tmp", "/var/tmp", str(workdir))]
+                             + [f"mount --bind {p} {p} && mount -o remount,bind,rw {p}" for p in (runtime, played)])
+        env = {k: v for k, v in os.environ.items() if k not in ("TMPDIR", "TEMP", "TMP")}
+        env.update(PATH=f"{fake.parent}{os.pathsep}{env['PATH']}", PYTHONPATH=str(repo))
+        if tmpdir:
+            env["TMPDIR"] = str(tmpdir)
+        result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                 f"{mounts} && cd {workdir} && exec {sys.executable} {script}"],
+                                capture_output=True, text=True, timeout=120, env=env)
+        assert result.returncode == 0, result.stderr
+        return eval(result.stdout.strip().splitlines()[-1])
+
+    spoken, problem, alive = run(None)
+    assert spoken == 0 and "no writable temporary directory" in problem and "TMPDIR" in problem
+    assert alive, "the speech worker must outlive a warning it could not speak"
+    assert not list(played.iterdir())
+    spoken, problem, alive = run(runtime)
+    assert spoken >= 1 and problem == "" and alive
+    assert wav_seconds_and_rms(next(played.iterdir()))[1] > 500  # a real sentence, not silence
+    assert not list(runtime.iterdir())  # the temporary WAVs are gone
+
+
+def test_the_unit_gives_the_service_a_writable_tmpdir():
+    unit = (Path(__file__).resolve().parents[1] / "systemd" / "fall-edge.service").read_text().splitlines()
+    assert "RuntimeDirectory=fall-edge" in unit and "RuntimeDirectoryMode=0700" in unit
+    assert "Environment=TMPDIR=/run/fall-edge" in unit

@@ -192,7 +192,12 @@ class Speaker:
                 with self._lock:
                     if self._silenced:
                         break  # acknowledged or recovered mid-announcement
-                self._speak(voice, text, item.kind)
+                try:
+                    self._speak(voice, text, item.kind)
+                except Exception as exc:  # noqa: BLE001 - the worker must outlive any one sentence
+                    # A worker that died here left every later warning unspoken while health said
+                    # speech was fine (issue 39, defect 1): report it and take the next one.
+                    self._warn_once(f"worker-{type(exc).__name__}", "speech: a warning could not be spoken (%s)", exc)
             with self._lock:
                 self._speaking_key = None
 
@@ -209,7 +214,15 @@ class Speaker:
             self._warn_once("engine", "speech: %s not found (apt-get install espeak-ng): spoken warnings are off",
                             self.config.command)
             return
-        with tempfile.TemporaryDirectory(prefix="fall-edge-speech-") as tmp:
+        try:
+            workspace = tempfile.TemporaryDirectory(prefix="fall-edge-speech-")
+        except OSError as exc:
+            # Under a sandbox that leaves /tmp, /var/tmp and the working directory read-only
+            # (ProtectSystem=strict without PrivateTmp) tempfile finds nowhere to write.
+            self._warn_once("tmpdir", "speech: no writable temporary directory (%s): spoken warnings are off; "
+                                      "set TMPDIR to a writable directory (the unit's RuntimeDirectory)", exc)
+            return
+        with workspace as tmp:
             wav = Path(tmp) / "message.wav"
             # Synthesis takes seconds on a Nano: a test being synthesised when a fall comes is cut
             # there too (it delayed the first real sentence by 2.6 s).

@@ -60,7 +60,9 @@ def encode_clip(frames: List[np.ndarray], fps: float, stem: Path) -> Tuple[Path,
                    f"height={height}", "format=bgr", f"framerate={rate}", "!", "videoconvert", "!",
                    *_encoder_stage(element), "!", "h264parse", "!", "mp4mux", "!", "filesink",
                    f"location={target}"]
-        with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a chatty encoder cannot block it
+        # A file, not a pipe: a chatty encoder cannot block it. Beside the clip, where the service
+        # can write whatever its sandbox leaves of /tmp.
+        with tempfile.TemporaryFile(dir=stem.parent) as errors:
             child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
             try:
                 assert child.stdin is not None
