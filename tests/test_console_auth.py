@@ -117,3 +117,78 @@ def test_a_cookie_copied_before_logout_no_longer_works_after_it(tmp_path):
         assert client.get("/fragment/dashboard").status_code == 200
     finally:
         monitor.stop()
+
+
+def test_concurrent_wrong_guesses_lock_the_name_in_the_real_console(tmp_path):
+    """Issue 40, defect 2: 40 wrong passwords for one name sent at once to `fall-edge console` (its
+    own process, waitress's threads): all were answered 401, none 429, and the right password was
+    then let in (the count was read before the scrypt check and written after). Now at most 5 are
+    checked, the rest are refused, and the right password is refused until the lock ends."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    from broker import Broker, free_port, wait_for
+
+    root = Path(__file__).resolve().parents[1]
+    broker = Broker(tmp_path).start()
+    port = free_port()
+    config = tmp_path / "console.yaml"
+    config.write_text(json.dumps({"console": {
+        "listen": f"127.0.0.1:{port}", "db": str(tmp_path / "console.sqlite"),
+        "operators": [{"name": "alice", "password_hash": security.generate_password_hash(PASSWORD)}]}}))
+    process = subprocess.Popen([sys.executable, "-m", "edge", "console", "--config", str(config), "--broker",
+                                f"127.0.0.1:{broker.port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, cwd=root, env=dict(os.environ, PYTHONPATH=str(root)))
+    base = f"http://127.0.0.1:{port}"
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+
+    def attempt(password: str) -> int:
+        data = urllib.parse.urlencode({"name": "alice", "password": password}).encode()
+        try:
+            return opener.open(f"{base}/login", data=data, timeout=60).status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    def up() -> bool:
+        try:
+            return urllib.request.urlopen(f"{base}/health", timeout=1).status == 200
+        except OSError:
+            assert process.poll() is None, process.stderr.read()
+            return False
+
+    try:
+        assert wait_for(up, timeout_s=30), "the console did not come up"
+        with ThreadPoolExecutor(max_workers=40) as pool:
+            answers = list(pool.map(attempt, [f"guess {n}" for n in range(40)]))
+        assert sorted(set(answers)) == [401, 429], answers
+        assert answers.count(401) <= 5 and answers.count(429) >= 35
+        assert attempt(PASSWORD) == 429  # locked: the right password waits out the lock too
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        broker.stop()
+
+
+def test_a_login_attempt_takes_its_place_before_the_password_is_checked():
+    from edge.console.throttle import LoginThrottle
+
+    throttle = LoginThrottle(max_failures=2, lockout_s=10.0)
+    key = ("alice", "10.0.0.1")
+    assert throttle.begin(key, now=0.0) and throttle.begin(key, now=0.0)  # two in flight at once
+    assert not throttle.begin(key, now=0.1)  # a third is refused before any of them is checked
+    assert throttle.begin(("alice", "10.0.0.2"), now=0.1)  # another address is not locked
+    assert throttle.begin(key, now=10.0)  # the lock ends after lockout_s, with a fresh window
+    throttle.succeeded(key)
+    assert throttle.begin(key, now=10.1) and throttle.begin(key, now=10.1)

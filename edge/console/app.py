@@ -26,6 +26,7 @@ from werkzeug.security import check_password_hash
 from edge.config import ConsoleConfig
 from edge.console.log import PAGE_SIZE, EventLog, parse_time, shown_time
 from edge.console.sessions import Sessions
+from edge.console.throttle import LOCKOUT_S, LoginThrottle
 from edge.errors import FallEdgeError
 from edge.mqtt.monitor import Monitor
 from edge.mqtt.schema import CLIP_CODECS
@@ -36,10 +37,8 @@ logger = logging.getLogger(__name__)
 
 _KEEPALIVE_S = 15.0  # an idle live stream sends a comment this often (proxies close silent ones)
 _POLL_S = 10.0  # a page refused a live stream refreshes this often (dashboard.js)
-_MAX_FAILURES = 5  # wrong passwords for one name within _LOCKOUT_S lock that name for _LOCKOUT_S
-_MAX_TRACKED_LOGINS = 10000
 _WRONG_PASSWORD_DELAY_S = 0.5
-_LOCKOUT_S = 300.0
+_LOCKOUT_S = LOCKOUT_S
 _PUBLIC = ("login", "static", "health", "metrics")
 SERVER_THREADS = 24  # waitress's threads
 MAX_LIVE_PAGES = 16  # pages with a live stream: each holds a thread; the other 8 serve everything else
@@ -151,7 +150,7 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
                       SESSION_COOKIE_SECURE=console.secure_cookie, SESSION_COOKIE_NAME="fall_edge_console",
                       PERMANENT_SESSION_LIFETIME=timedelta(hours=console.session_hours))
     hashes = {operator.name: operator.password_hash for operator in console.operators}
-    failures: Dict[Tuple[str, str], Tuple[int, float]] = {}  # (name, address) -> (wrong passwords, since)
+    throttle = LoginThrottle(lockout_s=_LOCKOUT_S)
     pending: Dict[str, Tuple[str, float]] = {}  # event id -> (operator, when the ack was sent)
 
     logins = Sessions(log.path, console.session_hours * 3600.0)
@@ -206,26 +205,16 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
         # Counted per name and address: a stranger elsewhere cannot lock an operator out of their
         # own desk, and each lock starts a fresh window when it ends (it once held only once).
         key = (name, request.remote_addr or "")
-        now = time.monotonic()
-        count, since = failures.get(key, (0, now))
-        if now - since >= _LOCKOUT_S:
-            count, since = 0, now
-        if count >= _MAX_FAILURES:
+        if not throttle.begin(key):  # before the hash: concurrent guesses each take a place
             return login_page("too many wrong passwords: wait 5 minutes"), 429
         stored = hashes.get(name)
         if stored is None or not check_password_hash(stored, password):
-            if len(failures) >= _MAX_TRACKED_LOGINS:  # random names must not grow it without bound
-                for old in [k for k, (_, started) in failures.items() if now - started >= _LOCKOUT_S]:
-                    del failures[old]
-                if len(failures) >= _MAX_TRACKED_LOGINS:
-                    failures.clear()
-            failures[key] = (count + 1, since)
             # An unknown name is not logged: it may be a password typed into the wrong box.
             logger.warning("console: wrong password for %s from %s", name if stored else "an unknown name",
                            request.remote_addr)
             time.sleep(_WRONG_PASSWORD_DELAY_S)  # slows guessing
             return login_page("wrong name or password"), 401
-        failures.pop(key, None)
+        throttle.succeeded(key)
         session.clear()
         session.permanent = True
         session["operator"] = name
