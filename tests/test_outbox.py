@@ -371,3 +371,62 @@ def test_a_foreign_table_is_reported_once_per_reason_and_events_still_wait(tmp_p
     assert outbox.error is not None
     lines = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
     assert 1 <= len(lines) <= 2 and len(set(lines)) == len(lines)
+
+
+def test_a_fall_sounded_while_the_outbox_is_locked_survives_a_kill(tmp_path, clips_dir):
+    """Issue 40, defect 1: another process holds BEGIN EXCLUSIVE on the outbox (a stalled SD card
+    does the same), the broker is down, the real daemon detects a fall on a development clip and
+    prints it; 2 s later it is SIGKILLed (power cut, OOM, the watchdog). Before: the outbox then
+    had 0 rows and no file beside it held the fall. Now the fall was journaled (fsynced beside the
+    outbox, sharing no lock with SQLite) and the next open of the outbox stores it, once."""
+    import json
+    import signal
+    import sys
+    import threading
+
+    path = tmp_path / "outbox.sqlite"
+    Outbox(path).close()  # the file exists, as on a device that has run before
+    config = tmp_path / "config.yaml"
+    config.write_text(f"mqtt:\n  enabled: true\n  port: 1\n  outbox_path: {path}\n"
+                      f"  snapshot_dir: {tmp_path}/snaps\nclip:\n  enabled: false\n")
+    holder = sqlite3.connect(str(path), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    root = Path(__file__).resolve().parents[1]
+    # --pad-end holds the last (lying) frame for a minute: the daemon is still running when killed.
+    daemon = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config), "--source",
+                               str(clips_dir / "gmdcsa24_s3_fall20.mp4"), "--pad-end", "60"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
+                              env=dict(os.environ, PYTHONPATH=str(root)))
+    printed = []
+    reader = threading.Thread(target=lambda: printed.extend(line for line in daemon.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not any('"fall_detected"' in line for line in printed):
+            assert daemon.poll() is None, daemon.stderr.read()
+            time.sleep(0.1)
+        falls = [json.loads(line) for line in printed if '"fall_detected"' in line]
+        assert falls, "the daemon printed no fall"
+        time.sleep(2.0)
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(timeout=30)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        holder.execute("ROLLBACK")
+        holder.close()
+    journals = list(tmp_path.glob("outbox.sqlite.journal-*.jsonl"))
+    reopened = Outbox(path)
+    try:
+        stored = [row.payload for row in reopened.pending()]
+    finally:
+        reopened.close()
+    assert [p["event_id"] for p in stored if p.get("type") == "fall_detected"] == [falls[0]["event_id"]]
+    assert len(journals) == 1  # the killed process's journal held it
+    assert len({p["event_id"] for p in stored}) == len(stored)  # each once
+    assert not list(tmp_path.glob("outbox.sqlite.journal-*.jsonl"))  # imported, then removed
+    again = Outbox(path)  # a second start imports nothing twice
+    try:
+        assert [row.payload["event_id"] for row in again.pending()] == [p["event_id"] for p in stored]
+    finally:
+        again.close()

@@ -56,6 +56,8 @@ class HealthReporter:
         out = dict(alarm.problems()) if alarm is not None else {}
         if publisher is not None and publisher.outbox.error:
             out["outbox"] = publisher.outbox.error
+        if publisher is not None and publisher.journal.problem:
+            out["journal"] = publisher.journal.problem
         if self.sequence_problem:
             out["sequence_cue"] = self.sequence_problem
         clips = self.router.clips

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Deque, Dict, List, Optional, Set, Tuple
 
 from edge.logs import LogThrottle
+from edge.mqtt.journal import orphan_journals, read_journal
 from edge.private import private_file
 
 logger = logging.getLogger(__name__)
@@ -185,6 +186,7 @@ class Outbox:
         self._reported: Set[str] = set()  # the reasons logged since the file last worked: each once
         self.lost_at_exit = 0  # events neither the outbox nor the file beside it could take at close()
         self._next_open = 0.0
+        self.own_journal: Optional[Path] = None  # this process's journal (edge/mqtt/journal.py): not imported
         self._full = _DropCounter(f"outbox {path} full ({max_events} events)")
         self._memory_full = _DropCounter(f"outbox {path} unusable and {_MEMORY_FALLBACK} events in memory")
         with self._lock:
@@ -245,6 +247,25 @@ class Outbox:
         logger.warning("outbox %s: %d event(s) from %s stored%s", self.path, len(rows), path.name,
                        f" ({damaged} unreadable line(s) skipped)" if damaged else "")
 
+    def _import_journals(self, db: sqlite3.Connection) -> None:
+        """Events journaled by a process that died before the outbox stored them go in next, in
+        their order; what the outbox holds already (stored before the kill) is skipped."""
+        for path in orphan_journals(self.path, self.own_journal):
+            rows, damaged = read_journal(path)
+            db.execute("BEGIN IMMEDIATE")
+            added = 0
+            for topic, payload in rows:
+                if db.execute("SELECT 1 FROM outbox WHERE topic = ? AND payload = ? LIMIT 1",
+                              (topic, payload)).fetchone() is None:
+                    db.execute("INSERT INTO outbox (topic, payload) VALUES (?, ?)", (topic, payload))
+                    added += 1
+            db.execute("COMMIT")
+            path.unlink()
+            if added or damaged:
+                logger.warning("outbox %s: %d event(s) from the journal of a process that stopped (%s) stored%s",
+                               self.path, added, path.name,
+                               f" ({damaged} unreadable line(s) skipped)" if damaged else "")
+
     # -- opening -------------------------------------------------------------------------
 
     def _ensure_open(self, retry_now: bool = False) -> bool:
@@ -291,6 +312,7 @@ class Outbox:
             db = self._replace_corrupt(exc)
         try:
             self._import_unsent(db)
+            self._import_journals(db)
         except (sqlite3.Error, OSError):
             db.close()
             raise

@@ -23,6 +23,7 @@ from edge.mqtt.connection import (
     set_callbacks,
     watch_connect_errors,
 )
+from edge.mqtt.journal import Journal, new_journal_path
 from edge.mqtt.outbox import Outbox
 
 logger = logging.getLogger(__name__)
@@ -77,9 +78,17 @@ class MqttPublisher:
         self.last_error: Optional[str] = None
         watch_connect_errors(self._client, self._connection_failed, config)
         self._flusher = threading.Thread(target=self._flush_loop, name="mqtt-outbox", daemon=True)
-        # The frame loop never waits on the disk: events are written to the outbox by the flusher
-        # thread (a locked database or a hung SD card once held the alarm escalation 9.7 s).
+        # The frame loop never waits on the disk: events are journaled (fsynced, edge/mqtt/journal.py)
+        # by one thread and written to the outbox by the flusher (a locked database or a hung SD
+        # card once held the alarm escalation 9.7 s). The journal shares no lock with the outbox:
+        # an event is durable even while SQLite waits on a lock (a kill then lost it: issue 40).
+        self.journal = Journal(new_journal_path(outbox.path))
+        outbox.own_journal = self.journal.path
+        self._journaler = threading.Thread(target=self._journal_loop, name="mqtt-journal", daemon=True)
+        self._to_journal: "queue.Queue[tuple]" = queue.Queue(maxsize=_MAX_QUEUED)
+        # (topic, payload, journal number or None): what the flusher stores next
         self._to_store: "queue.Queue[tuple]" = queue.Queue(maxsize=_MAX_QUEUED)
+        self._stored_through = 0  # the journal number of the last event the outbox file took
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -87,12 +96,14 @@ class MqttPublisher:
         logger.info("MQTT: connecting to %s:%d as device %s", self.config.host, self.config.port, self.device)
         self._client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
         self._client.loop_start()
+        self._journaler.start()
         self._flusher.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Send what can be sent within timeout_s, say offline, disconnect."""
         deadline = time.monotonic() + timeout_s
-        while self.connected and (self._to_store.qsize() or self.outbox.depth()) and time.monotonic() < deadline:
+        while self.connected and (self._to_journal.qsize() or self._to_store.qsize() or self.outbox.depth()) \
+                and time.monotonic() < deadline:
             self._wake.set()
             time.sleep(0.05)
         self._stop.set()
@@ -105,9 +116,13 @@ class MqttPublisher:
                 pass
         self._client.disconnect()
         self._client.loop_stop()
+        self._journaler.join(timeout=2.0)
         self._flusher.join(timeout=2.0)
         self._store_queued()  # whatever the flusher had not written yet: stored before we say so
         in_memory = self.outbox.memory_depth()
+        # The journal goes when the outbox file holds everything in it; else the next start imports it.
+        self.journal.close(everything_stored=not in_memory and not self._journaler.is_alive()
+                           and not self._flusher.is_alive())
         stored = self.outbox.depth() - in_memory
         why = f" ({self.last_error})" if self.last_error else ""
         if stored:
@@ -142,23 +157,55 @@ class MqttPublisher:
 
     def _send_stored(self, topic: str, payload: Dict[str, object]) -> None:
         item = (topic, payload)
-        if self._flusher.is_alive() and not self._stop.is_set():
+        if self._journaler.is_alive() and not self._stop.is_set():
             try:
-                self._to_store.put_nowait(item)
-                self._wake.set()
+                self._to_journal.put_nowait(item)
                 return
             except queue.Full:
                 pass
         self.outbox.put(*item)
         self._wake.set()
 
+    def _journal_loop(self) -> None:
+        """Journal what the frame loop hands over (one fsync per batch), then pass it to the flusher."""
+        while True:
+            try:
+                batch = [self._to_journal.get(timeout=0.5)]
+            except queue.Empty:
+                if self._stop.is_set():
+                    break
+                continue
+            while len(batch) < 100:
+                try:
+                    batch.append(self._to_journal.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                last = self.journal.append(batch)
+            except Exception:  # noqa: BLE001 - the events must still reach the outbox
+                logger.exception("MQTT: the outbox journal hit an error; events go on to the outbox")
+                last = None
+            for index, (topic, payload) in enumerate(batch):
+                number = None if last is None else last - len(batch) + 1 + index
+                self._to_store.put((topic, payload, number))  # blocks only behind a full flusher queue
+            self._wake.set()
+        while True:  # stopping: what is left goes straight to the flusher's queue
+            try:
+                topic, payload = self._to_journal.get_nowait()
+            except queue.Empty:
+                return
+            self._to_store.put((topic, payload, None))
+
     def _store_queued(self) -> None:
         while True:
             try:
-                topic, payload = self._to_store.get_nowait()
+                topic, payload, number = self._to_store.get_nowait()
             except queue.Empty:
-                return
-            self.outbox.put(topic, payload)
+                break
+            if self.outbox.put(topic, payload) is not None and number is not None:
+                # In the file, and (the outbox keeps order) so is everything journaled before it.
+                self._stored_through = number
+        self.journal.clear_through(self._stored_through)
 
     def publish_retained(self, topic: str, payload: bytes) -> None:
         """A retained state (QoS 1): sent now if connected, and again on every connection (a broker
