@@ -155,3 +155,36 @@ def test_the_jetson_example_config_is_valid():
     for section in (config.detector, config.pose):  # both at INT8 (FP16 on a Nano, chosen at build time)
         assert section.build.precision == "int8" and section.build.calibration_dir == "calib"
         assert section.build.min_agreement == 0.85 and section.build.source
+
+
+def test_clip_memory_is_bounded_by_a_rule_per_camera_and_per_device():
+    """Issue 40, defect 10: clip: {pre_s: 30, post_s: 30, fps: 30, width: 0} was accepted, about
+    1.9 GB of ring a 1080p camera: an OOM kill on any Jetson."""
+    from edge.config.schema import clip_megabytes
+
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({"clip": {"pre_s": 30, "post_s": 30, "fps": 30, "width": 0}})
+    text = str(error.value)
+    assert "'clip.fps' makes each camera's clip memory too large" in text and "256 MB" in text
+    assert "width 0 counts as 1920" in text and text.count("\n") == 0
+    assert clip_megabytes(Config().clip) == pytest.approx(92.16)  # the defaults: 10 s at 10 fps, 640x480
+    cameras = [{"name": f"ward{n}", "source": "test://"} for n in range(4)]
+    config_from_dict({"cameras": cameras[:2], "clip": {"fps": 20}})  # 184 MB each, 369 MB in all
+    with pytest.raises(ConfigError, match="clip memory of all cameras too large: cameras x .* 512 MB"):
+        config_from_dict({"cameras": cameras[:3], "clip": {"fps": 20}})
+    config_from_dict({"cameras": cameras[:3], "clip": {"fps": 20, "enabled": False}})  # no rings at all
+    config_from_dict({"cameras": cameras, "clip": {"width": 320}})  # four cameras at a smaller width
+
+
+def test_a_clip_kept_as_captured_is_never_wider_than_the_rule_counted():
+    import numpy as np
+
+    from edge.clips.recorder import CameraRing
+    from edge.config import ClipConfig
+    from edge.types import Frame, FrameResult
+
+    ring = CameraRing(ClipConfig(width=0), None)
+    image = np.zeros((2160, 3840, 3), np.uint8)  # a 4K camera
+    ring.offer(FrameResult(camera="cam0", frame=Frame(image=image, index=0, time_s=0.0), tracks=[], events=[],
+                           detector_ran=False))
+    assert ring.memory_bytes == 1920 * 1080 * 3

@@ -23,6 +23,7 @@ import numpy as np
 
 from edge.clips.encode import encode_clip
 from edge.config import ClipConfig
+from edge.config.schema import CLIP_MAX_WIDTH
 from edge.private import private_folder
 from edge.types import EventType, FallEvent, FrameResult
 from edge.viz.draw import DrawnTrack, draw_frame, drawn_tracks
@@ -79,11 +80,13 @@ class CameraRing:
         self._next_keep_s = time_s + 1.0 / self.config.fps
         image = result.frame.image
         scale = 1.0
-        if self.config.width and image.shape[1] != self.config.width:
-            scale = self.config.width / image.shape[1]
+        # width 0 keeps frames as captured, but never wider than the config's memory rule counted
+        width = self.config.width or min(image.shape[1], CLIP_MAX_WIDTH)
+        if image.shape[1] != width:
+            scale = width / image.shape[1]
             height = max(2, int(round(image.shape[0] * scale / 2)) * 2)
             # INTER_LINEAR: 0.7 ms for 768x576 -> 640x480 where INTER_AREA takes 3.5 ms of the frame loop
-            image = cv2.resize(image, (self.config.width, height), interpolation=cv2.INTER_LINEAR)
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
         kept = _Kept(time_s, image, scale, drawn_tracks(result))
         self._ring.append(kept)
         while self._ring and self._ring[0].time_s < time_s - self.config.pre_s - _TIME_EPSILON_S:

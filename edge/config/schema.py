@@ -281,6 +281,23 @@ class MqttConfig:
     )
 
 
+CLIP_MAX_WIDTH = 1920  # clip.width 0 ("as captured") keeps frames at most this wide
+CLIP_MAX_MB_PER_CAMERA = 256
+CLIP_MAX_MB_PER_DEVICE = 512
+
+
+def clip_megabytes(clip: "ClipConfig") -> float:
+    """What one camera's clip frames can hold at once: (pre_s + post_s) x fps frames (the ring and
+    a clip being filled) at clip.width (CLIP_MAX_WIDTH for 0) by 3/4 of it (4:3, the tallest
+    common shape), 3 bytes a pixel."""
+    width = clip.width or CLIP_MAX_WIDTH
+    return (clip.pre_s + clip.post_s) * clip.fps * width * (width * 3 // 4) * 3 / 1e6
+
+
+_CLIP_MEMORY = (f"(pre_s + post_s) x fps x width x 3/4 width x 3 bytes (width 0 counts as {CLIP_MAX_WIDTH}) "
+                "must stay within {} MB; lower clip.fps, clip.width or the seconds")
+
+
 @dataclass
 class ClipConfig:
     """A short video of every fall and intrusion (README "Event clips"): the seconds before it from
@@ -299,6 +316,14 @@ class ClipConfig:
     max_age_days: float = setting(7.0, above(0))  # ... none older than this
     # larger clips stay on the device, and the control room is told so
     max_send_bytes: int = setting(2_000_000, between(0, 8_000_000, "send none"))
+
+    # A ring of 30 s at 30 fps unscaled was accepted: about 1.9 GB a 1080p camera, an OOM kill on
+    # any Jetson (issue 40, defect 10).
+    RULES: ClassVar[Tuple[Rule, ...]] = (
+        Rule("fps", lambda c: clip_megabytes(c) <= CLIP_MAX_MB_PER_CAMERA,
+             "makes each camera's clip memory too large: "
+             + _CLIP_MEMORY.format(CLIP_MAX_MB_PER_CAMERA)),
+    )
 
 
 @dataclass
@@ -472,6 +497,10 @@ class Config:
         Rule("zones[].name", lambda c: _unique_zone_names(c.zones), _ZONE_NAMES_UNIQUE),
         Rule("homeassistant.enabled", lambda c: not c.homeassistant.enabled or c.mqtt.enabled,
              "needs mqtt.enabled (discovery goes through the device's MQTT connection)"),
+        Rule("clip.fps", lambda c: not c.clip.enabled or clip_megabytes(c.clip) > CLIP_MAX_MB_PER_CAMERA
+             or clip_megabytes(c.clip) * max(1, len(c.cameras)) <= CLIP_MAX_MB_PER_DEVICE,
+             "makes the clip memory of all cameras too large: cameras x "
+             + _CLIP_MEMORY.format(CLIP_MAX_MB_PER_DEVICE)),
     )
 
     def zones_of(self, camera: str) -> List[ZoneConfig]:
