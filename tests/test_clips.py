@@ -107,3 +107,80 @@ def test_the_encoder_writes_what_it_was_given(tmp_path):
     # lossy, but each frame is the one written there (mean brightness steps by 8 each frame)
     means = [float(f.mean()) for f in back]
     assert all(abs(a - float(b.mean())) < 6 for a, b in zip(means, frames))
+
+
+def hanging_encoder(tmp_path, monkeypatch):
+    """A gst-launch-1.0 that never reads its input and never exits (a wedged hardware encoder),
+    first on PATH; its process id is written where the test can check it was killed."""
+    import os
+    import stat
+
+    if h264_encoder() is None:
+        pytest.skip("no GStreamer H.264 encoder here (scripts/bootstrap.sh installs one)")
+    pids = tmp_path / "encoder.pids"
+    fake = tmp_path / "bin" / "gst-launch-1.0"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho $$ >> {pids}\nexec sleep 600\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    return pids
+
+
+def gone(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat") as handle:  # a zombie not yet reaped by its parent is gone too
+        return handle.read().split(") ")[1].startswith("Z")
+
+
+def test_a_hung_encoder_is_killed_at_its_deadline_and_leaves_no_file(tmp_path, monkeypatch):
+    """Issue 40, defect 4: a gst-launch-1.0 that never exits stopped every later clip in silence
+    (the write to its stdin blocked forever) and was left running."""
+    import time
+
+    from edge.clips import encode
+
+    pids = hanging_encoder(tmp_path, monkeypatch)
+    monkeypatch.setattr(encode, "_ENCODE_BASE_S", 1.0)
+    monkeypatch.setattr(encode, "_ENCODE_PER_FRAME_S", 0.01)
+    frames = [np.zeros((360, 640, 3), np.uint8)] * 30  # 20 MB: far more than a pipe holds
+    started = time.monotonic()
+    with pytest.raises(OSError, match="hung: killed after"):
+        encode_clip(frames, 10.0, tmp_path / "x")
+    assert time.monotonic() - started < 5.0
+    assert not list(tmp_path.glob("x.*"))  # no partial clip
+    assert all(gone(int(pid)) for pid in pids.read_text().split())
+
+
+def test_a_stop_with_a_hung_encoder_fits_the_units_stop_timeout_with_every_event_stored(tmp_path, monkeypatch,
+                                                                                        clips_dir):
+    """Issue 40, defect 4: close() waited 60 s for a hung encoder, past the unit's
+    TimeoutStopSec=20, so systemd would SIGKILL the daemon before the publisher's last save. The
+    real daemon on a fall clip, the broker down, the encoder hung: the run ends within the stop
+    budget after its last frame, both events stored, the encoder killed, and the log says so."""
+    import re
+    import time
+
+    from conftest import run_daemon_on_clip
+
+    from edge.mqtt.outbox import Outbox
+
+    pids = hanging_encoder(tmp_path, monkeypatch)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"mqtt:\n  enabled: true\n  port: 1\n  outbox_path: {tmp_path}/outbox.sqlite\n"
+                      f"  snapshot_dir: {tmp_path}/snaps\nclip:\n  dir: {tmp_path}/clips\n")
+    started = time.monotonic()
+    result = run_daemon_on_clip(config, clips_dir / "gmdcsa24_s3_fall20.mp4")
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert "the writer did not finish within 8 s of the stop" in result.stderr
+    stored = [row.payload["type"] for row in Outbox(tmp_path / "outbox.sqlite").pending()]
+    assert stored == ["fall_detected", "alarm"]  # the events; the clip was given up
+    assert all(gone(int(pid)) for pid in pids.read_text().split())
+    assert not list((tmp_path / "clips").glob("*.mp4"))
+    frames_s = float(re.search(r"frames processed in ([\d.]+) s", result.stderr).group(1))
+    assert took - frames_s < 20.0, (took, frames_s)  # start-up and the stop together, within TimeoutStopSec

@@ -9,9 +9,12 @@ H.264 encoder). Browsers play both."""
 
 import functools
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -21,7 +24,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 H264_ENCODERS = ("nvv4l2h264enc", "x264enc", "openh264enc")
-_ENCODE_TIMEOUT_S = 120.0
+_ENCODE_BASE_S = 20.0
+_ENCODE_PER_FRAME_S = 0.2
 
 
 @functools.lru_cache(maxsize=None)
@@ -46,9 +50,65 @@ def _encoder_stage(element: str) -> List[str]:
     return ["video/x-raw,format=I420", "!", element]
 
 
-def encode_clip(frames: List[np.ndarray], fps: float, stem: Path) -> Tuple[Path, str]:
+def _feed(child: subprocess.Popen, frames: List[np.ndarray]) -> None:
+    """The encoder's stdin: every frame, then end of stream (-e makes mp4mux write its index)."""
+    assert child.stdin is not None
+    try:
+        for frame in frames:
+            child.stdin.write(np.ascontiguousarray(frame).tobytes())
+        child.stdin.close()
+    except (BrokenPipeError, ValueError, OSError):
+        pass  # the encoder ended (or was killed): its exit status says why
+
+
+def encode_deadline_s(frame_count: int) -> float:
+    """How long an encoder may take for a clip: far above a real encode (about 1-2 s for 100
+    frames of 640x480 on two cores), far below forever."""
+    return _ENCODE_BASE_S + _ENCODE_PER_FRAME_S * frame_count
+
+
+def _run_encoder(command: List[str], frames: List[np.ndarray], errors, cancel: Optional[threading.Event],
+                 element: str) -> int:
+    """Feed the frames to the encoder child and wait for it, within encode_deadline_s; a child
+    that hangs (or a cancel at shutdown) is killed and raised as OSError."""
+    child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
+    feeder = threading.Thread(target=_feed, args=(child, frames), name="clip-encoder-feed", daemon=True)
+    feeder.start()
+    deadline = time.monotonic() + encode_deadline_s(len(frames))
+    while child.poll() is None:
+        if cancel is not None and cancel.is_set():
+            why = "stopped at shutdown"
+        elif time.monotonic() > deadline:
+            why = f"hung: killed after {encode_deadline_s(len(frames)):.0f} s"
+        else:
+            time.sleep(0.05)
+            continue
+        child.kill()
+        child.wait()
+        feeder.join(timeout=5.0)
+        raise OSError(f"{element} {why}")
+    feeder.join(timeout=5.0)
+    return child.returncode
+
+
+def _private_target(target: Path) -> None:
+    """Made owner-only before the encoder writes it (filesink keeps an existing file's mode)."""
+    os.close(os.open(str(target), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    target.chmod(0o600)
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def encode_clip(frames: List[np.ndarray], fps: float, stem: Path,
+                cancel: Optional[threading.Event] = None) -> Tuple[Path, str]:
     """Write the frames (BGR, one size, even sides) to stem.mp4 (H.264) or stem.webm (VP8);
-    returns the file and its "codec/container". Raises OSError when nothing could write it."""
+    returns the file and its "codec/container". Raises OSError when nothing could write it (no
+    partial file is left behind), when the encoder hangs (it is killed) or at `cancel`."""
     height, width = frames[0].shape[:2]
     element = h264_encoder()
     if element is not None:
@@ -60,31 +120,32 @@ def encode_clip(frames: List[np.ndarray], fps: float, stem: Path) -> Tuple[Path,
                    f"height={height}", "format=bgr", f"framerate={rate}", "!", "videoconvert", "!",
                    *_encoder_stage(element), "!", "h264parse", "!", "mp4mux", "!", "filesink",
                    f"location={target}"]
+        _private_target(target)
         # A file, not a pipe: a chatty encoder cannot block it. Beside the clip, where the service
         # can write whatever its sandbox leaves of /tmp.
         with tempfile.TemporaryFile(dir=stem.parent) as errors:
-            child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
             try:
-                assert child.stdin is not None
-                for frame in frames:
-                    child.stdin.write(np.ascontiguousarray(frame).tobytes())
-                child.stdin.close()  # end of stream: -e makes mp4mux write its index
-                child.wait(timeout=_ENCODE_TIMEOUT_S)
-            except (BrokenPipeError, subprocess.TimeoutExpired) as exc:
-                child.kill()
-                child.wait()
-                raise OSError(f"{element} stopped while encoding ({type(exc).__name__})") from None
-            if child.returncode == 0 and target.is_file() and target.stat().st_size > 0:
+                returncode = _run_encoder(command, frames, errors, cancel, element)
+            except OSError:
+                _remove(target)
+                raise
+            if returncode == 0 and target.is_file() and target.stat().st_size > 0:
                 return target, "h264/mp4"
+            _remove(target)
             errors.seek(0)
             message = errors.read().decode("utf-8", "replace").strip().splitlines()
         logger.warning("clip: %s failed (%s); writing VP8/WebM instead", element, message[-1] if message else
-                       f"exit status {child.returncode}")
+                       f"exit status {returncode}")
     target = stem.with_suffix(".webm")
+    _private_target(target)
     writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"VP80"), fps, (width, height))
     if not writer.isOpened():
+        _remove(target)
         raise OSError("no video encoder here: install GStreamer with x264enc or openh264enc")
     for frame in frames:
         writer.write(frame)
     writer.release()
+    if not target.is_file() or target.stat().st_size == 0:
+        _remove(target)
+        raise OSError("the VP8/WebM writer wrote nothing (a full disk?)")
     return target, "vp8/webm"

@@ -31,6 +31,7 @@ from edge.viz.draw import DrawnTrack, draw_frame, drawn_tracks
 logger = logging.getLogger(__name__)
 
 CLIP_EVENTS = (EventType.FALL_DETECTED, EventType.INTRUSION)
+CLOSE_TIMEOUT_S = 8.0  # at a stop the writer gets this long, then its encoder is killed
 _MAX_WAITING_CLIPS = 8  # clips waiting for the writer; more (a burst of events) drops the oldest
 _TIME_EPSILON_S = 1e-3
 
@@ -142,6 +143,7 @@ class ClipService:
         self._lock = threading.Lock()
         self.problem: Optional[str] = None  # why the last clip was not written (health), None once one is
         self.last_clip: Optional[Dict[str, object]] = None
+        self._cancel = threading.Event()  # set at shutdown when the writer overstays: the encoder is killed
         self._writer = threading.Thread(target=self._run, name="clip-writer", daemon=True)
         self._writer.start()
 
@@ -166,19 +168,26 @@ class ClipService:
             self._waiting += 1
         self._jobs.put(job)
 
-    def close(self, timeout_s: float = 60.0) -> None:
-        """Write the clips still open (the stream ended) and wait for the writer."""
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Write the clips still open (the stream ended) and wait for the writer, at most timeout_s:
+        then the encoder still running is killed, so the daemon's whole stop fits the unit's
+        TimeoutStopSec (20 s) and the publisher still stores every event after this."""
         for ring in self._rings.values():
             ring.flush()
         self._jobs.put(None)
         self._writer.join(timeout=timeout_s)
+        if self._writer.is_alive():
+            self._cancel.set()
+            self._writer.join(timeout=3.0)
+            logger.warning("clips: the writer did not finish within %.0f s of the stop; the clip being encoded "
+                           "and %d waiting were given up", timeout_s, self._jobs.qsize())
 
     # -- the writer thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
             job = self._jobs.get()
-            if job is None:
+            if job is None or self._cancel.is_set():
                 return
             try:
                 self._write(job)
@@ -192,7 +201,7 @@ class ClipService:
     def _write(self, job: ClipJob) -> None:
         frames = [self._draw(kept, job) for kept in job.frames]
         private_folder(self.folder)
-        path, codec = encode_clip(frames, self.config.fps, self.folder / job.event.event_id)
+        path, codec = encode_clip(frames, self.config.fps, self.folder / job.event.event_id, cancel=self._cancel)
         path.chmod(0o600)
         data = path.read_bytes()
         size = len(data)
