@@ -184,3 +184,36 @@ def test_a_stop_with_a_hung_encoder_fits_the_units_stop_timeout_with_every_event
     assert not list((tmp_path / "clips").glob("*.mp4"))
     frames_s = float(re.search(r"frames processed in ([\d.]+) s", result.stderr).group(1))
     assert took - frames_s < 20.0, (took, frames_s)  # start-up and the stop together, within TimeoutStopSec
+
+
+def test_real_time_indices_show_each_picture_for_as_long_as_it_stood():
+    from edge.clips.recorder import real_time_indices
+
+    assert real_time_indices([0.0, 0.5, 1.0], 4.0) == [0, 0, 1, 1, 2]  # 2 pictures/s at 4 fps: each twice
+    assert real_time_indices([0.0, 0.1, 0.2], 10.0) == [0, 1, 2]  # as fast as the video: unchanged
+    assert real_time_indices([0.0, 0.1, 1.0], 10.0) == [0, 1] + [1] * 8 + [2]  # a stall holds its picture
+    assert real_time_indices([3.0], 10.0) == [0]
+
+
+def test_a_clip_recorded_at_2_processed_frames_a_second_plays_for_its_real_duration(tmp_path, clips_dir, models):
+    """Issue 41, defect 1: the ring keeps only the frames the pipeline processed and encoded them at
+    clip.fps: at 1 processed frame a second a 10 s window played in under a second. The real
+    pipeline at output.process_fps 2: the clip's decoded timestamps span the real seconds."""
+    config = Config(clip=ClipConfig(dir=str(tmp_path / "clips")))
+    config.output.process_fps = 2.0
+    router = EventRouter(config, print_events=False)
+    sent = []
+    router.clips.send = lambda camera, payload: sent.append((camera, payload))
+    run_one_camera(config, models, router, "ward1", str(clips_dir / FALL_CLIP), RunOptions(pad_end_s=6.0))
+    router.close()
+    assert router.events_by_type["fall_detected"] == 1 and len(sent) == 1
+    payload = sent[0][1]
+    real_s = payload["pre_s"] + config.clip.post_s
+    assert payload["duration_s"] == pytest.approx(real_s, abs=0.6)  # shown over the real seconds ...
+    assert payload["pictures"] <= 2 * real_s + 2  # ... what the pipeline processed
+    capture = cv2.VideoCapture(str(tmp_path / "clips" / payload["file"]))
+    stamps = []
+    while capture.read()[0]:
+        stamps.append(capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
+    assert len(stamps) == payload["frames"]
+    assert stamps[-1] - stamps[0] == pytest.approx(real_s, abs=0.6)
