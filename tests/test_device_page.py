@@ -203,3 +203,71 @@ def test_the_zone_editor_turns_clicks_on_the_live_picture_into_config_yaml(tmp_p
         daemon.terminate()
         daemon.communicate(timeout=30)
     assert config.read_bytes() == before  # the page only hands back YAML
+
+
+def test_the_device_page_refuses_other_host_names_and_answers_no_zones(tmp_path):
+    """Issue 40, defect 7: `curl -H "Host: attacker.example" http://127.0.0.1:8081/health` was
+    answered 200, and the MJPEG stream too: DNS rebinding from a page the installer visits while
+    the SSH tunnel is open could watch the camera. Defect 11: POST /zones/check with no zones gave
+    no response and a traceback. The real daemon on vtest in real time, over raw HTTP."""
+    import http.client
+
+    vtest = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+    if not vtest.is_file():
+        pytest.skip(f"{vtest} missing")
+    port = free_port()
+    daemon = subprocess.Popen([sys.executable, "-m", "edge", "run", "--source", str(vtest), "--camera", "square",
+                               "--realtime", "--http", f"127.0.0.1:{port}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+    def ask(method: str, path: str, host: str, body: bytes = b"") -> tuple:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            connection.putrequest(method, path, skip_host=True)
+            connection.putheader("Host", host)
+            connection.putheader("Content-Length", str(len(body)))
+            connection.endheaders(body)
+            response = connection.getresponse()
+            return response.status, response.read(2000)
+        finally:
+            connection.close()
+
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if ask("GET", "/health", f"127.0.0.1:{port}")[0] == 200:
+                    break
+            except OSError:
+                assert daemon.poll() is None, daemon.stderr.read()
+                time.sleep(0.3)
+        for path in ("/health", "/metrics", "/stream/square.mjpg", "/zones.json"):
+            status, body = ask("GET", path, f"attacker.example:{port}")
+            assert status == 421 and b"Host refused" in body, path
+        assert ask("POST", "/zones/check", "rebind.attacker.example", b'{"zones": []}')[0] == 421
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", f"{socket.gethostname()}:{port}"):
+            assert ask("GET", "/health", host)[0] == 200, host
+        status, body = ask("POST", "/zones/check", f"localhost:{port}", b'{"camera": "square", "zones": []}')
+        assert status == 200 and json.loads(body)["zones"] == [] and "zones: []" in json.loads(body)["yaml"]
+        assert daemon.poll() is None
+    finally:
+        daemon.terminate()
+        _, stderr = daemon.communicate(timeout=30)
+    assert "Traceback" not in stderr
+
+
+def test_a_device_page_beyond_this_machine_is_warned_about(caplog):
+    import logging
+
+    from edge.web.device_page import DevicePage, host_allowed
+
+    assert host_allowed("192.168.1.50:8081") and host_allowed("[fe80::1]:8081") and host_allowed("localhost")
+    assert not host_allowed("attacker.example") and not host_allowed("") and not host_allowed("127.0.0.1.nip.io")
+    board = LiveBoard(["cam0"])
+    with caplog.at_level(logging.WARNING):
+        page = DevicePage(board, f"0.0.0.0:{free_port()}").start()
+        page.stop()
+        quiet = DevicePage(board, f"127.0.0.1:{free_port()}").start()
+        quiet.stop()
+    assert caplog.text.count("has no login: anyone who can reach it sees the cameras") == 1

@@ -1,6 +1,7 @@
 """`fall-edge console` (the control room in a browser) and `console-password` (an operator's hash)."""
 
 import argparse
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -35,7 +36,7 @@ def _cmd_console(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise FallEdgeError(f"the console needs Flask and waitress ({exc}): pip install -e \".[console]\"") from None
     from edge.config import load_config
-    from edge.config.rules import parse_listen
+    from edge.config.rules import is_loopback, parse_listen
     from edge.console.log import EventLog
     from edge.mqtt.monitor import Monitor
 
@@ -45,6 +46,12 @@ def _cmd_console(args: argparse.Namespace) -> int:
                             "`fall-edge console-password`) or set console.auth_header behind a login proxy")
     listen = args.listen or console.listen
     address = parse_listen(listen)
+    if console.auth_header and not is_loopback(address[0]):
+        # Anyone who reaches the port can send the header: only the login proxy may reach it.
+        logging.getLogger(__name__).warning(
+            "console: console.auth_header is set and the console listens on %s, beyond this machine: anyone "
+            "who can reach it can name themselves an operator; listen on 127.0.0.1 behind the login proxy",
+            address[0])
     db = args.db or Path(console.db)
     hub = Hub()
 

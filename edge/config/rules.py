@@ -4,6 +4,7 @@ readers, the buzzer's pin factory, the pose model) use the same names. The schem
 (edge/config/schema.py) attaches them to its fields."""
 
 
+import ipaddress
 from typing import List, Optional, Sequence, Tuple
 
 from edge.errors import ConfigError
@@ -55,6 +56,17 @@ def parse_listen(text: str) -> Tuple[str, int]:
     if address is None:
         raise ConfigError(f"listen address {text!r} {LISTEN_RULE}")
     return address
+
+
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+
+
+def is_loopback(host: str) -> bool:
+    """A listen host only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() in LOOPBACK_NAMES
 
 
 def one_of(names: Sequence[str]) -> str:

@@ -8,6 +8,7 @@ zones and hands back YAML; zone_editor.py)."""
 
 
 import html
+import ipaddress
 import json
 import logging
 import socket
@@ -19,7 +20,7 @@ from urllib.parse import unquote
 
 import cv2
 
-from edge.config.rules import parse_listen
+from edge.config.rules import LOOPBACK_NAMES, is_loopback, parse_listen
 from edge.errors import ConfigError
 from edge.web.board import LiveBoard
 from edge.web.metrics import CONTENT_TYPE_LATEST, metrics_text
@@ -30,6 +31,30 @@ logger = logging.getLogger(__name__)
 _BOUNDARY = "fall-edge-frame"
 _IDLE_WAIT_S = 5.0  # a stream with no new frame for this long checks that its viewer is still there
 _JPEG_QUALITY = 75
+
+
+def _host_name(header: str) -> str:
+    """The name in a Host header, without its port and brackets, lower case."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host[1:]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def host_allowed(header: str) -> bool:
+    """A Host header this page answers: an IP address, localhost, or this machine's own name.
+    Any other name is DNS rebinding (a page the installer opened pointing its own name at
+    127.0.0.1 while the SSH tunnel is up) and is refused: it would show the camera to that page."""
+    name = _host_name(header)
+    if not name:
+        return False
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    own = socket.gethostname().lower()
+    return name in LOOPBACK_NAMES or name in (own, own + ".local", socket.getfqdn().lower())
 
 
 class _Server(ThreadingMixIn, HTTPServer):
@@ -60,6 +85,10 @@ class DevicePage:
     def start(self) -> "DevicePage":
         self._thread.start()
         logger.info("device page on http://%s:%d/ (live view, /health, /metrics)", *self.address)
+        if not is_loopback(str(self.address[0])):
+            logger.warning("device page: listening on %s, beyond this machine, and it has no login: anyone who can "
+                           "reach it sees the cameras; keep it on 127.0.0.1 and use an SSH tunnel (README \"The "
+                           "device's page\")", self.address[0])
         return self
 
     def stop(self) -> None:
@@ -71,7 +100,15 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.0"  # one response per connection: the MJPEG stream ends with it
 
+    def _host_refused(self) -> bool:
+        if host_allowed(self.headers.get("Host", "")):
+            return False
+        self._send(421, "text/plain", b"this page answers only to its IP address or localhost (Host refused)\n")
+        return True
+
     def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+        if self._host_refused():
+            return
         path = self.path.split("?", 1)[0]
         board = self.server.board
         if path == "/":
@@ -95,6 +132,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, "text/plain", b"not found: / , /health, /metrics, /zones, /stream/<camera>.mjpg\n")
 
     def do_POST(self) -> None:  # noqa: N802 - the standard library's name
+        if self._host_refused():
+            return
         if self.path.split("?", 1)[0] != "/zones/check":
             self._send(404, "text/plain", b"not found: POST /zones/check only\n")
             return

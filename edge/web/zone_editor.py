@@ -28,7 +28,7 @@ def configured(zones: Sequence[Any]) -> List[Dict[str, Any]]:
 def zones_yaml(camera: str, zones: List[Dict[str, Any]]) -> str:
     """The camera's `zones:` block, one zone per line, as it goes into the config."""
     lines = [f"# camera {camera}: paste under its entry in `cameras:` (for `run --source`, as the top-level "
-             f"`zones:`)", "zones:"]
+             f"`zones:`)", "zones:" if zones else "zones: []"]
     for zone in zones:
         points = ", ".join(f"[{x:g}, {y:g}]" for x, y in zone["polygon"])
         extra = "".join(f", {key}: {zone[key]:g}" for key in ("min_dwell_s", "lookahead_s", "cooldown_s")
