@@ -194,3 +194,48 @@ def test_hostile_commands_never_silence_a_keyed_device(tmp_path):
         attacker.loop_stop()
         publisher.stop()
         broker.stop()
+
+
+def test_a_command_is_not_accepted_again_after_the_clock_goes_back():
+    """Issue 40, defect 11: the nonce of an accepted command was forgotten once its time passed; a
+    clock stepped back past it (NTP on a device that booted with a wrong clock) let the very same
+    signed command in again."""
+    verifier = CommandVerifier(KEY, max_age_s=30)
+    now = 1_800_000_000.0
+    first = sign_command(KEY, TOPIC, event_id="e1", now=now)
+    assert verifier.check(TOPIC, first, now=now) == (True, "")
+    later = sign_command(KEY, TOPIC, event_id="e2", now=now + 60)
+    assert verifier.check(TOPIC, later, now=now + 60) == (True, "")  # the first one's nonce is forgotten here
+    ok, why = verifier.check(TOPIC, first, now=now + 5)  # the clock went back
+    assert not ok and "replayed" in why
+    fresh = sign_command(KEY, TOPIC, event_id="e3", now=now + 61)
+    assert verifier.check(TOPIC, fresh, now=now + 62) == (True, "")  # newer commands still go
+
+
+def test_an_oversized_command_is_refused_before_it_is_read(tmp_path):
+    """Issue 40, defect 11: two 150 MB messages on cmd/ack took a device from 562 to 1011 MB (the
+    unsigned ack handler decoded them). The device refuses any command over 4096 bytes unread;
+    the broker recipe's max_packet_size keeps such a packet from the device altogether."""
+    from edge.mqtt.publisher import MAX_COMMAND_BYTES
+
+    broker = Broker(tmp_path).start()
+    device = MqttConfig(enabled=True, port=broker.port, device="edge1", keepalive_s=5)
+    publisher = MqttPublisher(device, Outbox(tmp_path / "outbox.sqlite"))
+    handled = []
+    publisher.on_command("ack", handled.append)
+    publisher.start()
+    sender = mqtt.Client(client_id="sender", **PAHO_CLIENT_ARGS)
+    sender.connect("127.0.0.1", broker.port)
+    sender.loop_start()
+    try:
+        assert wait_for(lambda: publisher.connected)
+        time.sleep(0.5)  # its subscription to cmd/ is in place
+        sender.publish(TOPIC, b"x" * (MAX_COMMAND_BYTES + 1), qos=1).wait_for_publish(5)
+        sender.publish(TOPIC, str(uuid.uuid4()).encode(), qos=1).wait_for_publish(5)
+        assert wait_for(lambda: len(handled) == 1)
+        assert publisher.commands_refused == 1 and len(handled[0]) == 36
+    finally:
+        sender.disconnect()
+        sender.loop_stop()
+        publisher.stop()
+        broker.stop()

@@ -74,6 +74,9 @@ class CommandVerifier:
         self.key = key
         self.max_age_s = max_age_s
         self._seen: Dict[str, float] = {}  # nonce -> when it stops mattering
+        # The newest ts among nonces forgotten: a command no newer than it is refused. Forgetting by
+        # time alone let a replay in again after the clock went back (issue 40, defect 11).
+        self._forgotten_ts = float("-inf")
         self._lock = threading.Lock()
 
     def check(self, topic: str, payload: bytes, now: Optional[float] = None) -> Tuple[bool, str]:
@@ -109,9 +112,14 @@ class CommandVerifier:
         if not hmac.compare_digest(expected, signature):
             return False, "bad signature (another key, device or command)"
         with self._lock:
-            self._seen = {n: until for n, until in self._seen.items() if until > now}
+            for old_nonce, until in list(self._seen.items()):
+                if until <= now:
+                    self._forgotten_ts = max(self._forgotten_ts, until - self.max_age_s)
+                    del self._seen[old_nonce]
             if nonce in self._seen:
                 return False, "replayed (nonce already used)"
+            if ts <= self._forgotten_ts:
+                return False, "replayed or out of order (no newer than a command already forgotten)"
             if len(self._seen) >= _MAX_NONCES:
                 return False, "too many commands in the time window"
             self._seen[nonce] = ts + self.max_age_s

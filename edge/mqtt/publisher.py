@@ -32,6 +32,7 @@ CommandHandler = Callable[[bytes], None]
 _EARLY_ACK_TTL_S = 10.0
 _MAX_QUEUED = 1000  # events handed over by the frame loop, not yet written; beyond it the caller writes
 _REFUSAL_LOG_S = 60.0
+MAX_COMMAND_BYTES = 4096  # a signed ack is about 250 bytes
 
 
 class MqttPublisher:
@@ -347,6 +348,9 @@ class MqttPublisher:
         handler = self._handlers.get(command or "")
         if handler is None:
             self._refuse(topic, "unknown command")
+            return
+        if len(payload) > MAX_COMMAND_BYTES:  # before any decoding copies it (the broker's cap is the first line)
+            self._refuse(topic, f"payload of {len(payload)} bytes (a command is at most {MAX_COMMAND_BYTES})")
             return
         if self._verifier is not None:
             ok, why = self._verifier.check(topic, payload)
