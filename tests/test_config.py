@@ -188,3 +188,20 @@ def test_a_clip_kept_as_captured_is_never_wider_than_the_rule_counted():
     ring.offer(FrameResult(camera="cam0", frame=Frame(image=image, index=0, time_s=0.0), tracks=[], events=[],
                            detector_ran=False))
     assert ring.memory_bytes == 1920 * 1080 * 3
+
+
+@pytest.mark.parametrize("names", [["ward 1", "ward_1"], ["Ward_1", "ward_1"], ["ward.1", "ward_1"]])
+def test_names_that_become_one_home_assistant_id_are_refused(names):
+    """Issue 40, defect 9: cameras 'ward 1' and 'ward_1' shared one discovery topic (one fall
+    sensor silently gone), 'Ward_1' got the same object id, zones 'press 1'/'press_1' became one
+    sensor; the config accepted all of them."""
+    polygon = [[0.1, 0.1], [0.4, 0.1], [0.4, 0.4]]
+    cameras = [{"name": name, "source": "test://"} for name in names]
+    with pytest.raises(ConfigError, match="'cameras\\[\\].name' must be unique, also once spaces"):
+        config_from_dict({"cameras": cameras})
+    zones = [{"name": name, "kind": "danger", "polygon": polygon} for name in names]
+    with pytest.raises(ConfigError, match="'cameras\\[\\].zones\\[\\].name' must be unique within a camera, also"):
+        config_from_dict({"cameras": [{"name": "hall", "source": "test://", "zones": zones}]})
+    with pytest.raises(ConfigError, match="'zones\\[\\].name' must be unique within a camera, also"):
+        config_from_dict({"zones": zones})
+    config_from_dict({"cameras": [{"name": "ward1", "source": "test://"}, {"name": "ward2", "source": "test://"}]})

@@ -5,6 +5,7 @@ readers, the buzzer's pin factory, the pose model) use the same names. The schem
 
 
 import ipaddress
+import re
 from typing import List, Optional, Sequence, Tuple
 
 from edge.errors import ConfigError
@@ -56,6 +57,16 @@ def parse_listen(text: str) -> Tuple[str, int]:
     if address is None:
         raise ConfigError(f"listen address {text!r} {LISTEN_RULE}")
     return address
+
+
+def ha_slug(text: str) -> str:
+    """A Home Assistant discovery topic level and object id: it takes [a-zA-Z0-9_-] only."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", text)
+
+
+def distinct_for_home_assistant(names: Sequence[str]) -> bool:
+    """No two names become one id in Home Assistant ('ward 1', 'ward_1' and 'Ward_1' do)."""
+    return len({ha_slug(name).lower() for name in names}) == len(names)
 
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")

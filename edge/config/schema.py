@@ -18,6 +18,7 @@ from edge.config.rules import (
     PIN_FACTORIES,
     YOLO_LAYOUTS,
     ZONE_KINDS,
+    distinct_for_home_assistant,
     listen_address,
     polygon_in_frame,
     polygon_points_ok,
@@ -423,11 +424,15 @@ class ZoneConfig:
     cooldown_s: float = setting(30.0, between(0, 3600))  # one warning per person and zone this often
 
 
-_ZONE_NAMES_UNIQUE = "must be unique within a camera"
+# Unique also as Home Assistant ids: spaces and other characters become _ and case is ignored there,
+# so 'press 1' and 'press_1' were one sensor (issue 40, defect 9).
+_HA_DISTINCT = ("must be unique, also once spaces and other characters become _ and case is ignored "
+                "(Home Assistant's ids: 'ward 1', 'ward_1' and 'Ward_1' are one)")
+_ZONE_NAMES_UNIQUE = _HA_DISTINCT.replace("must be unique", "must be unique within a camera", 1)
 
 
 def _unique_zone_names(zones: List[ZoneConfig]) -> bool:
-    return len({zone.name for zone in zones}) == len(zones)
+    return distinct_for_home_assistant([zone.name for zone in zones])
 
 
 @dataclass
@@ -492,8 +497,8 @@ class Config:
     console: ConsoleConfig = field(default_factory=ConsoleConfig)  # fall-edge console, not the device
 
     RULES: ClassVar[Tuple[Rule, ...]] = (
-        Rule("cameras[].name", lambda c: len({camera.name for camera in c.cameras}) == len(c.cameras),
-             "must be unique"),
+        Rule("cameras[].name", lambda c: distinct_for_home_assistant([camera.name for camera in c.cameras]),
+             _HA_DISTINCT),
         Rule("zones[].name", lambda c: _unique_zone_names(c.zones), _ZONE_NAMES_UNIQUE),
         Rule("homeassistant.enabled", lambda c: not c.homeassistant.enabled or c.mqtt.enabled,
              "needs mqtt.enabled (discovery goes through the device's MQTT connection)"),

@@ -8,13 +8,13 @@ retained config) when the device next connects."""
 
 import json
 import logging
-import re
 import threading
 import time
 from typing import Dict, Sequence, Set, Tuple
 
 from edge import __version__
 from edge.config import Config
+from edge.config.rules import ha_slug
 from edge.mqtt import topics
 from edge.mqtt.publisher import MqttPublisher
 from edge.types import EventType, FallEvent
@@ -26,11 +26,6 @@ _PEOPLE_EVERY_S = 1.0  # the people count is sent when it changes, at most this 
 _AVAILABILITY_TEMPLATE = "{{ value_json.state if value.startswith('{') else value }}"
 
 
-def _slug(text: str) -> str:
-    """A discovery topic level and object id: Home Assistant takes [a-zA-Z0-9_-]."""
-    return re.sub(r"[^a-zA-Z0-9_-]", "_", text)
-
-
 class HomeAssistantBridge:
     """Discovery configs at start, states from the device's events and frames."""
 
@@ -38,7 +33,7 @@ class HomeAssistantBridge:
         self.prefix = config.homeassistant.discovery_prefix
         self.publisher = publisher
         self.device = publisher.device
-        self.node = _slug(f"fall_edge_{self.device}")
+        self.node = ha_slug(f"fall_edge_{self.device}")
         self.cameras = {camera: [z.name for z in zones if z.kind == "danger"] for camera, zones in cameras.items()}
         self._falls: Dict[str, Set[int]] = {camera: set() for camera in cameras}  # camera -> tracks down
         self._zones: Dict[Tuple[str, str], Set[int]] = {}  # (camera, zone) -> tracks inside
@@ -53,11 +48,11 @@ class HomeAssistantBridge:
         return "/".join([self.publisher.prefix, self.device, camera, "ha", *what])
 
     def _config_topic(self, component: str, object_id: str) -> str:
-        return f"{self.prefix}/{component}/{self.node}/{_slug(object_id)}/config"
+        return f"{self.prefix}/{component}/{self.node}/{ha_slug(object_id)}/config"
 
     def _object_id(self, camera: str, *what: str) -> str:
         """What Home Assistant names the entity after: binary_sensor.fall_edge_<device>_<camera>_fall."""
-        return _slug("_".join(["fall_edge", self.device, camera, *what])).lower()
+        return ha_slug("_".join(["fall_edge", self.device, camera, *what])).lower()
 
     def configs(self) -> Dict[str, Dict[str, object]]:
         """Discovery topic -> config, for every entity of every camera."""
