@@ -192,3 +192,53 @@ def test_a_login_attempt_takes_its_place_before_the_password_is_checked():
     assert throttle.begin(key, now=10.0)  # the lock ends after lockout_s, with a fresh window
     throttle.succeeded(key)
     assert throttle.begin(key, now=10.1) and throttle.begin(key, now=10.1)
+
+
+def test_behind_a_trusted_proxy_one_stranger_cannot_lock_every_operator_out(tmp_path, monkeypatch, caplog):
+    """Issue 40, defect 6: behind the README's TLS proxy every request comes from 127.0.0.1, so 5
+    wrong guesses by one stranger gave the right password 429 for everyone for 5 minutes. With
+    console.trusted_proxies the lock is per real client (the proxy's X-Forwarded-For); a client
+    not coming through the proxy cannot pick its address with the header."""
+    import logging
+
+    monkeypatch.setattr(app_module, "_WRONG_PASSWORD_DELAY_S", 0.0)
+    app, monitor = make_app(tmp_path, trusted_proxies=["127.0.0.1"])
+    proxy = {"REMOTE_ADDR": "127.0.0.1"}
+    wrong = {"name": "alice", "password": "guess"}
+    try:
+        client = app.test_client()
+        for _ in range(5):
+            assert client.post("/login", data=wrong, environ_base=proxy,
+                               headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 401
+        assert client.post("/login", data=wrong, environ_base=proxy,
+                           headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 429
+        # alice, through the same proxy from her own desk: not locked out
+        desk = app.test_client().post("/login", data={"name": "alice", "password": PASSWORD}, environ_base=proxy,
+                                      headers={"X-Forwarded-For": "10.1.2.3, 198.51.100.7"})
+        assert desk.status_code == 302
+        # someone reaching the console directly cannot escape the lock by naming another address
+        direct = {"REMOTE_ADDR": "192.0.2.50"}
+        for _ in range(5):
+            client.post("/login", data=wrong, environ_base=direct, headers={"X-Forwarded-For": "1.2.3.4"})
+        assert client.post("/login", data=wrong, environ_base=direct,
+                           headers={"X-Forwarded-For": "5.6.7.8"}).status_code == 429
+    finally:
+        monitor.stop()
+    # Without trusted_proxies, a proxy's header is noticed and the fix named, once.
+    app, monitor = make_app(tmp_path / "plain")
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(2):
+                app.test_client().post("/login", data=wrong, environ_base=proxy,
+                                       headers={"X-Forwarded-For": "203.0.113.9"})
+        assert caplog.text.count("set trusted_proxies: [127.0.0.1]") == 1
+    finally:
+        monitor.stop()
+
+
+def test_trusted_proxies_must_be_addresses():
+    from edge.config import config_from_dict
+    from edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'console.trusted_proxies' must list IP addresses"):
+        config_from_dict({"console": {"trusted_proxies": ["proxy.local"]}})

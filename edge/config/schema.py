@@ -6,6 +6,7 @@ The README's "Config reference" explains each threshold; keep the two in step.
 """
 
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import ClassVar, Dict, List, Tuple
 
@@ -447,6 +448,14 @@ class CameraConfig:
     )
 
 
+def _ip_address(text: object) -> bool:
+    try:
+        ipaddress.ip_address(str(text))
+    except ValueError:
+        return False
+    return isinstance(text, str)
+
+
 @dataclass
 class OperatorConfig:
     """One control-room operator of the web console; the hash comes from `fall-edge console-password`."""
@@ -468,6 +477,11 @@ class ConsoleConfig:
     # Behind a reverse proxy that logs operators in: the header naming the operator (e.g.
     # X-Forwarded-User). Only safe when the console listens where only the proxy reaches it.
     auth_header: str = ""
+    # The reverse proxies in front (e.g. [127.0.0.1]): from them, the client's address is the last
+    # X-Forwarded-For entry, so the login lockout tells people apart (without it, everyone behind
+    # the proxy is 127.0.0.1 and one stranger's guesses lock every operator out).
+    trusted_proxies: List[str] = setting([], Check(lambda v: all(_ip_address(a) for a in v),
+                                                   "must list IP addresses (e.g. [127.0.0.1])"))
     session_hours: float = setting(12.0, between(0.1, 168))  # a login lasts this long
     secure_cookie: bool = False  # true when served over HTTPS (the session cookie is then never sent in clear)
     snapshot_keep: int = setting(1000, at_least(0))  # pictures of people: at most this many per device ...

@@ -7,6 +7,7 @@ listens on 127.0.0.1 unless told otherwise (README: behind TLS)."""
 
 
 import hmac
+import ipaddress
 import json
 import logging
 import queue
@@ -151,6 +152,26 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
                       PERMANENT_SESSION_LIFETIME=timedelta(hours=console.session_hours))
     hashes = {operator.name: operator.password_hash for operator in console.operators}
     throttle = LoginThrottle(lockout_s=_LOCKOUT_S)
+    trusted = set(console.trusted_proxies)
+    warned_proxy: Set[str] = set()
+
+    def client_address() -> str:
+        """Who is asking: the last X-Forwarded-For entry when the request came through a trusted
+        proxy (what the proxy itself saw), else the connection's address."""
+        remote = request.remote_addr or ""
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if remote in trusted and forwarded:
+            last = forwarded.split(",")[-1].strip()
+            try:
+                return str(ipaddress.ip_address(last))
+            except ValueError:
+                return remote
+        if forwarded and not trusted and remote not in warned_proxy:
+            warned_proxy.add(remote)
+            logger.warning("console: requests come through a proxy at %s but console.trusted_proxies is empty: the "
+                           "login lockout cannot tell the people behind it apart; set trusted_proxies: [%s]",
+                           remote, remote)
+        return remote
     pending: Dict[str, Tuple[str, float]] = {}  # event id -> (operator, when the ack was sent)
 
     logins = Sessions(log.path, console.session_hours * 3600.0)
@@ -204,14 +225,15 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
         password = request.form.get("password", "")
         # Counted per name and address: a stranger elsewhere cannot lock an operator out of their
         # own desk, and each lock starts a fresh window when it ends (it once held only once).
-        key = (name, request.remote_addr or "")
+        address = client_address()
+        key = (name, address)
         if not throttle.begin(key):  # before the hash: concurrent guesses each take a place
             return login_page("too many wrong passwords: wait 5 minutes"), 429
         stored = hashes.get(name)
         if stored is None or not check_password_hash(stored, password):
             # An unknown name is not logged: it may be a password typed into the wrong box.
             logger.warning("console: wrong password for %s from %s", name if stored else "an unknown name",
-                           request.remote_addr)
+                           address)
             time.sleep(_WRONG_PASSWORD_DELAY_S)  # slows guessing
             return login_page("wrong name or password"), 401
         throttle.succeeded(key)
@@ -220,7 +242,7 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
         session["operator"] = name
         session["sid"] = logins.begin(name)
         session["csrf"] = secrets.token_urlsafe(24)
-        logger.info("console: %s logged in from %s", name, request.remote_addr)
+        logger.info("console: %s logged in from %s", name, address)
         return redirect(url_for("dashboard"))
 
     @app.route("/logout", methods=["POST"])
