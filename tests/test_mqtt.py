@@ -491,3 +491,54 @@ def test_webhook_retries_a_failing_gateway_then_gives_up_with_an_error(caplog):
         flaky.close()
         broken.close()
         server.shutdown()
+
+
+def retained_now(broker: Broker, topic: str) -> bytes:
+    """What a new subscriber gets as the retained message on topic now (b"" for none)."""
+    collector = Collector(broker, topic)
+    try:
+        time.sleep(0.5)
+        found = [payload for payload, retained in collector.on(topic) if retained]
+        return found[-1] if found else b""
+    finally:
+        collector.close()
+
+
+def test_forged_home_assistant_discovery_is_restored_and_foreign_configs_removed_while_connected(tmp_path):
+    """Issue 40, defect 8: a retained config with payload_on NEVER on the device's own discovery
+    topic replaced the real one and stayed until the device reconnected; a foreign config published
+    while it was connected was never cleared (only retained deliveries were looked at)."""
+    import paho.mqtt.client as mqtt
+    from broker import PAHO_CLIENT_ARGS
+
+    from edge.config.schema import HomeAssistantConfig
+    from edge.mqtt.homeassistant import HomeAssistantBridge
+
+    broker = Broker(tmp_path).start()
+    config = Config(mqtt=mqtt_config(broker, device="ward-edge"), homeassistant=HomeAssistantConfig(enabled=True))
+    publisher = MqttPublisher(config.mqtt, Outbox(tmp_path / "outbox.sqlite"))
+    bridge = HomeAssistantBridge(config, publisher, {"hall": []})
+    publisher.start()
+    forger = mqtt.Client(client_id="forger", **PAHO_CLIENT_ARGS)
+    forger.connect("127.0.0.1", broker.port)
+    forger.loop_start()
+    try:
+        assert wait_for(lambda: publisher.connected)
+        bridge.start()
+        fall_topic = next(topic for topic in bridge.configs() if topic.endswith("_fall/config"))
+        ours = retained_now(broker, fall_topic)
+        assert json.loads(ours)["payload_on"] == "ON"
+        forged = dict(json.loads(ours), payload_on="NEVER")
+        forger.publish(fall_topic, json.dumps(forged).encode(), qos=1, retain=True).wait_for_publish(5)
+        assert wait_for(lambda: retained_now(broker, fall_topic) == ours, 10), "the forged config stayed"
+        foreign = fall_topic.replace("_fall/config", "_backdoor/config")
+        forger.publish(foreign, b'{"name": "door", "state_topic": "x"}', qos=1, retain=True).wait_for_publish(5)
+        assert wait_for(lambda: retained_now(broker, foreign) == b"", 10), "the foreign config stayed"
+        forger.publish(fall_topic, b"", qos=1, retain=True).wait_for_publish(5)  # removed by someone else
+        assert wait_for(lambda: retained_now(broker, fall_topic) == ours, 10)
+        assert publisher.connected  # no reconnection was needed for any of it
+    finally:
+        forger.disconnect()
+        forger.loop_stop()
+        publisher.stop()
+        broker.stop()

@@ -40,7 +40,7 @@ class HomeAssistantBridge:
         self._people: Dict[str, int] = {}
         self._people_sent_at: Dict[str, float] = {}
         self._lock = threading.Lock()
-        self._current: Set[str] = set()
+        self._current: Dict[str, bytes] = {}  # discovery topic -> the config this device publishes there
 
     # -- topics ------------------------------------------------------------------------------------
 
@@ -91,21 +91,29 @@ class HomeAssistantBridge:
     def start(self) -> None:
         """Publish every config and an initial state (off, nobody), then clear stale configs."""
         configs = self.configs()
-        self._current = set(configs)
-        for topic, body in configs.items():
-            self.publisher.publish_retained(topic, json.dumps(body).encode("utf-8"))
+        self._current = {topic: json.dumps(body).encode("utf-8") for topic, body in configs.items()}
+        for topic, encoded in self._current.items():
+            self.publisher.publish_retained(topic, encoded)
         for camera, zones in self.cameras.items():
             self.publisher.publish_retained(self._state_topic(camera, "fall"), b"OFF")
             self.publisher.publish_retained(self._state_topic(camera, "people"), b"0")
             for zone in zones:
                 self.publisher.publish_retained(self._state_topic(camera, "zone", zone), b"OFF")
-        self.publisher.watch_retained(f"{self.prefix}/+/{self.node}/+/config", self._stale)
+        self.publisher.watch_retained(f"{self.prefix}/+/{self.node}/+/config", self._on_discovery)
         logger.info("Home Assistant discovery: %d entities under %s/.../%s", len(configs), self.prefix, self.node)
 
-    def _stale(self, topic: str, payload: bytes) -> None:
-        """A retained config of this device from an earlier run: removed if it is not current."""
-        if topic not in self._current:
-            logger.info("Home Assistant discovery: removing %s (no longer configured)", topic)
+    def _on_discovery(self, topic: str, payload: bytes) -> None:
+        """Any message on this device's discovery topics, retained or live: one of ours changed or
+        removed by someone else is restored at once (a forged `payload_on: NEVER` once stayed until
+        the device reconnected), and one that is not ours (an earlier run's, or forged) is removed."""
+        ours = self._current.get(topic)
+        if ours is not None:
+            if payload != ours:
+                logger.warning("Home Assistant discovery: %s was %s by another client; restored", topic,
+                               "changed" if payload else "removed")
+                self.publisher.publish_retained(topic, ours)
+        elif payload:
+            logger.info("Home Assistant discovery: removing %s (not configured on this device)", topic)
             self.publisher.publish_retained(topic, b"")
 
     # -- states ------------------------------------------------------------------------------------

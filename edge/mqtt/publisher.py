@@ -220,8 +220,9 @@ class MqttPublisher:
             self._client.publish(topic, payload, qos=1, retain=True)
 
     def watch_retained(self, topic_filter: str, handler: Callable[[str, bytes], None]) -> None:
-        """Call handler(topic, payload) for each retained message under topic_filter the broker
-        holds (on every connection): what an earlier run left there, to clear what is stale."""
+        """Call handler(topic, payload) for each message under topic_filter: those the broker holds
+        retained (on every connection: what an earlier run left there) and every later one, live
+        or a removal (empty payload), from whoever sent it (this device's own echo too)."""
         self._watched = (topic_filter, handler)
         if self.connected:
             self._client.subscribe(topic_filter, qos=1)
@@ -336,8 +337,7 @@ class MqttPublisher:
             return
         try:
             if topics.parse_command(topic, self.prefix, self.device) is None and self._watched is not None:
-                if message.retain and message.payload:
-                    self._watched[1](topic, message.payload)
+                self._watched[1](topic, message.payload)  # retained or live, removals (empty) too
                 return
             self._handle_command(topic, message.payload)
         except Exception as exc:
