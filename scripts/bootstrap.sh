@@ -42,8 +42,14 @@ if [ "${#need[@]}" -gt 0 ]; then
   echo "bootstrap: installing ${need[*]} with apt-get" >&2
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  # A freshly booted Ubuntu runs unattended upgrades for minutes, holding dpkg's lock: wait for it
+  # (up to 10 minutes) instead of failing with apt's raw "Could not get lock".
+  if command -v fuser >/dev/null 2>&1 && fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock >/dev/null 2>&1; then
+    echo "bootstrap: another apt or dpkg (unattended upgrades?) holds the package lock; waiting for it, up to 10 minutes" >&2
+  fi
+  lock_wait=(-o DPkg::Lock::Timeout=600)
+  $SUDO apt-get "${lock_wait[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get "${lock_wait[@]}" install -y -qq "${need[@]}" >/dev/null
 fi
 
 if ! command -v "$PYTHON" >/dev/null 2>&1; then

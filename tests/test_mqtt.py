@@ -542,3 +542,36 @@ def test_forged_home_assistant_discovery_is_restored_and_foreign_configs_removed
         forger.loop_stop()
         publisher.stop()
         broker.stop()
+
+
+def test_two_devices_with_one_name_say_so_and_do_not_flap(tmp_path, monkeypatch, caplog):
+    """Issue 40, defect 5: a second device with the site's device name (a cloned SD card keeps the
+    host name, the default): both took each other's session every 1.4 s forever, logging only
+    "connection lost". Now both stay connected, each says in one line (and in health) that another
+    device runs under its name, and the conflict clears once the other is gone."""
+    import logging
+
+    from edge.mqtt import publisher as publisher_module
+
+    monkeypatch.setattr(publisher_module, "CLAIM_INTERVAL_S", 1.0)
+    broker = Broker(tmp_path).start()
+    first = MqttPublisher(mqtt_config(broker, device="ward-edge"), Outbox(tmp_path / "one.sqlite"))
+    second = MqttPublisher(mqtt_config(broker, device="ward-edge"), Outbox(tmp_path / "two.sqlite"))
+    try:
+        with caplog.at_level(logging.WARNING):
+            first.start()
+            assert wait_for(lambda: first.connected)
+            second.start()
+            assert wait_for(lambda: first.name_conflict is not None and second.name_conflict is not None, 10)
+            time.sleep(4.0)  # several claims each way
+            assert first.connected and second.connected
+            assert first.outages == 0 and second.outages == 0, "they took each other's connection"
+        assert "give each device its own mqtt.device" in first.name_conflict
+        assert caplog.text.count("another device runs as 'ward-edge'") == 2  # once each, not per claim
+        assert "connection lost" not in caplog.text
+        second.stop()
+        assert wait_for(lambda: first.name_conflict is None, 10)  # the twin is gone
+    finally:
+        first.stop()
+        second.stop()
+        broker.stop()

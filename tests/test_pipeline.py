@@ -110,3 +110,41 @@ def test_falls_of_small_people_far_from_the_camera(models, clips_dir, vtest_fram
         assert detected == 4, "with crops every fall of a small person is found"
     else:
         assert detected <= 2, "without crops the pose model loses small people (this is why crops exist)"
+
+
+def test_a_run_on_a_file_shows_its_progress_on_a_terminal(tmp_path, clips_dir):
+    """Issue 41, defect 6: `fall-edge run` on a file printed nothing until the end (14 minutes on
+    a loaded box for the README's first command). On a terminal (a pseudo-terminal here) stderr
+    carries a progress bar in seconds of video; in a pipe, nothing but the log."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "edge", "run", "--source", str(clips_dir / "gmdcsa24_s3_fall20.mp4")]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    master, slave = pty.openpty()
+    # a terminal 100 columns wide (a fresh pseudo-terminal has none, and tqdm then draws nothing)
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=slave, cwd=root, env=env)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert run.wait(timeout=300) == 0
+    os.close(master)
+    text = shown.decode("utf-8", "replace")
+    assert "s of video" in text and "100%" in text, text[-2000:]
+    piped = subprocess.run(command, capture_output=True, text=True, cwd=root, env=env, timeout=300)
+    assert piped.returncode == 0 and "s of video" not in piped.stderr

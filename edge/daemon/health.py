@@ -58,6 +58,8 @@ class HealthReporter:
             out["outbox"] = publisher.outbox.error
         if publisher is not None and publisher.journal.problem:
             out["journal"] = publisher.journal.problem
+        if publisher is not None and publisher.name_conflict:
+            out["device_name"] = publisher.name_conflict
         if self.sequence_problem:
             out["sequence_cue"] = self.sequence_problem
         clips = self.router.clips

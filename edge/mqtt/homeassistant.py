@@ -106,6 +106,8 @@ class HomeAssistantBridge:
         """Any message on this device's discovery topics, retained or live: one of ours changed or
         removed by someone else is restored at once (a forged `payload_on: NEVER` once stayed until
         the device reconnected), and one that is not ours (an earlier run's, or forged) is removed."""
+        if self.publisher.name_conflict:
+            return  # two devices with one name would undo each other's configs forever: health says why
         ours = self._current.get(topic)
         if ours is not None:
             if payload != ours:

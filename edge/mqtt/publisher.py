@@ -5,9 +5,11 @@ and commands from the control room. Nothing here blocks the caller on the networ
 import json
 import logging
 import queue
+import socket
 import threading
 import time
-from typing import Callable, Dict, Optional, Tuple
+import uuid
+from typing import Callable, Dict, Optional, Set, Tuple
 
 import paho.mqtt.client as mqtt
 
@@ -32,6 +34,7 @@ CommandHandler = Callable[[bytes], None]
 _EARLY_ACK_TTL_S = 10.0
 _MAX_QUEUED = 1000  # events handed over by the frame loop, not yet written; beyond it the caller writes
 _REFUSAL_LOG_S = 60.0
+CLAIM_INTERVAL_S = 30.0  # how often a running device says who it is
 MAX_COMMAND_BYTES = 4096  # a signed ack is about 250 bytes
 
 
@@ -43,7 +46,16 @@ class MqttPublisher:
         if not topics.valid_name(self.device):
             raise ValueError(f"device name {self.device!r} cannot be a topic level")
         self.prefix = config.prefix
-        self._client = make_client(config, client_id or f"fall-edge-{self.device}",
+        # Who this process is. The client id carries it: two devices given one name (a cloned SD
+        # card) used to take each other's session every 1.4 s forever; now both stay connected,
+        # see each other's claim on the instance topic and say so (issue 40, defect 5).
+        self.instance = uuid.uuid4().hex[:12]
+        self.started = time.time()
+        self.name_conflict: Optional[str] = None  # another running device with this name (health)
+        self._conflict_seen_at = 0.0
+        self._conflicts_logged: Set[str] = set()
+        self._next_claim = 0.0
+        self._client = make_client(config, client_id or f"fall-edge-{self.device}-{self.instance}",
                                    will_topic=topics.status_topic(self.prefix, self.device))
         self._client.max_inflight_messages_set(max(1, config.max_inflight))
         set_callbacks(self._client, on_connect=self._on_connect, on_disconnect=self._on_disconnect,
@@ -295,6 +307,8 @@ class MqttPublisher:
         self._ever_connected = True
         client.publish(topics.status_topic(self.prefix, self.device), self._status_payload(), qos=1, retain=True)
         client.subscribe(topics.command_topic(self.prefix, self.device, "+"), qos=1)
+        client.subscribe(topics.instance_topic(self.prefix, self.device), qos=1)
+        self._claim(client)
         with self._lock:
             retained = dict(self._retained)
         for topic, payload in retained.items():
@@ -336,6 +350,9 @@ class MqttPublisher:
             self._refuse("(undecodable topic)", "topic is not UTF-8")
             return
         try:
+            if topic == topics.instance_topic(self.prefix, self.device):
+                self._on_claim(message.payload)
+                return
             if topics.parse_command(topic, self.prefix, self.device) is None and self._watched is not None:
                 self._watched[1](topic, message.payload)  # retained or live, removals (empty) too
                 return
@@ -370,6 +387,39 @@ class MqttPublisher:
         if self._refusal_log.allow(f"{topic}\n{why}"):
             logger.warning("MQTT: command on %s refused: %s (%d refused so far)", topic, why, self.commands_refused)
 
+    # -- one name, one device ------------------------------------------------------------------
+
+    def _claim(self, client: mqtt.Client) -> None:
+        """Say who runs under this name: at every connection and every CLAIM_INTERVAL_S."""
+        self._next_claim = time.monotonic() + CLAIM_INTERVAL_S
+        claim = {"instance": self.instance, "host": socket.gethostname(), "started": round(self.started, 3)}
+        client.publish(topics.instance_topic(self.prefix, self.device), json.dumps(claim).encode("utf-8"), qos=1)
+
+    def _on_claim(self, payload: bytes) -> None:
+        try:
+            claim = json.loads(payload.decode("utf-8"))
+            instance, host = str(claim["instance"])[:64], str(claim.get("host", "?"))[:100]
+            started = float(claim.get("started", 0.0))
+        except (UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            self._refuse(topics.instance_topic(self.prefix, self.device), "malformed instance claim")
+            return
+        if instance == self.instance:
+            return  # our own
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if 0 < started < 1e11 else "?"
+        self.name_conflict = (f"another device runs as '{self.device}' (host {host}, started {when}): its events, "
+                              "acknowledgements and Home Assistant entities mix with this one's; give each device "
+                              "its own mqtt.device")
+        self._conflict_seen_at = time.monotonic()
+        if instance not in self._conflicts_logged and len(self._conflicts_logged) < 100:
+            self._conflicts_logged.add(instance)
+            logger.error("MQTT: %s", self.name_conflict)
+
+    def _expire_conflict(self) -> None:
+        if self.name_conflict is not None and time.monotonic() - self._conflict_seen_at > 3 * CLAIM_INTERVAL_S:
+            logger.warning("MQTT: no other device has claimed the name '%s' for %.0f s", self.device,
+                           3 * CLAIM_INTERVAL_S)
+            self.name_conflict = None
+
     # -- the outbox flusher ------------------------------------------------------------------
 
     def _flush_loop(self) -> None:
@@ -378,6 +428,9 @@ class MqttPublisher:
             self._wake.clear()
             try:
                 self._store_queued()
+                self._expire_conflict()
+                if self.connected and time.monotonic() >= self._next_claim:
+                    self._claim(self._client)
                 if self.connected:
                     self._hand_over()
             except Exception:  # the flusher must outlive any one bad row or write

@@ -26,6 +26,11 @@ def clip_topic(prefix: str, device: str, camera: str) -> str:
     return f"{prefix}/{device}/{camera}/clip"
 
 
+def instance_topic(prefix: str, device: str) -> str:
+    """Where each running device says who it is (not retained): two with one name see each other."""
+    return f"{prefix}/{device}/instance"
+
+
 def health_topic(prefix: str, device: str) -> str:
     return f"{prefix}/{device}/health"
 
