@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Install fall-edge as a service on a Jetson (JetPack 4.6, 5 or 6), from this checkout.
-#   sudo scripts/install.sh                 install (idempotent: a re-run checks and fixes)
-#   scripts/install.sh --dry-run [--jetpack 4.6|5|6]
+# Install fall-edge as a service on a Jetson (JetPack 4.6, 5 or 6), or on a plain Debian/Ubuntu
+# PC (x86_64 or arm64, the CPU backend), from this checkout.
+#   sudo scripts/install.sh                 install (idempotent: a re-run checks and fixes); a machine
+#                                           without L4T is a PC
+#   scripts/install.sh --dry-run [--jetpack 4.6|5|6|pc]
 #                                           print every command it would run (no root, no Jetson)
 #   sudo scripts/install.sh --no-device-allow
 #                                           without the DeviceAllow= drop-in (if the service
@@ -25,7 +27,7 @@ STATE=/var/lib/fall-edge
 USER_NAME=fall-edge
 
 dry_run=0; jetpack=""; action=install; purge=0; device_allow=1; start=1; backend=tensorrt; python=""
-nvidia_from_host=0
+nvidia_from_host=0; backend_given=0
 # Where the device nodes are looked up for DeviceAllow= (the tests point it at a made-up tree).
 DEV_ROOT="${FALL_EDGE_DEV_ROOT:-/dev}"
 L4T_RELEASE="${FALL_EDGE_L4T_RELEASE_FILE:-/etc/nv_tegra_release}"
@@ -38,7 +40,7 @@ while [ $# -gt 0 ]; do
     --no-device-allow) device_allow=0 ;;
     --no-start) start=0 ;;
     --nvidia-from-host) nvidia_from_host=1 ;;
-    --backend) backend="${2:-}"; shift ;;
+    --backend) backend="${2:-}"; backend_given=1; shift ;;
     --python) python="${2:-}"; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown option $1 (--help lists them)" >&2; exit 2 ;;
@@ -67,8 +69,8 @@ device_allow_dropin() {
   # (v4l2-nv*), GPIO lines (gpiochip*), DRM;
   # cameras and sound by their device group, so a camera plugged in later works too. Paths are
   # resolved to device numbers when the service starts.
-  echo "# Written by scripts/install.sh from the device nodes of this Jetson; rerun it after a"
-  echo "# JetPack upgrade, or --no-device-allow to go without. The service may open only these."
+  echo "# Written by scripts/install.sh from the device nodes of this machine; rerun it after a"
+  echo "# JetPack or hardware change, or --no-device-allow to go without. The service may open only these."
   echo "[Service]"
   echo "DevicePolicy=closed"
   # Before systemd 253 (JetPack 5's 245, 6's 249) these two add DeviceAllow= lines of their own
@@ -128,23 +130,38 @@ case "$jetpack" in
   4.6|4.6.*) jetpack=4.6; release_python=python3.6 ;;  # the Jetson Nano's last release
   5|5.*) jetpack=5; release_python=python3.8 ;;
   6|6.*) jetpack=6; release_python=python3.10 ;;
-  "")
-    echo "install.sh: not a Jetson (no /etc/nv_tegra_release, no nvidia-l4t-core): pass --jetpack 4.6, 5" \
-         "or 6 with --dry-run to see the plan" >&2
-    exit 1 ;;
-  *) echo "install.sh: --jetpack $jetpack is not one of 4.6, 5, 6" >&2; exit 2 ;;
+  ""|pc)
+    # Not a Jetson: a plain Linux PC with the CPU backend (ONNX Runtime, LiteRT) and the system's
+    # python3 (3.8-3.13, edge/support.py), USB and RTSP cameras through GStreamer.
+    [ -z "$jetpack" ] && echo "install.sh: not a Jetson (no /etc/nv_tegra_release, no nvidia-l4t-core):" \
+                              "installing for a PC with the CPU backend (--jetpack 4.6, 5 or 6 for a Jetson)"
+    if [ "$backend" = tensorrt ] && [ "$backend_given" -eq 1 ]; then
+      echo "install.sh: --backend tensorrt needs a Jetson's JetPack; a PC runs the CPU backend (--backend cpu)" >&2
+      exit 2
+    fi
+    jetpack=pc; release_python=python3; backend=cpu ;;
+  *) echo "install.sh: --jetpack $jetpack is not one of 4.6, 5, 6, pc" >&2; exit 2 ;;
 esac
 python="${python:-$release_python}"
 if [ "$action" = install ] && [ "$dry_run" -eq 0 ] && ! command -v "$python" >/dev/null 2>&1; then
-  echo "install.sh: $python not found: JetPack $jetpack's Python is $release_python (apt-get install" \
-       "${release_python}-venv), or pass --python with the one to use" >&2
+  if [ "$jetpack" = pc ]; then
+    echo "install.sh: $python not found: apt-get install python3-venv, or pass --python with the one to use" >&2
+  else
+    echo "install.sh: $python not found: JetPack $jetpack's Python is $release_python (apt-get install" \
+         "${release_python}-venv), or pass --python with the one to use" >&2
+  fi
   exit 2
+fi
+platform="JetPack $jetpack"
+[ "$jetpack" = pc ] && platform="a PC"
+if [ "$action" = install ] && [ "$dry_run" -eq 0 ] && [ "$jetpack" = pc ]; then
+  "$python" "$SOURCE/edge/support.py" || exit 2  # a Python the CPU backend has no wheels for: one line
 fi
 if [ "$dry_run" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
   echo "install.sh: run it as root (sudo), or with --dry-run to see the plan" >&2
   exit 1
 fi
-echo "install.sh: JetPack $jetpack, $python, $backend backend, $action$([ "$dry_run" -eq 1 ] && echo ' (dry run: nothing is changed)')"
+echo "install.sh: $platform, $python, $backend backend, $action$([ "$dry_run" -eq 1 ] && echo ' (dry run: nothing is changed)')"
 
 systemd_running() { [ -d /run/systemd/system ]; }
 
@@ -178,9 +195,12 @@ fi
 # group, PyGObject with GStreamer's and GstApp's typelibs, GStreamer itself, espeak-ng and aplay.
 nvidia_packages="python3-libnvinfer libopencv-python python3-jetson-gpio"
 [ "$nvidia_from_host" -eq 1 ] && nvidia_packages=""
+# A PC: no NVIDIA packages; OpenCV from PyPI (headless, below) with the library it needs.
+pc_packages=""
+[ "$jetpack" = pc ] && nvidia_packages="" && pc_packages="libglib2.0-0"
 build_tools="python3-dev build-essential"  # pycuda compiles on the device
 [ "$backend" = cpu ] && build_tools=""      # the CPU backends come as wheels (tests/test_resolution.py)
-packages="python3-venv $build_tools $nvidia_packages"
+packages="python3-venv $build_tools $nvidia_packages $pc_packages"
 packages="$packages python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gstreamer1.0-tools"
 packages="$packages gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav espeak-ng alsa-utils"
 run apt-get update
@@ -223,6 +243,8 @@ if [ ! -x "$PREFIX/.venv/bin/python" ] || [ "$dry_run" -eq 1 ]; then
 fi
 pip=("$PREFIX/.venv/bin/python" -m pip --disable-pip-version-check)
 constraints="$SOURCE/scripts/constraints/jetpack-$jetpack.txt"
+constrained=(-c "$constraints")
+[ "$jetpack" = pc ] && constrained=()  # a PC's Python takes the newest wheels setup.py allows
 if [ "$jetpack" = 4.6 ]; then
   # Ubuntu 18.04's venv has pip 9, which cannot read manylinux2014 wheels; 21.3.1 and
   # setuptools 59.6 (and wheel 0.37) are the last for Python 3.6. numpy's and scipy's OpenBLAS needs the
@@ -241,13 +263,13 @@ if [ "$backend" = tensorrt ]; then
     -c "$constraints" -e "$PREFIX[jetson]"
 else
   # The CPU backends from their aarch64 wheels; no pip OpenCV over JetPack's (it has GStreamer).
-  run "${pip[@]}" install --upgrade -c "$constraints" -e "$PREFIX[cpu-runtimes]"
+  run "${pip[@]}" install --upgrade "${constrained[@]}" -e "$PREFIX[cpu-runtimes]"
 fi
 # JetPack's cv2 (libopencv-python, with GStreamer) through --system-site-packages; where the image
 # has none (minimal L4T containers), PyPI's headless OpenCV: frames then come through PyGObject.
 if [ "$dry_run" -eq 1 ] || ! "$PREFIX/.venv/bin/python" -c "import cv2" >/dev/null 2>&1; then
   [ "$dry_run" -eq 1 ] && echo "# only if the venv cannot import JetPack's cv2:"
-  run "${pip[@]}" install -c "$constraints" "opencv-python-headless>=4.5"
+  run "${pip[@]}" install "${constrained[@]}" "opencv-python-headless>=4.5"
 fi
 run chown -R "$USER_NAME:$USER_NAME" "$PREFIX/engines"
 run install -d -m 0700 -o "$USER_NAME" -g "$USER_NAME" "$STATE"
@@ -256,6 +278,7 @@ run install -d -m 0700 -o "$USER_NAME" -g "$USER_NAME" "$STATE"
 run install -d -m 0750 -o root -g "$USER_NAME" "$ETC"
 config_template="$SOURCE/configs/jetson.yaml"
 [ "$backend" = cpu ] && config_template="$SOURCE/configs/jetson-cpu.yaml"
+[ "$jetpack" = pc ] && config_template="$SOURCE/configs/pc.yaml"
 if [ ! -e "$ETC/config.yaml" ] || [ "$dry_run" -eq 1 ]; then
   run install -m 0640 -o root -g "$USER_NAME" "$config_template" "$ETC/config.yaml"
 fi

@@ -130,10 +130,29 @@ def test_device_allow_lists_this_jetsons_gpu_gpio_and_codec_nodes(tmp_path):
     assert "devices.conf:" not in without.stdout
 
 
-def test_a_non_jetson_is_refused_with_the_reason():
+def test_a_machine_without_l4t_gets_the_pc_plan():
+    """Issue 39, defect 8: install.sh refused anything that is not a Jetson, so an integrator with
+    an x86 mini PC and RTSP cameras had no supported service. Now such a machine is a PC: the same
+    unit, user and doctor, the CPU backend, no NVIDIA package, the PC's config template."""
     here = plan()
-    assert here.returncode == 1 and "not a Jetson" in here.stderr and "--jetpack" in here.stderr
-    assert commands(here) == []
+    assert here.returncode == 0, here.stderr
+    assert "not a Jetson" in here.stdout and "installing for a PC with the CPU backend" in here.stdout
+    assert here.stdout.splitlines()[1].startswith("install.sh: a PC, python3, cpu backend, install")
+    steps = commands(here)
+    apt = next(step for step in steps if "apt-get install" in step).split()
+    for nvidia in ("python3-libnvinfer", "libopencv-python", "python3-jetson-gpio", "build-essential"):
+        assert nvidia not in apt, nvidia
+    assert "espeak-ng" in apt and "python3-gi" in apt
+    pip = next(step for step in steps if "pip" in step and "-e" in step.split())
+    assert pip.endswith("-e /opt/fall-edge[cpu-runtimes]") and " -c " not in pip
+    assert any(step.endswith("configs/pc.yaml /etc/fall-edge/config.yaml") for step in steps)
+    assert "install -m 0644 " + str(ROOT / "systemd" / "fall-edge.service") + \
+        " /etc/systemd/system/fall-edge.service" in steps
+    assert not any("jetpack-4.6.conf" in step and step.startswith("install") for step in steps)
+    assert plan("--jetpack", "pc").returncode == 0
+    refused = plan("--backend", "tensorrt")
+    assert refused.returncode == 2 and "--backend tensorrt needs a Jetson's JetPack" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
 
 
 def test_the_real_install_on_a_non_jetson_stops_at_tensorrt_and_changes_nothing():
