@@ -33,7 +33,7 @@ fi
 packages="python3-venv libgl1 libglib2.0-0 opencv-doc espeak-ng alsa-utils gstreamer1.0-tools gstreamer1.0-plugins-base"
 packages="$packages gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav"
 packages="$packages gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 libgirepository1.0-dev libcairo2-dev pkg-config"
-[ "$extras" = "cpu,gst,dev" ] && packages="$packages mosquitto mosquitto-clients openssl python3-gi gir1.2-gst-rtsp-server-1.0 chromium chromium-driver qemu-user-static debootstrap"
+[ "$extras" = "cpu,gst,dev" ] && packages="$packages mosquitto mosquitto-clients openssl python3-gi gir1.2-gst-rtsp-server-1.0 chromium chromium-driver qemu-user-static debootstrap systemd-container"
 need=()
 for pkg in $packages; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")

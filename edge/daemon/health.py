@@ -96,6 +96,8 @@ class HealthReporter:
             "outbox_error": publisher.outbox.error if publisher else None,
             # parts of the local alarm that do not work now (buzzer, speech): {} when all do
             "alarm_problems": alarm.problems() if alarm is not None else {},
+            # spoken warnings played (or synthesised where there is no sound device) since the start
+            "speech_spoken": alarm.speaker.spoken if alarm is not None and alarm.speaker is not None else 0,
             "mqtt_outages": publisher.outages if publisher else 0,
             # commands from the network refused (unsigned, malformed, replayed, unknown) and those
             # accepted whose handler failed: each contained to its message
