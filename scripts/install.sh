@@ -331,6 +331,12 @@ fi
 # engines that exist or can be built (the source there, its imports working), starting would
 # only fail into the start limit.
 doctor=(runuser -u "$USER_NAME" -- "$PREFIX/.venv/bin/fall-edge" doctor --config "$ETC/config.yaml")
+# With systemd running, inside the unit's own sandbox (systemd-run with its settings): a read-only
+# folder, a device outside DeviceAllow= or a refused system call then shows here, not in the journal.
+[ "$dry_run" -eq 1 ] && echo "# with systemd running: $PREFIX/.venv/bin/fall-edge doctor --as-service --config $ETC/config.yaml"
+if systemd_running && [ "$dry_run" -eq 0 ]; then
+  doctor=("$PREFIX/.venv/bin/fall-edge" doctor --as-service --config "$ETC/config.yaml")
+fi
 run "${doctor[@]}" || echo "install.sh: fall-edge doctor found problems (above): fix them in $ETC/config.yaml"
 ready=1
 run "${doctor[@]}" --only platform,engines || ready=0

@@ -9,6 +9,7 @@ once (debootstrap, then install.sh in a chroot, pip reading the same local wheel
 this machine) and booted with --volatile=overlay, so every boot starts from the installed state.
 """
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -90,14 +91,22 @@ class Chroot:
         self.mounted.clear()
 
 
+def install_stamp() -> str:
+    """A digest of what install.sh installs from the checkout: the root is reinstalled when it changes."""
+    digest = hashlib.sha256()
+    for top in ("scripts", "edge", "systemd", "configs", "models", "setup.py"):
+        path = CHECKOUT / top
+        for file in sorted(path.rglob("*") if path.is_dir() else [path]):
+            if file.is_file() and "__pycache__" not in file.parts:
+                digest.update(str(file.relative_to(CHECKOUT)).encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
 def installed_root(log) -> Path:
     """The pristine root with fall-edge installed as README's PC install says (install.sh, run as
     root; --no-start: systemd is not running in a chroot). Made once; a new checkout's install is
     redone when its stamp (the commit of scripts/ and edge/) differs."""
-    stamp = subprocess.run(["git", "-C", str(CHECKOUT), "log", "-1", "--format=%H", "--", "scripts", "edge",
-                            "systemd", "setup.py", "configs"], capture_output=True, text=True).stdout.strip()
-    stamp += subprocess.run(["git", "-C", str(CHECKOUT), "status", "--porcelain", "--", "scripts", "edge",
-                             "systemd", "setup.py", "configs"], capture_output=True, text=True).stdout
+    stamp = install_stamp()
     root = ROOTS / "bookworm-installed"
     if (root / _STAMP).is_file() and (root / _STAMP).read_text() == stamp:
         return root

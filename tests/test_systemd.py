@@ -68,7 +68,13 @@ cameras:
   - {{name: hall, source: "replay:///srv/clips/{FALL_CLIP}"}}
 """)
     config.chmod(0o644)
-    binds = [f"{config}:/etc/fall-edge/config.yaml", f"{clips_dir}:/srv/clips"]
+    # The doctor's config for the sandbox check: clips in /var/tmp, which anyone may write outside the
+    # unit and nobody inside it (ProtectSystem=strict without PrivateTmp).
+    read_only = tmp_path / "doctor-ro.yaml"
+    read_only.write_text("speech: {enabled: true, alsa_device: 'null'}\nmqtt: {enabled: false}\n"
+                         "clip: {dir: /var/tmp/fall-edge-clips}\n")
+    read_only.chmod(0o644)
+    binds = [f"{config}:/etc/fall-edge/config.yaml", f"{clips_dir}:/srv/clips", f"{read_only}:/srv/doctor-ro.yaml"]
     with nspawn_root.Booted(installed, "fall-edge-systemd-test", binds) as box:
         assert box.systemctl("start", "fall-edge").returncode == 0, box.run("journalctl", "-u", "fall-edge",
                                                                              "--no-pager").stdout[-3000:]
@@ -87,6 +93,28 @@ cameras:
         time.sleep(max(0.0, 35.0 - float(report.get("uptime_s", 0.0))))
         assert box.show("fall-edge.service", "ActiveState", "NRestarts") == {"ActiveState": "active",
                                                                             "NRestarts": "0"}
+
+        # The device policy is enforced: a device node outside DeviceAllow= opens for the service's user
+        # outside the unit, and is refused inside the unit's cgroup.
+        probe = ("import os\ntry:\n os.close(os.open('/dev/fall-edge-probe', os.O_RDWR)); print('opened')\n"
+                 "except OSError as exc: print('refused', exc.errno)")
+        box.run("sh", "-c", "mknod /dev/fall-edge-probe c 10 200 && chmod 666 /dev/fall-edge-probe")
+        outside = box.run("runuser", "-u", "fall-edge", "--", "python3", "-c", probe).stdout.split()
+        cgroup = "/sys/fs/cgroup" + box.show("fall-edge.service", "ControlGroup")["ControlGroup"]
+        inside = box.run("sh", "-c", f"echo $$ > {cgroup}/cgroup.procs && exec runuser -u fall-edge -- python3 -c "
+                                     f"\"{probe}\"").stdout.split()
+        assert outside == ["opened"] and inside == ["refused", "1"], (outside, inside)  # EPERM
+
+        # The doctor inside the unit's sandbox sees what the service sees; as its user outside, it cannot.
+        doctor = ["/opt/fall-edge/.venv/bin/fall-edge", "doctor", "--only", "disk,sound"]
+        sandboxed = box.run(*doctor, "--as-service", "--config", "/etc/fall-edge/config.yaml", timeout=120)
+        assert sandboxed.returncode == 0, sandboxed.stdout + sandboxed.stderr
+        assert "/run/fall-edge-doctor writable" in sandboxed.stdout and "played on null" in sandboxed.stdout
+        confined = box.run(*doctor, "--as-service", "--config", "/srv/doctor-ro.yaml", timeout=120)
+        assert confined.returncode == 1 and "/var/tmp/fall-edge-clips: Read-only file system" in confined.stdout, \
+            confined.stdout + confined.stderr
+        loose = box.run("runuser", "-u", "fall-edge", "--", *doctor, "--config", "/srv/doctor-ro.yaml", timeout=120)
+        assert loose.returncode == 0, loose.stdout  # outside the sandbox the same folder looked fine
 
         # A crash (SIGKILL) is restarted by systemd.
         main_pid = box.show("fall-edge.service", "MainPID")["MainPID"]

@@ -6,6 +6,7 @@ is itself a failed row."""
 
 
 import functools
+import os
 import platform
 import shutil
 import subprocess
@@ -315,17 +316,58 @@ def check_sound(config: Config, folder: Path) -> List[Row]:
     return rows + [Row("sound device", OK, f"played on {config.speech.alsa_device or 'the default device'}")]
 
 
+def _writable(folder: Path) -> Optional[str]:
+    """None when a file can be made in folder (made if missing), else why not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".fall-edge-doctor-{os.getpid()}"
+        probe.write_bytes(b"x")
+        probe.unlink()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def check_storage(config: Config) -> List[Row]:
+    """The folders the service writes: temporary files (speech, the clip encoder), the outbox,
+    snapshots and clips. Run inside the unit's sandbox (doctor --as-service) this finds what
+    ProtectSystem=strict leaves read-only."""
+    import tempfile
+
+    rows = []
+    try:
+        scratch: Optional[str] = tempfile.gettempdir()
+        problem = _writable(Path(scratch))
+    except OSError as exc:  # tempfile found no usable directory at all
+        scratch, problem = None, exc.strerror or str(exc)
+    rows.append(Row("temporary files", FAIL if problem else OK, f"{scratch or 'none'}" + (f": {problem}" if problem
+                                                                                        else " writable"),
+                    "set TMPDIR to a writable folder (the unit's RuntimeDirectory: TMPDIR=/run/fall-edge)"
+                    if problem else ""))
+    folders = [("clips", Path(config.clip.dir))] if config.clip.enabled else []
+    if config.mqtt.enabled:
+        folders = [("outbox", Path(config.mqtt.outbox_path).expanduser().parent),
+                   ("snapshots", Path(config.mqtt.snapshot_dir).expanduser())] + folders
+    for what, folder in folders:
+        problem = _writable(folder.resolve())
+        rows.append(Row(f"{what} folder", FAIL if problem else OK,
+                        f"{folder.resolve()}" + (f": {problem}" if problem else " writable"),
+                        "point it under /var/lib/fall-edge (the service may write only there)" if problem else ""))
+    return rows
+
+
 def check_disk(config: Config) -> List[Row]:
+    rows = check_storage(config)
     if not config.mqtt.enabled:
-        return []
+        return rows
     folder = Path(config.mqtt.outbox_path).expanduser().resolve().parent
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     free = shutil.disk_usage(existing).free
     status = OK if free >= _MIN_FREE_BYTES else WARNING
-    return [Row("outbox disk", status, f"{free / 2 ** 30:.1f} GB free at {existing}",
-                "" if status == OK else "free some space: events wait in memory when the disk is full")]
+    return rows + [Row("outbox disk", status, f"{free / 2 ** 30:.1f} GB free at {existing}",
+                       "" if status == OK else "free some space: events wait in memory when the disk is full")]
 
 
 ARGUS_SOCKET = Path("/tmp/argus_socket")  # nvargus-daemon's: every CSI camera goes through it
