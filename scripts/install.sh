@@ -229,6 +229,25 @@ fi
 groups="video,gpio,audio"
 getent group render >/dev/null 2>&1 && groups="$groups,render"
 run usermod -aG "$groups" "$USER_NAME"
+# The gpio group only reaches the header pins through Jetson.GPIO's udev rule, which comes with
+# jetson-gpio-common, not python3-jetson-gpio: minimal images lack it. Install it from the Python
+# package where no rule names gpio, and apply it now (udev otherwise applies it at the next boot).
+if [ "$jetpack" != pc ]; then
+  if [ "$dry_run" -eq 1 ] || ! grep -ls gpio /etc/udev/rules.d/*.rules /lib/udev/rules.d/*.rules >/dev/null 2>&1; then
+    rule="$(find /usr/lib/python3/dist-packages/Jetson /usr/local/lib -name 99-gpio.rules 2>/dev/null | head -n 1 || true)"
+    [ "$dry_run" -eq 1 ] && echo "# only where no udev rule names gpio yet:" && rule="${rule:-<Jetson.GPIO>/99-gpio.rules}"
+    if [ -n "$rule" ]; then
+      run install -m 0644 "$rule" /etc/udev/rules.d/99-gpio.rules
+    else
+      echo "install.sh: no udev rule gives the gpio group the header pins (jetson-gpio-common is not installed):" \
+           "apt-get install jetson-gpio-common, or the buzzer needs root" >&2
+    fi
+  fi
+  if command -v udevadm >/dev/null 2>&1 || [ "$dry_run" -eq 1 ]; then
+    run udevadm control --reload-rules || true   # in a chroot or container there may be no udevd: harmless
+    run udevadm trigger --subsystem-match=gpio || true
+  fi
+fi
 
 # The code and a venv that sees JetPack's tensorrt, cv2 and gi (--system-site-packages). What
 # setup.py reads (README.md) comes along; a re-run replaces the code and keeps models/ and engines/.

@@ -234,3 +234,22 @@ def test_console_errors_are_one_line_and_the_password_hash_is_printed(tmp_path):
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
     assert good.returncode == 0 and good.stdout.startswith("password_hash: scrypt:")
     assert "a long enough password" not in good.stdout + good.stderr  # never echoed
+
+
+def test_building_from_a_checkpoint_without_torch_is_one_line(tmp_path):
+    """Issue 39, defect 7: on a Jetson without PyTorch, `fall-edge build-engines --source model.pt
+    --onnx-only` ended in a ModuleNotFoundError traceback (edge/export/yolov5_net.py imports torch)."""
+    import subprocess
+    import sys
+
+    checkpoint = tmp_path / "yolov5s.pt"
+    checkpoint.write_bytes(b"PK\x03\x04 not read: PyTorch is missing first")
+    hide_torch = ("import sys; sys.modules['torch'] = None; "  # as on a device where it is not installed
+                  f"sys.argv = ['fall-edge', 'build-engines', '--source', {str(checkpoint)!r}, '--onnx-only']; "
+                  "from edge.cli import main; sys.exit(main())")
+    result = subprocess.run([sys.executable, "-c", hide_torch], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("fall-edge: error:")]
+    assert len(lines) == 1 and "yolov5s.pt is a PyTorch checkpoint and PyTorch cannot be imported here" in lines[0]
+    assert "--source model.onnx" in lines[0]

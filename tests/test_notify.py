@@ -214,3 +214,27 @@ def test_a_camera_that_is_away_keeps_the_service_ready_and_the_watchdog_fed(tmp_
     finally:
         notifier.stopping()
         listener.close()
+
+
+def test_a_long_start_up_step_keeps_pushing_the_start_timeout_out(tmp_path, monkeypatch):
+    """Issue 39, defect 7: a first-start engine build on a Nano could outrun TimeoutStartSec=30min
+    and the restart began the build from zero. While the step runs, EXTEND_TIMEOUT_USEC (systemd
+    236+) pushes the timeout out every EXTEND_EVERY_S, with a STATUS saying why; after it, nothing."""
+    from edge.daemon import notify
+
+    monkeypatch.setattr(notify, "EXTEND_EVERY_S", 0.2)
+    listener = NotifyListener(tmp_path / "notify.sock")
+    try:
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": str(listener.path)})
+        with notify.extending_start_timeout("building the pose engine (minutes, once)", notifier):
+            time.sleep(1.0)
+        assert wait_for(lambda: len(listener.lines("EXTEND_TIMEOUT_USEC=")) >= 4, 5)
+        sent = len(listener.lines("EXTEND_TIMEOUT_USEC="))
+        assert set(listener.lines("EXTEND_TIMEOUT_USEC=")) == {"EXTEND_TIMEOUT_USEC=180000000"}
+        assert listener.lines("STATUS=")[0] == "STATUS=building the pose engine (minutes, once) (0 min so far)"
+        time.sleep(0.5)
+        assert len(listener.lines("EXTEND_TIMEOUT_USEC=")) == sent  # none once the step is over
+    finally:
+        listener.close()
+    with notify.extending_start_timeout("nothing", SystemdNotifier({})):  # outside systemd: nothing at all
+        pass

@@ -13,11 +13,14 @@ import os
 import socket
 import threading
 import time
-from typing import Dict, Mapping, Optional, Set
+from contextlib import contextmanager
+from typing import Dict, Iterator, Mapping, Optional, Set
 
 logger = logging.getLogger(__name__)
 
 _STATUS_EVERY_S = 10.0
+EXTEND_EVERY_S = 60.0  # while a long start-up step runs, the start timeout is pushed out this often ...
+EXTEND_BY_S = 180.0  # ... by this much from each message (systemd 236+: JetPack 4.6 has 237)
 
 
 class SystemdNotifier:
@@ -131,3 +134,35 @@ class FrameLoopNotifier:
         self._closed.set()
         self.notifier.send("STOPPING=1", "STATUS=stopping")
         self.notifier.close()
+
+
+@contextmanager
+def extending_start_timeout(what: str, notifier: Optional[SystemdNotifier] = None) -> Iterator[None]:
+    """Keep systemd's TimeoutStartSec from running out while `what` runs (an engine build on a Nano
+    can outrun the unit's 30 minutes, and the restart then began the build again from zero): every
+    EXTEND_EVERY_S, EXTEND_TIMEOUT_USEC for EXTEND_BY_S more, with a STATUS saying why. Outside
+    systemd it does nothing."""
+    own = notifier is None
+    notifier = SystemdNotifier() if notifier is None else notifier
+    if not notifier.enabled:
+        yield
+        return
+    done = threading.Event()
+    started = time.monotonic()
+
+    def extend() -> None:
+        while True:
+            minutes = (time.monotonic() - started) / 60.0
+            notifier.send(f"EXTEND_TIMEOUT_USEC={int(EXTEND_BY_S * 1e6)}", f"STATUS={what} ({minutes:.0f} min so far)")
+            if done.wait(EXTEND_EVERY_S):
+                return
+
+    thread = threading.Thread(target=extend, name="start-timeout", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=2.0)
+        if own:
+            notifier.close()

@@ -13,6 +13,7 @@ import cv2
 from edge.capture.gst_source import GstSource
 from edge.capture.opencv_source import OpenCvSource
 from edge.config import Config, DetectorConfig, PoseConfig
+from edge.daemon.notify import extending_start_timeout
 from edge.daemon.pipeline import SHED_LEVELS, FallPipeline
 from edge.errors import FallEdgeError, SourceError
 from edge.perception import Detector, PoseEstimator
@@ -76,8 +77,9 @@ def engine_path(section: Union[DetectorConfig, PoseConfig], name: str) -> Path:
     logger.warning("%s engine %s is missing: building it from %s (%s); this takes minutes", name, path,
                    section.build.source, precision)
     settings = {"detector": section} if isinstance(section, DetectorConfig) else {"pose": section}
-    build(BuildRequest(source=resolve_model_path(section.build.source), out=path, precision=precision,
-                       calib_dir=calibration, min_agreement=section.build.min_agreement, **settings))
+    with extending_start_timeout(f"building the {name} engine (minutes, once)"):
+        build(BuildRequest(source=resolve_model_path(section.build.source), out=path, precision=precision,
+                           calib_dir=calibration, min_agreement=section.build.min_agreement, **settings))
     if note:  # kept with the engine, so the health report says it for as long as the engine is used
         info = read_sidecar(path)
         info.notes.append(note)

@@ -99,9 +99,22 @@ def real_inputs(kind: str, size: int, calib_dir: Optional[Path], count: int) -> 
     return [model_input(kind, image, size) for image in images]
 
 
+def _needs_torch(source: Path) -> None:
+    """A checkpoint (.pt, .pth) is turned into ONNX with PyTorch: without it, one line saying so
+    (it ended in a ModuleNotFoundError traceback from edge/export/yolov5_net.py)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise FallEdgeError(f"{source.name} is a PyTorch checkpoint and PyTorch cannot be imported here ({exc}): "
+                            "install it (on a Jetson, NVIDIA's wheel for its JetPack: README 'Deploy on a "
+                            "Jetson'), or build from an ONNX file exported elsewhere (--source model.onnx)") from None
+
+
 def _export(request: BuildRequest, onnx_path: Path):
     """(torch model or None, kind, class names, input size), with the ONNX written."""
     suffix = request.source.suffix.lower()
+    if suffix in (".pt", ".pth"):
+        _needs_torch(request.source)
     if suffix == ".pth":
         from edge.export.trt_pose_net import ARCHITECTURES, load_trt_pose
         from edge.modelstore.trt_pose_weights import verify_trt_pose_weights
