@@ -3,6 +3,7 @@ checkpoints, ONNX export with the parity check, calibration batches and cache, t
 sidecar checks, the precision fallback, and the CPU's INT8 ONNX."""
 
 import json
+import os
 import subprocess
 import sys
 import types
@@ -337,6 +338,26 @@ def test_build_script_without_tensorrt_stops_after_the_onnx(tmp_path):
         build(BuildRequest(source=tmp_path / "pose.pth", onnx_only=True))
 
 
+def test_a_pth_build_without_onnxruntime_skips_parity_and_says_so(tmp_path):
+    """Issue 39, defect 3: JetPack 4.6 could never build trt_pose by the documented path: the .pth
+    build always imported ONNX Runtime for its parity check, and the only cp36 aarch64 wheel needs a
+    newer numpy than the release's. Without ONNX Runtime the export goes on, the parity step says
+    it was skipped and why (the export itself is checked against PyTorch here, above)."""
+    source = build_trt_pose("resnet18_baseline_att")
+    pth = tmp_path / "resnet18_baseline_att.pth"
+    torch.save(source.state_dict(), pth)
+    script = ("import logging, sys; sys.modules['onnxruntime'] = None\n"
+              "logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+              "from pathlib import Path\nfrom edge.export.build_engines import BuildRequest, build\n"
+              f"result = build(BuildRequest(source=Path({str(pth)!r}), out=Path({str(tmp_path / 'pose.engine')!r}), "
+              "onnx_only=True, parity_images=1))\n"
+              "print('onnx', result.onnx.is_file(), 'parity', result.parity)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "onnx True parity None" in result.stdout
+    assert "parity: skipped (ONNX Runtime is not installed here" in result.stderr
+
+
 # -- calibration ----------------------------------------------------------------------------------
 
 @needs_vtest
@@ -622,6 +643,20 @@ def test_build_source_problem_names_what_is_missing(tmp_path):
               f"print(build_source_problem(Path({str(pth)!r})))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.stdout.startswith(f"building from {pth.name} needs torch, which is not installed"), result.stderr
+    # Issue 39, defect 2: NVIDIA's torch wheel is found but does not import without its system
+    # libraries; the doctor showed green and the service crash-looped. A torch that raises as that
+    # one does, first on the path: the import is tried in a fresh interpreter, and the reason named.
+    broken = tmp_path / "site" / "torch"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('libopenblas.so.0: cannot open shared object file: "
+                                        "No such file or directory')\n")
+    script = ("from pathlib import Path\nfrom edge.export.sources import build_source_problem\n"
+              f"print(build_source_problem(Path({str(pth)!r})))\n")
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'site'}{os.pathsep}{ROOT}")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                            env=env)
+    assert result.stdout.startswith(f"building from {pth.name} needs torch, which is installed but does not import "
+                                    "(ImportError: libopenblas.so.0: cannot open shared object file"), result.stdout
 
 
 def test_first_start_without_calibration_images_builds_fp16_and_says_how_to_calibrate(tmp_path):

@@ -99,6 +99,14 @@ def real_inputs(kind: str, size: int, calib_dir: Optional[Path], count: int) -> 
     return [model_input(kind, image, size) for image in images]
 
 
+def _onnxruntime_here() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _needs_torch(source: Path) -> None:
     """A checkpoint (.pt, .pth) is turned into ONNX with PyTorch: without it, one line saying so
     (it ended in a ModuleNotFoundError traceback from edge/export/yolov5_net.py)."""
@@ -218,7 +226,13 @@ def build(request: BuildRequest) -> BuildResult:
         logger.info(f"{onnx_path} ({kind}, input {size}x{size})")
 
     parity = None
-    if model is not None:
+    if model is not None and not _onnxruntime_here():
+        # JetPack 4.6: the only cp36 aarch64 ONNX Runtime wheel needs a newer numpy than the release
+        # allows, so the .pth build stopped here for good. The export's numerics are checked against
+        # PyTorch in CI (tests/test_build.py, the same code on x86); the engine is built all the same.
+        _step(2, "parity: skipped (ONNX Runtime is not installed here; the export is checked against PyTorch "
+                 "in CI)")
+    elif model is not None:
         _step(2, "parity: ONNX Runtime against PyTorch")
         inputs = real_inputs(kind, size, request.calib_dir, request.parity_images)
         parity = check_parity(model, onnx_path, request.random_inputs, inputs)
