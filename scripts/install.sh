@@ -218,6 +218,23 @@ if [ "$dry_run" -eq 0 ]; then
     fi
   done
 fi
+if [ "$backend" = tensorrt ] && [ "$dry_run" -eq 0 ]; then
+  # pycuda compiles against CUDA's toolkit. An image flashed with the board support only (no SDK
+  # components; JetPack 6 without nvidia-jetpack) lacks it, and pip's build failed halfway
+  # through the install: say so before pip runs.
+  cuda="${FALL_EDGE_CUDA_HOME:-/usr/local/cuda}"
+  cuda_missing=""
+  [ -x "$cuda/bin/nvcc" ] || cuda_missing="nvcc"
+  [ -f "$cuda/include/cuda.h" ] || cuda_missing="$cuda_missing cuda.h"
+  ls "$cuda"/lib64/libcurand.so* "$cuda"/targets/*/lib/libcurand.so* >/dev/null 2>&1 || cuda_missing="$cuda_missing libcurand"
+  if [ -n "$cuda_missing" ]; then
+    toolkit="nvidia-jetpack"
+    [ "$jetpack" = 4.6 ] && toolkit="cuda-toolkit-10-2"
+    echo "install.sh: CUDA's toolkit is missing under $cuda (${cuda_missing# }): pycuda compiles against it;" \
+         "this image has the board support only: apt-get install $toolkit, then rerun (or --backend cpu)" >&2
+    exit 1
+  fi
+fi
 run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $packages
 
 # The service user, in the groups for cameras, GPIO (the group Jetson.GPIO's udev rule uses)

@@ -135,6 +135,12 @@ def install_in_root(jetpack: str, clips_dir: Path) -> List[str]:
         assert "no such user" in gone.stderr and gone.stderr.count("No such file") == 2, gone.stderr
         check(chroot.run(f"{source}/scripts/install.sh --uninstall 2>&1"), "a second --uninstall")
         started = time.monotonic()
+        # Issue 39, defect 4: the TensorRT backend on an image without CUDA's toolkit (board support
+        # only) stops before pip with the package to install, instead of pycuda's build failing halfway.
+        no_cuda = chroot.run(f"cd {source} && scripts/install.sh --python {target.python} --no-start")
+        assert no_cuda.returncode == 1, no_cuda.stdout[-2000:] + no_cuda.stderr[-2000:]
+        assert "install.sh: CUDA's toolkit is missing under /usr/local/cuda (nvcc cuda.h libcurand)" in no_cuda.stderr
+        assert "pip" not in no_cuda.stdout and "pycuda" not in no_cuda.stdout
         out = check(chroot.run(f"cd {source} && scripts/install.sh --backend cpu --python {target.python} "
                                f"--no-start 2>&1"), "the re-install")
         log(f"re-installed in {time.monotonic() - started:.0f} s")
