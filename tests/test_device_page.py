@@ -271,3 +271,23 @@ def test_a_device_page_beyond_this_machine_is_warned_about(caplog):
         quiet = DevicePage(board, f"127.0.0.1:{free_port()}").start()
         quiet.stop()
     assert caplog.text.count("has no login: anyone who can reach it sees the cameras") == 1
+
+
+def test_metrics_and_health_say_starting_until_the_first_report():
+    """Issue 41, defect 7: while the daemon starts, /metrics answered 200 with an empty body (a
+    scraper reads "no metrics"). Before the first health report both pages answer 503 starting."""
+    from edge.web.device_page import DevicePage
+
+    board = LiveBoard(["cam0"])
+    page = DevicePage(board, f"127.0.0.1:{free_port()}").start()
+    base = f"http://127.0.0.1:{page.address[1]}"
+    try:
+        for path in ("/metrics", "/health"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                get(base + path)
+            assert refused.value.code == 503 and b"starting" in refused.value.read()
+        board.set_health({"device": "edge1", "uptime_s": 1.0, "frames_processed": 3})
+        assert json.loads(get(base + "/health"))["frames_processed"] == 3
+        assert counter(get(base + "/metrics").decode(), "fall_edge_frames_processed_total") == 3.0
+    finally:
+        page.stop()

@@ -41,6 +41,8 @@ class ReaderUnavailableError(RuntimeError):
 
 
 class PipelineReader(ABC):
+    camera = ""  # the camera it reads, for the log (set by GstSource)
+
     def __init__(self, pipeline: str, width: int, height: int, live: bool) -> None:
         self.pipeline = pipeline
         self.width, self.height = width, height
@@ -199,7 +201,8 @@ class AppsinkReader(PipelineReader):
             teardown.start()
             teardown.join(_TEARDOWN_TIMEOUT_S)
             if teardown.is_alive():
-                logger.error("a GStreamer pipeline did not stop within %.0f s; leaving it behind", _TEARDOWN_TIMEOUT_S)
+                logger.error("camera %s: its GStreamer pipeline did not stop within %.0f s; leaving it behind",
+                             self.camera or "?", _TEARDOWN_TIMEOUT_S)
         if self._failure:
             return self._failure
         return END_OF_STREAM if self._eos else "stopped"

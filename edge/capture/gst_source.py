@@ -176,6 +176,7 @@ class GstSource:
     def _read_once(self) -> Tuple[bool, str]:
         """One run of the pipeline until it ends; returns (got any frame, why it ended)."""
         reader = make_reader(self.reader, self.pipeline, self.width, self.height, self.is_live)
+        reader.camera = self.name
         self._stalled = False
         self._last_frame_at = time.monotonic()
         self._run_reader = reader

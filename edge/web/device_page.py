@@ -113,6 +113,10 @@ class _Handler(BaseHTTPRequestHandler):
         board = self.server.board
         if path == "/":
             self._send(200, "text/html; charset=utf-8", _index(board).encode("utf-8"))
+        elif path in ("/health", "/metrics") and not board.health():
+            # Before the first report (models loading, cameras opening) there are no figures: a
+            # scraper must read "not yet", not an empty page that says "no metrics".
+            self._send(503, "application/json", b'{"state": "starting"}\n')
         elif path == "/health":
             self._send(200, "application/json", json.dumps(board.health(), indent=2).encode("utf-8"))
         elif path == "/metrics":
