@@ -101,6 +101,8 @@ def test_operator_sees_the_fall_live_and_acknowledges_it_on_the_device(tmp_path,
     try:
         # Wrong password: the login page again, and nothing about any device.
         log_in(driver, base, "not the password")
+        # (the answer is a new page: wait for it; reading at once raced the page load now and then)
+        assert wait_for(lambda: driver.find_elements(By.ID, "login-error"), timeout_s=10)
         assert "wrong name or password" in driver.find_element(By.ID, "login-error").text
         assert "ward-edge" not in driver.page_source and "Acknowledge" not in driver.page_source
         with pytest.raises(urllib.error.HTTPError) as refused:

@@ -225,8 +225,10 @@ def test_the_same_falls_later_alarm_is_not_a_new_open_alarm(broker, console):
         publish_event(device, "edge1", held.to_dict())
         assert wait_for(lambda: len(console.monitor.events()) == 3)
         shown = {a.event_id: a for a in EventLog(console.db).alarms()}
-        assert not shown[fell.event_id].is_open and not shown[held.event_id].is_open
-        assert shown[held.event_id].closed_by["operator"] == "alice"
+        # (issue 41: the fall's later `alarm` joins the fall's own card, acknowledged with it)
+        assert held.event_id not in shown and not shown[fell.event_id].is_open
+        assert shown[fell.event_id].escalation["event_id"] == held.event_id
+        assert shown[fell.event_id].closed_by["operator"] == "alice"
         assert ("edge1", "cam0", 4) not in console.monitor.open_alarms  # nor in `fall-edge monitor`'s table
         again = fall_event("fall_detected", track_id=4)
         publish_event(device, "edge1", again.to_dict())
@@ -347,5 +349,29 @@ def test_each_refused_or_failed_message_and_page_is_counted_in_health_and_metric
         metrics = console.client.get("/metrics").get_data(as_text=True)
         assert 'fall_edge_console_messages_skipped_total{kind="events"} 3.0' in metrics
         assert "fall_edge_console_broker_connected 1.0" in metrics
+    finally:
+        device.close()
+
+
+def test_one_fall_is_one_card_with_its_latest_state(broker, console):
+    """Issue 41, defect 2: one fall was two alarm cards, FALL (with the clip) and STILL DOWN
+    (without, placed on top), each with its own Acknowledge. The fall's `alarm` now joins the
+    fall's card: one card, its latest state, one acknowledgement; another track's alarm is its own."""
+    device = Collector(broker, "fall/#")
+    try:
+        fell = fall_event("fall_detected", track_id=5)
+        held = fall_event("alarm", track_id=5)
+        other = fall_event("fall_detected", track_id=6)
+        for event in (fell, held, other):
+            publish_event(device, "edge1", event.to_dict())
+        assert wait_for(lambda: len(console.monitor.events()) == 3)
+        alarms = EventLog(console.db).alarms()
+        assert sorted(a.event_id for a in alarms) == sorted([fell.event_id, other.event_id])
+        (card,) = [a for a in alarms if a.event_id == fell.event_id]
+        assert card.is_open and card.still_down and card.escalation["event_id"] == held.event_id
+        publish_ack(device, "edge1", fell, "alice")
+        assert wait_for(lambda: len(console.monitor.events()) == 4)
+        shown = {a.event_id: a for a in EventLog(console.db).alarms()}
+        assert not shown[fell.event_id].is_open and shown[other.event_id].is_open
     finally:
         device.close()

@@ -30,6 +30,22 @@ class Alarm:
     has_snapshot: bool
     closed_by: Optional[dict] = None  # the recovered or acknowledged event that closed it
     clip: Optional[dict] = None  # its clip's fields (codec, kept_on_device, reason), when one came
+    escalation: Optional[dict] = None  # the same fall's `alarm` (still down after the hold), folded in
+    escalation_has_snapshot: bool = False
+
+    @property
+    def still_down(self) -> bool:
+        """The latest state of the fall: still down after the hold (an `alarm`)."""
+        return self.escalation is not None or self.event.get("type") == EventType.ALARM.value
+
+    @property
+    def picture_id(self) -> Optional[str]:
+        """The event whose snapshot the card shows: the fall's, else its escalation's."""
+        if self.has_snapshot:
+            return self.event_id
+        if self.escalation is not None and self.escalation_has_snapshot:
+            return str(self.escalation.get("event_id"))
+        return None
 
     @property
     def clip_playable(self) -> bool:
@@ -138,6 +154,9 @@ class EventLog:
                               "ORDER BY received_at, row", (RECENT_EVENTS,)).fetchall()
         alarms: List[Alarm] = []
         open_chains: Dict[Tuple[str, str, int], List[Alarm]] = {}
+        # A chain's newest fall card: its `alarm` (still down after the hold) joins that card, open
+        # or acknowledged, instead of being a second card with its own Acknowledge (issue 41).
+        last_fall: Dict[Tuple[str, str, int], Alarm] = {}
         acknowledged = AcknowledgedChains()  # chain -> the acknowledged event that closed it
         by_id: Dict[str, Alarm] = {}
         for row in rows:
@@ -147,17 +166,27 @@ class EventLog:
             track = event.get("track_id")
             chain = (row["device"], row["camera"], track if isinstance(track, int) else -1)
             repeat = acknowledged.repeat_of(row["type"], chain)
+            fall = last_fall.get(chain)
+            if (row["type"] == EventType.ALARM.value and fall is not None and fall.escalation is None
+                    and (fall.is_open or repeat is not None)):
+                fall.escalation, fall.escalation_has_snapshot = event, row["picture"] is not None
+                by_id[str(event.get("event_id"))] = fall
+                continue
             if row["type"] in OPENING:
                 alarm = Alarm(event, row["device"], row["camera"], row["received_at"], row["picture"] is not None,
                               clip=stored_json(row["clip"]) if row["clip"] else None)
                 alarms.append(alarm)
                 by_id[alarm.event_id] = alarm
+                if row["type"] == EventType.FALL_DETECTED.value:
+                    last_fall[chain] = alarm
                 if repeat is not None:  # the same fall still down after the hold: not a new alarm
                     alarm.closed_by = repeat  # type: ignore[assignment]
                     continue
                 open_chains.setdefault(chain, []).append(alarm)
             elif row["type"] in CLOSING:
                 closed = open_chains.pop(chain, [])
+                if row["type"] == EventType.RECOVERED.value:
+                    last_fall.pop(chain, None)  # up again: a later alarm on this track is a new fall's
                 if row["type"] == EventType.ACKNOWLEDGED:
                     acknowledged.acknowledged(chain, event)
                 target = by_id.get(str(event.get("acknowledges")))
