@@ -218,6 +218,8 @@ def test_the_alarm_view_is_usable_on_a_phone(tmp_path, width):
     device = Collector(broker, "fall/ward-edge-building-b/#")
     try:
         driver.set_window_size(width, 844)
+        # an operator in Seoul: times show in the browser's own zone (issue 41, defect 5)
+        driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Seoul"})
         log_in(driver, base, PASSWORD)
         fell = fall_event("fall_detected", track_id=3, camera="corridor-east-wing-second-floor")
         payload = dict(fell.to_dict(), device="ward-edge-building-b")
@@ -245,8 +247,16 @@ def test_the_alarm_view_is_usable_on_a_phone(tmp_path, width):
             driver.save_screenshot(str(tmp_path / "phone.png"))
             if os.environ.get("FALL_EDGE_SCREENSHOT_DOCS"):
                 shutil.copy(tmp_path / "phone.png", shot)
+        # the fall's time (18:59:59 UTC in the data) in the operator's zone, UTC on hover
+        shown = driver.execute_script("const t = document.querySelector(arguments[0] + ' time');"
+                                      "return [t.textContent, t.title];", f"#alarm-{fell.event_id}")
+        assert "18:59:59" in shown[0] and "GMT+9" in shown[0] and shown[1].endswith("09:59:59 UTC"), shown
         click(driver, button)
         assert wait_for(lambda: "waiting for the device" in _text(driver, f"#alarm-{fell.event_id}"), timeout_s=10)
+        # the history links the fall to its picture
+        driver.get(f"{base}/history")
+        link = driver.find_element(By.CSS_SELECTOR, f"#history a[href='/snapshot/{fell.event_id}.jpg']")
+        assert link.text == "picture"
     finally:
         device.close()
         driver.quit()

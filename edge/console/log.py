@@ -108,9 +108,15 @@ def stored_json(payload: str, check=None) -> Optional[dict]:
 
 
 def shown_time(epoch: Optional[float]) -> str:
+    """A moment for the page: UTC in the markup (and the data), which the page's localtime.js shows
+    in the operator's own time zone; the UTC text stays where scripts do not run."""
+    from markupsafe import Markup  # Flask's (the console's extra)
+
     if epoch is None:
         return "-"
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    moment = datetime.fromtimestamp(epoch, timezone.utc)
+    return Markup(f'<time datetime="{moment.strftime("%Y-%m-%dT%H:%M:%SZ")}">'
+                  f'{moment.strftime("%Y-%m-%d %H:%M:%S UTC")}</time>')
 
 
 class EventLog:
@@ -206,23 +212,36 @@ class EventLog:
         where, params = [], []  # type: Tuple[List[str], List[object]]
         for column, value in (("device", device), ("camera", camera), ("type", kind)):
             if value:
-                where.append(f"{column} = ?")
+                where.append(f"e.{column} = ?")
                 params.append(value)
         if since is not None:
-            where.append("received_at >= ?")
+            where.append("e.received_at >= ?")
             params.append(since)
         if until is not None:
-            where.append("received_at < ?")
+            where.append("e.received_at < ?")
             params.append(until)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         with closing(self._connect()) as db:
-            total = db.execute(f"SELECT COUNT(*) FROM events{clause}", params).fetchone()[0]
-            rows = db.execute(f"SELECT payload, CAST(received_at AS REAL) AS received_at FROM events{clause} "
-                              f"ORDER BY received_at DESC, "
-                              f"rowid DESC LIMIT ? OFFSET ?",
-                              [*params, PAGE_SIZE, (max(1, page) - 1) * PAGE_SIZE]).fetchall()
-        events = [(stored_json(row["payload"]), row["received_at"]) for row in rows]
-        return [dict(event, received_at=received_at) for event, received_at in events if event is not None], total
+            total = db.execute(f"SELECT COUNT(*) FROM events e{clause}", params).fetchone()[0]
+            # Each row with whether its snapshot and a playable clip are kept, for the links; the
+            # history still pages without them when those tables cannot be read.
+            order = f"{clause} ORDER BY e.received_at DESC, e.rowid DESC LIMIT ? OFFSET ?"
+            values = [*params, PAGE_SIZE, (max(1, page) - 1) * PAGE_SIZE]
+            try:
+                rows = db.execute("SELECT e.payload, CAST(e.received_at AS REAL) AS received_at, "
+                                  "s.event_id IS NOT NULL AS picture, c.video IS NOT NULL AS clip FROM events e "
+                                  "LEFT JOIN snapshots s ON s.event_id = e.event_id "
+                                  "LEFT JOIN clips c ON c.clip_of = e.event_id" + order, values).fetchall()
+            except sqlite3.OperationalError:
+                rows = db.execute("SELECT e.payload, CAST(e.received_at AS REAL) AS received_at, 0 AS picture, "
+                                  "0 AS clip FROM events e" + order, values).fetchall()
+        out = []
+        for row in rows:
+            event = stored_json(row["payload"])
+            if event is not None:
+                out.append(dict(event, received_at=row["received_at"], has_snapshot=bool(row["picture"]),
+                                has_clip=bool(row["clip"])))
+        return out, total
 
     def count(self) -> int:
         """Events in the log."""

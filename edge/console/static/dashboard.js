@@ -38,6 +38,7 @@ async function refresh() {
       const kept = players.get(fresh.getAttribute("src"));
       if (kept) fresh.replaceWith(kept);
     }
+    localTimes(board);
   } finally {
     refreshing = false;
     if (again) { again = false; refresh(); }
