@@ -105,3 +105,16 @@ def run_daemon_on_clip(config: Path, clip: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(config), "--source", str(clip),
                            "--pad-end", "4"], capture_output=True, text=True, cwd=root, timeout=300,
                           env=dict(os.environ, PYTHONPATH=str(root)))
+
+
+def stand_in(tmp_path: Path, monkeypatch, name: str, script: str) -> Path:
+    """An executable `name` (a shell script) first on PATH for this test: a stand-in for a hardware
+    edge (a sound device, a wedged hardware encoder). Returns its file."""
+    import stat
+
+    fake = tmp_path / "bin" / name
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text("#!/bin/sh\n" + script)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    return fake

@@ -421,18 +421,14 @@ def test_the_installed_gpiozero_is_the_range_setup_py_states():
 def test_an_acknowledgement_cuts_the_sentence_being_spoken(tmp_path, monkeypatch):
     """Issue 30, defect 9: an operator's ack let 13.4 s of Korean and 10.9 s of English play on.
     A stand-in `aplay` (the sound device is the hardware edge) plays for 20 s unless stopped."""
-    import os
-    import stat
     import time
+
+    from conftest import stand_in
 
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed")
     started = tmp_path / "started"
-    fake = tmp_path / "bin" / "aplay"
-    fake.parent.mkdir()
-    fake.write_text(f"#!/bin/sh\necho x >> {started}\nexec sleep 20\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    stand_in(tmp_path, monkeypatch, "aplay", f"echo x >> {started}\nexec sleep 20\n")
     speaker = Speaker(SpeechConfig(repeat_interval_s=60))
     try:
         speaker.start("cam0/1", "fall_detected")

@@ -112,17 +112,12 @@ def test_the_encoder_writes_what_it_was_given(tmp_path):
 def hanging_encoder(tmp_path, monkeypatch):
     """A gst-launch-1.0 that never reads its input and never exits (a wedged hardware encoder),
     first on PATH; its process id is written where the test can check it was killed."""
-    import os
-    import stat
+    from conftest import stand_in
 
     if h264_encoder() is None:
         pytest.skip("no GStreamer H.264 encoder here (scripts/bootstrap.sh installs one)")
     pids = tmp_path / "encoder.pids"
-    fake = tmp_path / "bin" / "gst-launch-1.0"
-    fake.parent.mkdir()
-    fake.write_text(f"#!/bin/sh\necho $$ >> {pids}\nexec sleep 600\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    stand_in(tmp_path, monkeypatch, "gst-launch-1.0", f"echo $$ >> {pids}\nexec sleep 600\n")
     return pids
 
 

@@ -47,12 +47,13 @@ def browser():
     return webdriver.Chrome(service=Service(DRIVER), options=options)
 
 
-def start_console(tmp_path: Path, broker: Broker) -> tuple:
+def start_console(tmp_path: Path, broker: Broker, password: str = PASSWORD) -> tuple:
+    """`fall-edge console` as its own process with operator alice, once it has the broker."""
     port = free_port()
     config = tmp_path / "console.yaml"
     config.write_text(json.dumps({"console": {
         "listen": f"127.0.0.1:{port}", "db": str(tmp_path / "console.sqlite"),
-        "operators": [{"name": "alice", "password_hash": security.generate_password_hash(PASSWORD)}]}}))
+        "operators": [{"name": "alice", "password_hash": security.generate_password_hash(password)}]}}))
     process = subprocess.Popen([sys.executable, "-m", "edge", "console", "--config", str(config), "--broker",
                                 f"127.0.0.1:{broker.port}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))

@@ -124,29 +124,16 @@ def test_concurrent_wrong_guesses_lock_the_name_in_the_real_console(tmp_path):
     own process, waitress's threads): all were answered 401, none 429, and the right password was
     then let in (the count was read before the scrypt check and written after). Now at most 5 are
     checked, the rest are refused, and the right password is refused until the lock ends."""
-    import json
-    import os
-    import subprocess
-    import sys
     import urllib.error
     import urllib.parse
     import urllib.request
     from concurrent.futures import ThreadPoolExecutor
-    from pathlib import Path
 
-    from broker import Broker, free_port, wait_for
+    from broker import Broker
+    from test_console import start_console
 
-    root = Path(__file__).resolve().parents[1]
     broker = Broker(tmp_path).start()
-    port = free_port()
-    config = tmp_path / "console.yaml"
-    config.write_text(json.dumps({"console": {
-        "listen": f"127.0.0.1:{port}", "db": str(tmp_path / "console.sqlite"),
-        "operators": [{"name": "alice", "password_hash": security.generate_password_hash(PASSWORD)}]}}))
-    process = subprocess.Popen([sys.executable, "-m", "edge", "console", "--config", str(config), "--broker",
-                                f"127.0.0.1:{broker.port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True, cwd=root, env=dict(os.environ, PYTHONPATH=str(root)))
-    base = f"http://127.0.0.1:{port}"
+    process, base = start_console(tmp_path, broker, PASSWORD)
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):
@@ -161,15 +148,7 @@ def test_concurrent_wrong_guesses_lock_the_name_in_the_real_console(tmp_path):
         except urllib.error.HTTPError as exc:
             return exc.code
 
-    def up() -> bool:
-        try:
-            return urllib.request.urlopen(f"{base}/health", timeout=1).status == 200
-        except OSError:
-            assert process.poll() is None, process.stderr.read()
-            return False
-
     try:
-        assert wait_for(up, timeout_s=30), "the console did not come up"
         with ThreadPoolExecutor(max_workers=40) as pool:
             answers = list(pool.map(attempt, [f"guess {n}" for n in range(40)]))
         assert sorted(set(answers)) == [401, 429], answers
