@@ -575,3 +575,61 @@ def test_two_devices_with_one_name_say_so_and_do_not_flap(tmp_path, monkeypatch,
         first.stop()
         second.stop()
         broker.stop()
+
+
+_TWIN = """
+import sys, time
+from pathlib import Path
+from edge.config import MqttConfig
+from edge.mqtt.outbox import Outbox
+from edge.mqtt.publisher import MqttPublisher
+twin = MqttPublisher(MqttConfig(enabled=True, host="127.0.0.1", port=int(sys.argv[1]), device="ward-edge",
+                                keepalive_s=5), Outbox(Path(sys.argv[2])))
+twin.start()
+print("started", flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_doctor_finds_another_device_running_under_this_name(tmp_path):
+    """Issue 40, defect 5 (the doctor's part): the doctor asks on the device's instance topic who runs
+    under its name; this machine's own service answers from this boot (fine), a cloned SD card's
+    twin from another (its boot id differs even where the host name and machine id do not). The
+    twin is a real publisher in its own process, with another boot id bound over /proc's."""
+    import shutil
+
+    import pytest
+
+    from edge.config import Config
+    from edge.doctor.checks import check_broker
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare (the twin's own boot id, bound in a mount namespace)")
+    broker = Broker(tmp_path).start()
+    config = Config(mqtt=mqtt_config(broker, device="ward-edge"))
+    local = MqttPublisher(config.mqtt, Outbox(tmp_path / "local.sqlite"))
+    local.start()
+    twin = None
+    try:
+        assert wait_for(lambda: local.connected)
+        rows = {row.what: row for row in check_broker(config)}
+        assert rows["device name"].status == "ok", rows  # only this machine's own service runs as ward-edge
+        fake_boot = tmp_path / "boot_id"
+        fake_boot.write_text("0f0f0f0f-1111-2222-3333-444444444444\n")
+        root = Path(__file__).resolve().parents[1]
+        twin = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                 f"mount --bind {fake_boot} /proc/sys/kernel/random/boot_id && exec "
+                                 f"{sys.executable} -c '{_TWIN}' {broker.port} {tmp_path / 'twin.sqlite'}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, PYTHONPATH=str(root)))
+        assert twin.stdout.readline().strip() == "started", twin.stderr.read()
+        assert wait_for(lambda: local.name_conflict is not None, 10)
+        rows = {row.what: row for row in check_broker(config)}
+        assert rows["device name"].status == "fail" and "another device runs as 'ward-edge'" in rows[
+            "device name"].detail, rows
+    finally:
+        if twin is not None:
+            twin.kill()
+            twin.wait(timeout=10)
+        local.stop()
+        broker.stop()

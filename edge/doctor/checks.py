@@ -6,6 +6,7 @@ is itself a failed row."""
 
 
 import functools
+import json
 import os
 import platform
 import shutil
@@ -26,6 +27,7 @@ from edge.support import cpu_python_problem
 OK, WARNING, FAIL = "ok", "warning", "fail"
 NOT_HERE = "not on this machine"
 _FIRST_FRAME_S = 15.0
+_CLAIM_WAIT_S = 1.5  # how long the doctor listens for devices running under this name
 _BROKER_S = 10.0
 _MIN_FREE_BYTES = 200 * 1024 * 1024
 
@@ -250,12 +252,33 @@ def check_broker(config: Config) -> List[Row]:
         client = make_client(config.mqtt, f"fall-edge-doctor-{int(time.time())}")
     except FallEdgeError as exc:
         return [Row("broker", FAIL, str(exc), "fix the mqtt section")]
-    set_callbacks(client, on_connect=on_connect)
+    from edge.mqtt import topics
+    from edge.mqtt.connection import device_name
+    from edge.mqtt.publisher import boot_id
+
+    claims: List[dict] = []
+    instance_topic = topics.instance_topic(config.mqtt.prefix, device_name(config.mqtt))
+
+    def on_message(client, userdata, message) -> None:
+        try:
+            claim = json.loads(message.payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return
+        if isinstance(claim, dict) and "instance" in claim:
+            claims.append(claim)
+
+    set_callbacks(client, on_connect=on_connect, on_message=on_message)
     watch_connect_errors(client, failed, config.mqtt)
     client.connect_async(config.mqtt.host, config.mqtt.port, keepalive=config.mqtt.keepalive_s)
     client.loop_start()
     try:
         answered = done.wait(_BROKER_S)
+        if answered and not result["error"]:
+            # Who runs under this device's name now: running devices answer the question at once.
+            client.subscribe(instance_topic, qos=1)
+            time.sleep(0.5)
+            client.publish(instance_topic, b'{"query": true}', qos=1)
+            time.sleep(_CLAIM_WAIT_S)
     finally:
         client.disconnect()
         client.loop_stop()
@@ -265,7 +288,17 @@ def check_broker(config: Config) -> List[Row]:
         return [Row("broker", FAIL, result["error"])]
     tls = "TLS" if config.mqtt.ca_file else "no TLS"
     login = f"as {config.mqtt.username}" if config.mqtt.username else "anonymous"
-    return [Row("broker", OK, f"{where} accepted the connection ({tls}, {login})")]
+    rows = [Row("broker", OK, f"{where} accepted the connection ({tls}, {login})")]
+    here = boot_id()
+    others = {str(c.get("instance")): c for c in claims if str(c.get("boot", "")) != here or not here}
+    name = device_name(config.mqtt)
+    if others:
+        hosts = ", ".join(sorted({str(c.get("host", "?"))[:100] for c in others.values()}))
+        rows.append(Row("device name", FAIL, f"another device runs as '{name}' on this broker (host {hosts})",
+                        "give each device its own mqtt.device (a cloned SD card keeps the name)"))
+    else:
+        rows.append(Row("device name", OK, f"'{name}': no other device runs under it"))
+    return rows
 
 
 def check_buzzer(config: Config) -> List[Row]:

@@ -38,6 +38,16 @@ CLAIM_INTERVAL_S = 30.0  # how often a running device says who it is
 MAX_COMMAND_BYTES = 4096  # a signed ack is about 250 bytes
 
 
+def boot_id() -> str:
+    """This boot of this machine (Linux's random boot id): a cloned SD card has the same host name
+    and machine id as its twin, never the same boot id."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            return handle.read().strip()[:64]
+    except OSError:
+        return ""
+
+
 class MqttPublisher:
     def __init__(self, config: MqttConfig, outbox: Outbox, client_id: Optional[str] = None) -> None:
         self.config = config
@@ -392,12 +402,16 @@ class MqttPublisher:
     def _claim(self, client: mqtt.Client) -> None:
         """Say who runs under this name: at every connection and every CLAIM_INTERVAL_S."""
         self._next_claim = time.monotonic() + CLAIM_INTERVAL_S
-        claim = {"instance": self.instance, "host": socket.gethostname(), "started": round(self.started, 3)}
+        claim = {"instance": self.instance, "host": socket.gethostname(), "started": round(self.started, 3),
+                 "boot": boot_id()}
         client.publish(topics.instance_topic(self.prefix, self.device), json.dumps(claim).encode("utf-8"), qos=1)
 
     def _on_claim(self, payload: bytes) -> None:
         try:
             claim = json.loads(payload.decode("utf-8"))
+            if isinstance(claim, dict) and claim.get("query") is True:  # the doctor asks who runs here
+                self._claim(self._client)
+                return
             instance, host = str(claim["instance"])[:64], str(claim.get("host", "?"))[:100]
             started = float(claim.get("started", 0.0))
         except (UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
