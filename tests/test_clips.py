@@ -212,3 +212,21 @@ def test_a_clip_recorded_at_2_processed_frames_a_second_plays_for_its_real_durat
         stamps.append(capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
     assert len(stamps) == payload["frames"]
     assert stamps[-1] - stamps[0] == pytest.approx(real_s, abs=0.6)
+
+
+def test_a_clip_on_a_full_disk_leaves_no_file_and_says_why(tmp_path):
+    """Issue 40, defect 11: a clip that failed on a full disk left a partial .mp4 with mode 0644
+    (pictures of people, readable by all) and nobody was told. On a really full tmpfs: no file of
+    the clip is left and the encoder raises, which the clip writer reports in health and so in the
+    device's retained status (problems.clips)."""
+    from test_outbox import Tmpfs
+
+    disk = Tmpfs(tmp_path / "disk", size="64k")
+    try:
+        disk.fill()
+        frames = [np.full((360, 640, 3), i * 8 % 256, np.uint8) for i in range(30)]
+        with pytest.raises(OSError):  # the writer thread reports it in health: clips: clip not written: ...
+            encode_clip(frames, 10.0, disk.where / "x")
+        assert not [p for p in disk.where.iterdir() if p.name != "filler"]
+    finally:
+        disk.remove()
