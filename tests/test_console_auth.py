@@ -221,3 +221,55 @@ def test_trusted_proxies_must_be_addresses():
 
     with pytest.raises(ConfigError, match="'console.trusted_proxies' must list IP addresses"):
         config_from_dict({"console": {"trusted_proxies": ["proxy.local"]}})
+
+
+def test_an_alarm_of_a_device_that_went_away_is_resolved_in_the_console(tmp_path):
+    """Issue 41, defect 3: the acknowledgement only goes to the device; for a device that went away
+    "waiting for the device" never ended, the waiting count stayed up and the page kept beeping.
+    An operator resolves it in the console with a reason: the card closes naming who and why, the
+    count drops, the history lists it; a reason is required and only an open alarm can be resolved."""
+    import json
+    import time
+
+    from broker import Broker, Collector, wait_for
+    from test_mqtt import fall_event, mqtt_config
+
+    broker = Broker(tmp_path).start()
+    db = tmp_path / "console.sqlite"
+    monitor = Monitor(mqtt_config(broker, device=""), db, client_id="console", everything=True)
+    monitor.start()
+    settings = ConsoleConfig(operators=[OperatorConfig("alice", security.generate_password_hash(PASSWORD))])
+    app = app_module.create_app(settings, EventLog(db), monitor, app_module.Hub(), app_module.session_secret(db))
+    app.config["TESTING"] = True
+    device = Collector(broker, "fall/#")
+    try:
+        assert wait_for(monitor.connected.is_set)
+        fell = fall_event("fall_detected", track_id=2)
+        device.client.publish("fall/edge9/cam0/events", json.dumps(dict(fell.to_dict(), device="edge9")), qos=1)
+        device.client.publish("fall/edge9/status", b"offline", qos=1, retain=True)  # its last will: gone
+        assert wait_for(lambda: len(monitor.events()) == 1 and EventLog(db).devices())
+        client = app.test_client()
+        assert client.post("/login", data={"name": "alice", "password": PASSWORD}).status_code == 302
+        page = client.get("/").data.decode()
+        token = page.split('name="csrf" content="')[1].split('"')[0]
+        assert "The device is away: it cannot acknowledge." in page and "Resolve here" in page
+        assert 'data-unacknowledged="1"' in page
+        headers = {"X-CSRF-Token": token}
+        assert client.post("/api/resolve", json={"event_id": fell.event_id, "reason": ""},
+                           headers=headers).status_code == 400
+        assert client.post("/api/resolve", json={"event_id": "nope", "reason": "x"}, headers=headers).status_code == 404
+        answer = client.post("/api/resolve", json={"event_id": fell.event_id, "reason": "seen on site, she is fine"},
+                             headers=headers)
+        assert answer.status_code == 200, answer.data
+        page = client.get("/fragment/dashboard").data.decode()
+        assert 'data-unacknowledged="0"' in page and "Resolved in the console by <strong>alice</strong>" in page
+        assert "seen on site, she is fine" in page and "Resolve here" not in page
+        history = client.get("/history").data.decode()
+        assert "resolved" in history and "alice: seen on site, she is fine" in history
+        again = client.post("/api/resolve", json={"event_id": fell.event_id, "reason": "twice"}, headers=headers)
+        assert again.status_code == 404  # already closed
+        time.sleep(0.2)
+    finally:
+        device.close()
+        monitor.stop()
+        broker.stop()

@@ -26,6 +26,7 @@ from werkzeug.security import check_password_hash
 
 from edge.config import ConsoleConfig
 from edge.console.log import PAGE_SIZE, EventLog, parse_time, shown_time
+from edge.console.resolutions import clean_reason, record_resolution
 from edge.console.sessions import Sessions
 from edge.console.throttle import LOCKOUT_S, LoginThrottle
 from edge.errors import FallEdgeError
@@ -298,7 +299,9 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
             if time.time() - sent > 3600:
                 pending.pop(event_id, None)  # the device never answered: the button comes back
         unacknowledged = [a for a in alarms if a.is_open and a.event_id not in sent_acks]
-        return {"devices": log.devices(), "alarms": alarms, "pending": sent_acks, "shown_time": shown_time,
+        devices = log.devices()
+        return {"devices": devices, "alarms": alarms, "pending": sent_acks, "shown_time": shown_time,
+                "away": {d.name for d in devices if not d.online},
                 "parse_time": parse_time, "unacknowledged": len(unacknowledged), "now": time.time(),
                 "broker_connected": monitor.connected.is_set(), "broker_error": monitor.error}
 
@@ -359,6 +362,29 @@ def create_app(console: ConsoleConfig, log: EventLog, monitor: Monitor, hub: Hub
         logger.info("console: %s acknowledged %s on %s", name, event_id, device)
         hub.publish("ack")
         return jsonify(sent=True, device=device), 202
+
+    @app.route("/api/resolve", methods=["POST"])
+    def resolve():
+        """Close an open alarm here, with a reason: its device went away and cannot acknowledge."""
+        body = request.get_json(silent=True) or {}
+        event_id, reason = str(body.get("event_id", "")), clean_reason(body.get("reason"))
+        if not reason:
+            return jsonify(error="say why (e.g. seen on site, the device is switched off)"), 400
+        target = next((a for a in log.alarms() if a.event_id == event_id), None)
+        if target is None or not target.is_open:
+            return jsonify(error="no open alarm with that event id"), 404
+        name = operator() or ""
+        resolution = record_resolution(log.path, target.device, target.camera, target.event.get("track_id"),
+                                       event_id, name, reason)
+        pending.pop(event_id, None)
+        try:  # a device that is back stops its own alarm too
+            monitor.ack(event_id, operator=name, timeout_s=2.0)
+        except FallEdgeError as exc:
+            logger.info("console: the acknowledgement of %s could not be sent to %s (%s)", event_id, target.device,
+                        exc)
+        logger.warning("console: %s resolved %s of %s in the console: %s", name, event_id, target.device, reason)
+        hub.publish("resolve")
+        return jsonify(resolved=True, event_id=resolution["event_id"]), 200
 
     @app.route("/api/test", methods=["POST"])
     def test_alarm():

@@ -15,6 +15,7 @@ from edge.types import AcknowledgedChains, EventType
 
 OPENING = (EventType.FALL_DETECTED.value, EventType.ALARM.value)
 CLOSING = (EventType.RECOVERED.value, EventType.ACKNOWLEDGED.value)
+RESOLVED = "resolved"  # an alarm closed in the console (its device away): the console writes these
 PAGE_SIZE = 25
 RECENT_EVENTS = 5000  # the dashboard's alarms come from this many newest events
 
@@ -189,6 +190,14 @@ class EventLog:
                     alarm.closed_by = repeat  # type: ignore[assignment]
                     continue
                 open_chains.setdefault(chain, []).append(alarm)
+            elif row["type"] == RESOLVED:
+                # Closed in the console (edge/console/resolutions.py): the alarm it names, if it is open.
+                target = by_id.get(str(event.get("resolves")))
+                if target is not None and target.device == row["device"] and target.closed_by is None:
+                    target.closed_by = event
+                    for chain_alarms in open_chains.values():
+                        if target in chain_alarms:
+                            chain_alarms.remove(target)
             elif row["type"] in CLOSING:
                 closed = open_chains.pop(chain, [])
                 if row["type"] == EventType.RECOVERED.value:

@@ -33,7 +33,15 @@ async function refresh() {
     const board = document.getElementById("dashboard");
     // A clip being watched keeps playing through the refresh: the same player moves into the new page.
     const players = new Map([...board.querySelectorAll("video.clip")].map(v => [v.getAttribute("src"), v]));
+    // A reason being typed for "Resolve here" survives the refresh (health reports come every few seconds).
+    const typed = new Map([...board.querySelectorAll("input.reason")].map(i => [i.dataset.eventId, i.value]));
+    const focused = document.activeElement && document.activeElement.matches("input.reason")
+      ? document.activeElement.dataset.eventId : null;
     board.innerHTML = await response.text();
+    for (const input of board.querySelectorAll("input.reason")) {
+      if (typed.has(input.dataset.eventId)) input.value = typed.get(input.dataset.eventId);
+      if (input.dataset.eventId === focused) input.focus();
+    }
     for (const fresh of board.querySelectorAll("video.clip")) {
       const kept = players.get(fresh.getAttribute("src"));
       if (kept) fresh.replaceWith(kept);
@@ -54,6 +62,10 @@ document.addEventListener("click", (event) => {
   const target = event.target;
   if (target.matches("button.ack")) { target.disabled = true; post("/api/ack", {event_id: target.dataset.eventId}); }
   if (target.matches("button.test")) { post("/api/test", {device: target.dataset.device}); }
+  if (target.matches("button.resolve")) {
+    const reason = document.querySelector(`input.reason[data-event-id="${target.dataset.eventId}"]`);
+    post("/api/resolve", {event_id: target.dataset.eventId, reason: reason ? reason.value : ""});
+  }
 });
 const live = new EventSource("/stream");
 live.onmessage = refresh;
