@@ -5,14 +5,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from broker import Broker, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def doctor(config: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge", "doctor", "--config", str(config)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=180, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+def doctor(config: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge", "doctor", "--config", str(config), *extra],
+                          capture_output=True, text=True, cwd=ROOT, timeout=180,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
 
 
 def rows(result: subprocess.CompletedProcess) -> dict:
@@ -146,3 +148,30 @@ def test_argus_problem_tells_a_missing_dead_and_answering_socket_apart(tmp_path)
         assert argus_problem(path) is None
     finally:
         server.close()
+
+
+def test_the_doctor_measures_a_live_cameras_frame_rate(tmp_path):
+    """Issue 41, defect 7: `doctor` reported "640x480 at 15 fps" for a 10 fps stream (it printed
+    capture.fps, what was asked). A real RTSP camera at 10 fps, capture.fps 15: measured."""
+    import re
+
+    from test_gst_capture import SYSTEM_PYTHON, start_rtsp_server
+
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("python3-gi with gir1.2-gst-rtsp-server-1.0 missing (.ci/run installs them)")
+    port = free_port()
+    server = start_rtsp_server(port, fps=10)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"cameras:\n  - {{name: door, source: 'rtsp://127.0.0.1:{port}/test'}}\n"
+                      "capture: {width: 320, height: 240, fps: 15}\nmqtt: {enabled: false}\n")
+    try:
+        result = doctor(config, "--only", "cameras")
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    status, detail = rows(result)["camera door"]
+    assert status == "ok", result.stdout + result.stderr
+    rate = float(re.match(r"320x240 at ([\d.]+) fps \(measured over 3 s\)", detail).group(1))
+    assert 8.5 <= rate <= 11.5, detail

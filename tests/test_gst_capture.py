@@ -209,8 +209,9 @@ def test_a_stalled_source_is_detected_and_restarted(reader):
     server.listener.close()
 
 
-def start_rtsp_server(port: int, codec: str = "h264") -> subprocess.Popen:
-    process = subprocess.Popen([SYSTEM_PYTHON, str(Path(__file__).parent / "rtsp_server.py"), str(port), codec],
+def start_rtsp_server(port: int, codec: str = "h264", fps: int = 15) -> subprocess.Popen:
+    process = subprocess.Popen([SYSTEM_PYTHON, str(Path(__file__).parent / "rtsp_server.py"), str(port), codec,
+                                str(fps)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = process.stdout.readline()
     if "ready" not in line:
