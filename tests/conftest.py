@@ -23,6 +23,43 @@ CLIPS_DIR = PROJECT_ROOT.parent / "shared" / "clips"
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 
+# Test tiers (issue 42): the markers of whole test modules, stated once. CI runs everything; the
+# inner loop runs the fast tier: pytest -m "not slow and not install and not browser".
+TIERS = {
+    "slow": "over a minute, or a real-time run",
+    "install": "installs into fresh venvs or Debian roots (qemu, debootstrap, systemd-nspawn)",
+    "browser": "drives Chromium",
+}
+MODULE_TIERS = {
+    "test_arm64_install": ("install", "slow"),
+    "test_real_install": ("install", "slow"),
+    "test_systemd": ("install", "slow"),
+    "test_python36": ("install", "slow"),
+    "test_jetpack46": ("install",),
+    "test_homeassistant": ("browser", "slow"),
+    "test_console": ("browser",),
+    "test_hostile_harness": ("browser", "slow"),
+    "test_device_page": ("browser",),
+    "test_delivery_soak": ("slow",),
+    "test_mqtt_failures": ("slow",),
+    "test_multicamera": ("slow",),
+    "test_eval": ("slow",),
+    "test_eval_cache": ("slow",),
+    "test_variants": ("slow",),
+}
+
+
+def pytest_configure(config) -> None:
+    for name, meaning in TIERS.items():
+        config.addinivalue_line("markers", f"{name}: {meaning}")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        for tier in MODULE_TIERS.get(item.module.__name__ if item.module else "", ()):
+            item.add_marker(getattr(pytest.mark, tier))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache_home(tmp_path_factory):
     """`fall-edge eval` caches model outputs under $XDG_CACHE_HOME: tests keep theirs apart from
