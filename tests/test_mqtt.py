@@ -526,6 +526,8 @@ def test_forged_home_assistant_discovery_is_restored_and_foreign_configs_removed
         assert wait_for(lambda: publisher.connected)
         bridge.start()
         fall_topic = next(topic for topic in bridge.configs() if topic.endswith("_fall/config"))
+        # (the configs reach the broker a moment after start: wait for them, paho 1.6 took longer)
+        assert wait_for(lambda: retained_now(broker, fall_topic), 10)
         ours = retained_now(broker, fall_topic)
         assert json.loads(ours)["payload_on"] == "ON"
         forged = dict(json.loads(ours), payload_on="NEVER")
