@@ -82,6 +82,17 @@ class Broker:
 PAHO_CLIENT_ARGS = {"callback_api_version": mqtt.CallbackAPIVersion.VERSION2} if PAHO_2 else {}
 
 
+def peer_client(broker: "Broker", name: str, user: Optional[str] = None, password: str = "") -> mqtt.Client:
+    """A plain MQTT client on the broker, its network loop running (another device, an operator,
+    a forger); `user` logs in."""
+    client = mqtt.Client(client_id=f"{name}-{uuid.uuid4().hex[:6]}", **PAHO_CLIENT_ARGS)
+    if user is not None:
+        client.username_pw_set(user, password)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    return client
+
+
 class Collector:
     """A plain subscriber that records every message."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from broker import PAHO_CLIENT_ARGS, Broker, wait_for
+from broker import PAHO_CLIENT_ARGS, Broker, peer_client, wait_for
 
 from edge.config import Config, MqttConfig
 from edge.daemon.health import HealthReporter
@@ -66,11 +66,7 @@ def event(kind: str) -> FallEvent:
 
 
 def client_as(broker: Broker, user: str, password: str) -> mqtt.Client:
-    client = mqtt.Client(client_id=f"{user}-{uuid.uuid4().hex[:6]}", **PAHO_CLIENT_ARGS)
-    client.username_pw_set(user, password)
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
-    return client
+    return peer_client(broker, user, user, password)
 
 
 def test_with_the_shipped_acl_a_device_cannot_ack_another_devices_alarm(tmp_path, caplog):
@@ -224,9 +220,7 @@ def test_an_oversized_command_is_refused_before_it_is_read(tmp_path):
     handled = []
     publisher.on_command("ack", handled.append)
     publisher.start()
-    sender = mqtt.Client(client_id="sender", **PAHO_CLIENT_ARGS)
-    sender.connect("127.0.0.1", broker.port)
-    sender.loop_start()
+    sender = peer_client(broker, "sender")
     try:
         assert wait_for(lambda: publisher.connected)
         time.sleep(0.5)  # its subscription to cmd/ is in place

@@ -508,8 +508,7 @@ def test_forged_home_assistant_discovery_is_restored_and_foreign_configs_removed
     """Issue 40, defect 8: a retained config with payload_on NEVER on the device's own discovery
     topic replaced the real one and stayed until the device reconnected; a foreign config published
     while it was connected was never cleared (only retained deliveries were looked at)."""
-    import paho.mqtt.client as mqtt
-    from broker import PAHO_CLIENT_ARGS
+    from broker import peer_client
 
     from edge.config.schema import HomeAssistantConfig
     from edge.mqtt.homeassistant import HomeAssistantBridge
@@ -519,9 +518,7 @@ def test_forged_home_assistant_discovery_is_restored_and_foreign_configs_removed
     publisher = MqttPublisher(config.mqtt, Outbox(tmp_path / "outbox.sqlite"))
     bridge = HomeAssistantBridge(config, publisher, {"hall": []})
     publisher.start()
-    forger = mqtt.Client(client_id="forger", **PAHO_CLIENT_ARGS)
-    forger.connect("127.0.0.1", broker.port)
-    forger.loop_start()
+    forger = peer_client(broker, "forger")
     try:
         assert wait_for(lambda: publisher.connected)
         bridge.start()
